@@ -1,0 +1,197 @@
+"""UnitSet: named units as boolean masks per site, convertible to names, flat indices and counts."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from .errors import NeurolocError
+from .io import atomic_path, atomic_write_json
+from .models.layout import ModelLayout, Site
+
+MASKS_FILE = "units.safetensors"
+INDEX_FILE = "units.json"
+_UNIT_NAME = re.compile(r"^(layers\.\d+\.(?:residual|mlp|attn))\[(\d+)\]$")
+
+
+def unit_name(site: Site, index: int) -> str:
+    """`layers.12.residual[301]`: the unit's site and its index there (attention: the head)."""
+    return f"{site.name}[{index}]"
+
+
+class UnitSet:
+    """A selection of units: one boolean mask per site, sites ordered by (layer, kind).
+
+    Flat indices enumerate units site by site in that order, so they are stable for a given set of
+    sites. `model` records the identity of the model the units belong to.
+    """
+
+    def __init__(self, masks: Mapping[Site | str, torch.Tensor | np.ndarray], model: dict | None = None) -> None:
+        parsed = {(s if isinstance(s, Site) else Site.parse(s)): torch.as_tensor(m).bool().flatten().cpu()
+                  for s, m in masks.items()}
+        self.masks: dict[Site, torch.Tensor] = dict(sorted(parsed.items()))
+        self.model = dict(model or {})
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def empty(cls, layout: ModelLayout, kinds: str | Iterable[str] = "residual", model: dict | None = None) -> "UnitSet":
+        return cls({s: torch.zeros(layout.width(s.kind), dtype=torch.bool) for s in layout.sites(kinds)}, model)
+
+    @classmethod
+    def from_names(cls, names: Iterable[str], layout: ModelLayout, model: dict | None = None) -> "UnitSet":
+        """Parse `layers.3.mlp[1407]`-style names; every site of the named kinds gets a mask."""
+        hits: list[tuple[Site, int]] = []
+        for name in names:
+            match = _UNIT_NAME.match(name.strip())
+            if not match:
+                raise NeurolocError(f"cannot parse unit name {name!r}; expected e.g. 'layers.3.mlp[1407]'")
+            site = layout.check(Site.parse(match.group(1)))
+            index = int(match.group(2))
+            if index >= layout.width(site.kind):
+                raise NeurolocError(f"unit {name}: index {index} ≥ width {layout.width(site.kind)} of {site.kind}")
+            hits.append((site, index))
+        units = cls.empty(layout, sorted({s.kind for s, _ in hits}) or "residual", model)
+        for site, index in hits:
+            units.masks[site][index] = True
+        return units
+
+    @classmethod
+    def from_flat(cls, mask_or_indices: np.ndarray | torch.Tensor | Iterable[int], sites: list[Site],
+                  widths: list[int], model: dict | None = None) -> "UnitSet":
+        """From a flat boolean mask (or flat indices) over `sites` laid end to end."""
+        total = sum(widths)
+        flat = torch.as_tensor(np.asarray(mask_or_indices))
+        if flat.dtype != torch.bool:
+            indices = flat.long()
+            flat = torch.zeros(total, dtype=torch.bool)
+            flat[indices] = True
+        if flat.numel() != total:
+            raise NeurolocError(f"flat mask has {flat.numel()} entries but the sites hold {total} units")
+        return cls(dict(zip(sites, torch.split(flat, widths))), model)
+
+    # -- views ------------------------------------------------------------------------------------
+    @property
+    def sites(self) -> list[Site]:
+        return list(self.masks)
+
+    @property
+    def widths(self) -> list[int]:
+        return [m.numel() for m in self.masks.values()]
+
+    def flat_mask(self) -> torch.Tensor:
+        return torch.cat(list(self.masks.values())) if self.masks else torch.zeros(0, dtype=torch.bool)
+
+    def flat_indices(self) -> np.ndarray:
+        return torch.nonzero(self.flat_mask()).flatten().numpy()
+
+    def names(self) -> list[str]:
+        return [unit_name(site, int(i)) for site, mask in self.masks.items() for i in torch.nonzero(mask).flatten()]
+
+    def counts(self) -> dict[str, int]:
+        """Selected units per site name (every site, zeros included)."""
+        return {site.name: int(mask.sum()) for site, mask in self.masks.items()}
+
+    def per_layer_counts(self) -> list[dict]:
+        """Rows of site kind, layer, units at the site and units selected: ready for a DataFrame."""
+        return [
+            {"site": s.kind, "layer": s.layer, "n_units": int(m.numel()), "n_selected": int(m.sum())}
+            for s, m in self.masks.items()
+        ]
+
+    def __len__(self) -> int:
+        return int(sum(int(m.sum()) for m in self.masks.values()))
+
+    def __contains__(self, name: str) -> bool:
+        match = _UNIT_NAME.match(name)
+        if not match:
+            return False
+        mask = self.masks.get(Site.parse(match.group(1)))
+        index = int(match.group(2))
+        return mask is not None and index < mask.numel() and bool(mask[index])
+
+    def __repr__(self) -> str:
+        kinds = sorted({s.kind for s in self.masks})
+        return f"UnitSet({len(self)} units over {len(self.masks)} sites, kinds={kinds})"
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, UnitSet) and self.masks.keys() == other.masks.keys()
+                and all(torch.equal(self.masks[s], other.masks[s]) for s in self.masks))
+
+    # -- set algebra ------------------------------------------------------------------------------
+    def _combine(self, other: "UnitSet", op) -> "UnitSet":
+        sites = sorted(set(self.masks) | set(other.masks))
+        masks = {}
+        for site in sites:
+            a, b = self.masks.get(site), other.masks.get(site)
+            if a is not None and b is not None and a.numel() != b.numel():
+                raise NeurolocError(f"site {site.name} has width {a.numel()} in one UnitSet and {b.numel()} in the other")
+            a = a if a is not None else torch.zeros_like(b)
+            b = b if b is not None else torch.zeros_like(a)
+            masks[site] = op(a, b)
+        return UnitSet(masks, self.model or other.model)
+
+    def __or__(self, other: "UnitSet") -> "UnitSet":
+        return self._combine(other, torch.logical_or)
+
+    def __and__(self, other: "UnitSet") -> "UnitSet":
+        return self._combine(other, torch.logical_and)
+
+    def __sub__(self, other: "UnitSet") -> "UnitSet":
+        return self._combine(other, lambda a, b: a & ~b)
+
+    def jaccard(self, other: "UnitSet") -> float:
+        union = len(self | other)
+        return len(self & other) / union if union else 0.0
+
+    # -- compatibility and persistence ---------------------------------------------------------------
+    def check_compatible(self, layout: ModelLayout, model: dict | None = None) -> None:
+        """Raise when these units cannot belong to the model (layers or widths differ)."""
+        for site, mask in self.masks.items():
+            if site.layer >= layout.n_layers or mask.numel() != layout.width(site.kind):
+                raise NeurolocError(
+                    f"the UnitSet does not fit this model: site {site.name} has {mask.numel()} units, but the "
+                    f"model ({layout.model_type}, {layout.n_layers} layers) "
+                    + (f"has {layout.width(site.kind)} there" if site.layer < layout.n_layers else "has no such layer")
+                    + f". Was it made for another model ({self.model.get('spec', 'unknown')})?"
+                )
+        if model and self.model.get("sha256") and model.get("sha256") and self.model["sha256"] != model["sha256"]:
+            raise NeurolocError(
+                f"the UnitSet was made for model {self.model.get('spec')} (sha256 {self.model['sha256'][:12]}…) "
+                f"but the model given is {model.get('spec')} (sha256 {model['sha256'][:12]}…)"
+            )
+
+    def save(self, directory: str | Path) -> None:
+        """Write `units.safetensors` (masks) and `units.json` (names, counts, model identity)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / MASKS_FILE) as tmp:
+            save_file({s.name: m.to(torch.uint8) for s, m in self.masks.items()}, str(tmp),
+                      metadata={"format": "neuroloc.UnitSet/1"})
+        atomic_write_json(directory / INDEX_FILE, {
+            "format": "neuroloc.UnitSet/1",
+            "model": self.model,
+            "n_units": len(self),
+            "counts": self.counts(),
+            "widths": {s.name: m.numel() for s, m in self.masks.items()},
+            "names": self.names(),
+        })
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "UnitSet":
+        directory = Path(directory)
+        masks_path = directory / MASKS_FILE if directory.is_dir() else directory
+        if not masks_path.is_file():
+            raise NeurolocError(f"no UnitSet at {directory}: expected {MASKS_FILE} (and {INDEX_FILE}) there")
+        index_path = masks_path.with_name(INDEX_FILE)
+        model = json.loads(index_path.read_text())["model"] if index_path.is_file() else {}
+        try:
+            tensors = load_file(str(masks_path))
+        except Exception as error:  # safetensors raises its own error types
+            raise NeurolocError(f"{masks_path} is not a readable safetensors file: {error}") from None
+        return cls(tensors, model)
