@@ -2,6 +2,7 @@
 
 from .errors import NeurolocError
 from .lesion import Intervention, intervene, lesion
+from .localize.localizer import Localizer
 from .models.hooks import hooks, record, run_forward
 from .models.layout import Site, register_family
 from .models.loading import LoadedModel, load_model, wrap_model
@@ -11,7 +12,7 @@ from .stimuli.base import StimulusSet
 from .units import UnitSet
 
 __all__ = [
-    "ConditionStats", "Intervention", "LoadedModel", "Moments", "NeurolocError", "Recorder", "Site",
+    "ConditionStats", "Intervention", "LoadedModel", "Localizer", "Moments", "NeurolocError", "Recorder", "Site",
     "StimulusSet", "UnitSet", "hooks", "intervene", "lesion", "load_model", "record", "register_family",
     "run_forward", "wrap_model",
 ]

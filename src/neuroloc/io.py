@@ -90,3 +90,25 @@ def build_manifest(command: str, parameters: dict[str, Any], **sections: Any) ->
             "platform": platform.platform(),
         },
     }
+
+
+@contextlib.contextmanager
+def staged_output(out_dir: str | os.PathLike) -> Iterator[Path]:
+    """Yield a staging directory beside `out_dir`; on success move every file into `out_dir`
+    (each by an atomic rename), on failure delete the staging directory. An interrupted run leaves
+    `out_dir` as it was: no half-written or half-updated set of files."""
+    import shutil
+
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        yield staging
+        out.mkdir(parents=True, exist_ok=True)
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                target = out / path.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

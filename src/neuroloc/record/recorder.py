@@ -24,12 +24,17 @@ from .pooling import WORD_POOLINGS, PoolPlan, check_pooling, head_norms, pool, t
 
 @dataclass
 class PooledBatch:
-    """Pooled rows of one batch: `rows[i]` = (text index, word index or -1) of row i of every site."""
+    """Pooled rows of one batch: `rows[i]` = (text index, word index or -1) of row i of every site.
+
+    With `token_sums`, `token_sums[site][j]` is the sum over text j's real tokens of the raw hooked
+    coordinates (float64) and `token_counts[j]` its token count, j following `texts` (batch order).
+    """
 
     rows: list[tuple[int, int]]
     features: dict[Site, torch.Tensor]
+    texts: list[int] = field(default_factory=list)
     token_sums: dict[Site, torch.Tensor] = field(default_factory=dict)
-    n_tokens: int = 0
+    token_counts: torch.Tensor | None = None
 
 
 def tokenize(lm: LoadedModel, texts: Sequence[str], *, padding_side: str = "right",
@@ -141,7 +146,7 @@ class Recorder:
                 def observer(site: Site):
                     def observe(value: torch.Tensor) -> None:
                         if token_sums:
-                            sums[site] = value[mask].sum(0, dtype=torch.float64)
+                            sums[site] = (value.double() * mask[..., None]).sum(1).cpu()
                         if site.kind == "attn" and not self.coordinates:
                             value = head_norms(value, layout.n_heads)
                         features[site] = pool(value, plan)
@@ -153,7 +158,7 @@ class Recorder:
                 missing = [s.name for s in self.sites if s not in features]
                 if missing:
                     raise NeurolocError(f"sites never ran during the forward pass: {missing}")
-                yield PooledBatch(rows, features, sums, int(mask.sum()))
+                yield PooledBatch(rows, features, list(indices), sums, mask.sum(1).cpu())
                 advance(len(indices))
 
     def accumulate(self, stimuli: StimulusSet, stats: ConditionStats | None = None) -> ConditionStats:
