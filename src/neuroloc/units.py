@@ -151,7 +151,8 @@ class UnitSet:
 
     # -- compatibility and persistence ---------------------------------------------------------------
     def check_compatible(self, layout: ModelLayout, model: dict | None = None) -> None:
-        """Raise when these units cannot belong to the model (layers or widths differ)."""
+        """Raise when these units cannot belong to the model: layers or widths differ, or the recorded
+        identity (architecture, weights hash, config hash) names another model."""
         for site, mask in self.masks.items():
             if site.layer >= layout.n_layers or mask.numel() != layout.width(site.kind):
                 raise NeurolocError(
@@ -160,11 +161,13 @@ class UnitSet:
                     + (f"has {layout.width(site.kind)} there" if site.layer < layout.n_layers else "has no such layer")
                     + f". Was it made for another model ({self.model.get('spec', 'unknown')})?"
                 )
-        if model and self.model.get("sha256") and model.get("sha256") and self.model["sha256"] != model["sha256"]:
-            raise NeurolocError(
-                f"the UnitSet was made for model {self.model.get('spec')} (sha256 {self.model['sha256'][:12]}…) "
-                f"but the model given is {model.get('spec')} (sha256 {model['sha256'][:12]}…)"
-            )
+        for key in ("model_type", "sha256", "config_sha256"):
+            ours, theirs = self.model.get(key), (model or {}).get(key)
+            if ours and theirs and ours != theirs:
+                raise NeurolocError(
+                    f"the UnitSet was made for model {self.model.get('spec')} ({key} {str(ours)[:12]}) but the "
+                    f"model given is {model.get('spec')} ({key} {str(theirs)[:12]}); localize on this model first"
+                )
 
     def save(self, directory: str | Path) -> None:
         """Write `units.safetensors` (masks) and `units.json` (names, counts, model identity)."""

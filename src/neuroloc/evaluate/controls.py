@@ -63,7 +63,7 @@ def summarize(results: pd.DataFrame) -> pd.DataFrame:
     intact = results[results.condition == "intact"].groupby(keys).value.mean().rename("intact")
     lesioned = results[results.condition != "intact"]
     rows = []
-    for (benchmark, subset, metric, percent), group in lesioned.groupby(keys + ["percent"]):
+    for (benchmark, subset, metric, percent), group in lesioned.groupby(keys + ["percent"], dropna=False):
         target = group[group.condition == "target"].value
         row = {"benchmark": benchmark, "subset": subset, "metric": metric, "percent": percent,
                "intact": intact.get((benchmark, subset, metric), np.nan),
