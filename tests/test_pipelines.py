@@ -205,3 +205,21 @@ def test_progress_prints_plain_lines_when_not_a_terminal(capsys):
     with progress_bar("silent", 5, enabled=False) as advance:
         advance(5)
     assert capsys.readouterr().err == ""
+
+
+def test_cli_pos_on_a_small_treebank(model_dir, tmp_path):
+    from tests.test_pos_pipeline import conllu_text
+
+    (tmp_path / "train.conllu").write_text(conllu_text(n_docs=6, per_doc=4, seed=0))
+    (tmp_path / "fresh.conllu").write_text(conllu_text(n_docs=2, per_doc=4, seed=1))
+    result = CliRunner().invoke(app, [
+        "pos", "--model", str(model_dir), "--data", str(tmp_path / "train.conllu"), "--eval",
+        str(tmp_path / "fresh.conllu"), "--method", "gradxact", "--classes", "NOUN,VERB", "--k", "5",
+        "--random-sets", "2", "--out", str(tmp_path / "pos"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    probe = pd.read_csv(tmp_path / "pos" / "probe.csv")
+    assert {"test", "eval"} <= set(probe.split)
+    assert json.loads((tmp_path / "pos" / "manifest.json").read_text())["parameters"]["method"] == "gradxact"
+    missing = CliRunner().invoke(app, ["pos", "--model", str(model_dir), "--data", str(tmp_path / "none.conllu"),
+                                       "--out", str(tmp_path / "x"), "--quiet"])
+    assert missing.exit_code == 2 and "none.conllu" in missing.output and not (tmp_path / "x").exists()

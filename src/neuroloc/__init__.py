@@ -1,18 +1,37 @@
 """neuroloc: localize, lesion, probe and brain-align functionally selective units in language models."""
 
 from .errors import NeurolocError
+from .evaluate.blimp import evaluate_blimp, load_blimp
+from .evaluate.controls import magnitude_matched, random_matched, summarize
+from .evaluate.perplexity import evaluate_perplexity, load_texts
+from .evaluate.scoring import token_logprobs
+from .evaluate.syntaxgym import evaluate_syntaxgym, load_suites
 from .lesion import Intervention, intervene, lesion
 from .localize.localizer import Localizer
 from .models.hooks import hooks, record, run_forward
 from .models.layout import Site, register_family
 from .models.loading import LoadedModel, load_model, wrap_model
+from .pipelines.lesion import build_benchmarks, run_lesion_study
+from .pipelines.localize import run_localize
+from .pos.alignment import align_words
+from .pos.treebank import TaggedCorpus, read_conllu
+from .probe import control_labels, evaluate_probe, make_probe
 from .record.accumulators import ConditionStats, Moments
 from .record.recorder import Recorder
 from .stimuli.base import StimulusSet
+from .stimuli.custom import load_contrast_file
+from .stimuli.language import load_language_localizer
+from .stimuli.md import make_md_localizer
+from .stimuli.registry import get_stimuli
+from .stimuli.tom import load_tom_localizer
 from .units import UnitSet
 
 __all__ = [
     "ConditionStats", "Intervention", "LoadedModel", "Localizer", "Moments", "NeurolocError", "Recorder", "Site",
-    "StimulusSet", "UnitSet", "hooks", "intervene", "lesion", "load_model", "record", "register_family",
-    "run_forward", "wrap_model",
+    "StimulusSet", "TaggedCorpus", "UnitSet", "align_words", "build_benchmarks", "control_labels",
+    "evaluate_blimp", "evaluate_perplexity", "evaluate_probe", "evaluate_syntaxgym", "get_stimuli", "hooks",
+    "intervene", "lesion", "load_blimp", "load_contrast_file", "load_language_localizer", "load_model",
+    "load_suites", "load_texts", "load_tom_localizer", "magnitude_matched", "make_md_localizer", "make_probe",
+    "random_matched", "read_conllu", "record", "register_family", "run_forward", "run_lesion_study",
+    "run_localize", "summarize", "token_logprobs", "wrap_model",
 ]

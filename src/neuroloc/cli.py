@@ -161,7 +161,7 @@ def run_language_command(
     site: str = typer.Option("residual", "--site"),
     pooling: str = typer.Option("last", "--pooling"),
     percent: str = typer.Option("0.25,0.5,1", "--percent", help="Lesion sizes (percent of units)."),
-    controls: int = typer.Option(3, "--controls", help="Control sets per kind and size."),
+    controls: int = typer.Option(2, "--controls", help="Control sets per kind and size (quick default)."),
     mode: str = typer.Option("zero", "--mode"),
     limit: Optional[int] = typer.Option(3, "--limit", help="BLiMP pairs per phenomenon (quick default)."),
     syntaxgym_limit: Optional[int] = typer.Option(3, "--syntaxgym-limit", help="Items per suite."),
@@ -200,6 +200,62 @@ def run_language_command(
     except NeurolocError as error:
         _fail(error)
     console.print(f"done in {time.perf_counter() - started:.0f} s; report: {report.resolve()}")
+
+
+def _tagged_corpus(path: Path, limit: Optional[int]):
+    """A CoNLL-U treebank, or raw text (one text per line) tagged with spaCy."""
+    from .pos.treebank import read_conllu
+
+    if path.suffix == ".conllu":
+        return read_conllu(path, limit=limit)
+    from .evaluate.perplexity import load_texts
+    from .pos.spacy_tagging import tag_texts
+
+    return tag_texts(load_texts(path, limit=limit))
+
+
+@app.command()
+def pos(
+    data: Path = typer.Option(..., "--data", help="Training text: a CoNLL-U treebank, or a .txt file to tag with spaCy."),
+    eval_data: Optional[Path] = typer.Option(None, "--eval", help="A second treebank for out-of-domain probing."),
+    model: str = ModelOpt,
+    method: str = typer.Option("ig", "--method", help="ig, gradxact, or contrast (Welch t, class vs other words)."),
+    classes: str = typer.Option("NOUN,VERB,ADJ,ADV", "--classes", help="UPOS classes, or 'all'."),
+    k: int = typer.Option(100, "--k", help="Key neurons per class."),
+    top_percent: float = typer.Option(5.0, "--top-percent", help="Per word, the top percent of neurons."),
+    steps: int = typer.Option(32, "--steps", help="Integrated-gradients steps."),
+    random_sets: int = typer.Option(5, "--random-sets", help="Random neuron sets (seeds) to compare with."),
+    probe_layer: Optional[int] = typer.Option(None, "--probe-layer", help="The full layer to compare with (default: middle)."),
+    max_sentences: Optional[int] = typer.Option(None, "--max-sentences", help="First N sentences of --data."),
+    max_eval_sentences: Optional[int] = typer.Option(None, "--max-eval-sentences", help="First N sentences of --eval."),
+    specificity_sentences: Optional[int] = typer.Option(None, "--specificity-sentences",
+                                                        help="Held-out sentences scored by the lesion check."),
+    batch_size: int = typer.Option(16, "--batch-size"),
+    dtype: str = DtypeOpt, device: Optional[str] = DeviceOpt,
+    seed: int = typer.Option(0, "--seed"),
+    out: Path = typer.Option(..., "--out", "-o"),
+    quiet: bool = QuietOpt,
+) -> None:
+    """Key neurons for parts of speech: attribute, select per class, probe on fresh text, lesion."""
+    from .pipelines.pos import run_pos
+
+    try:
+        train = _tagged_corpus(data, None)
+        fresh = _tagged_corpus(eval_data, None) if eval_data else None
+        lm = _load(model, dtype, device, quiet)
+        started = time.perf_counter()
+        result = run_pos(lm, train, out, eval_corpus=fresh, method=method,
+                         classes=None if classes.lower() == "all" else [c.strip() for c in classes.split(",")],
+                         k=k, top_percent=top_percent, steps=steps, n_random=random_sets, probe_layer=probe_layer,
+                         seed=seed, batch_size=batch_size, progress=not quiet, max_sentences=max_sentences,
+                         max_eval_sentences=max_eval_sentences, specificity_sentences=specificity_sentences,
+                         extra_parameters={"dtype": dtype, "data": str(data),
+                                           "eval": str(eval_data) if eval_data else None})
+    except NeurolocError as error:
+        _fail(error)
+    table = result.probe.groupby(["split", "neuron_set"], sort=False).accuracy.mean().unstack(0).round(3)
+    console.print(table.to_string())
+    console.print(f"done in {time.perf_counter() - started:.0f} s → {out}")
 
 
 @app.command()
