@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
@@ -19,9 +20,14 @@ _CORPUS = [
 ]
 
 
-@functools.lru_cache(maxsize=1)
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A GPT-2 style byte-level BPE (leading-space tokens, offsets) trained on a few sentences."""
+    """A GPT-2 style byte-level BPE (leading-space tokens, offsets) trained on a few sentences; a fresh
+    copy each call, so that one test setting a pad token never changes what another test sees."""
+    return copy.deepcopy(_trained_tokenizer())
+
+
+@functools.lru_cache(maxsize=1)
+def _trained_tokenizer() -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

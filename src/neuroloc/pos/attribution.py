@@ -1,0 +1,542 @@
+"""Attribute each word's next-word prediction to units at the position that predicts it.
+
+For a word whose first subword is token t at position p + 1 (the text is read after a BOS token, as
+`evaluate.scoring` does), the target is f = ln p(t | BOS, tokens ≤ p), a function of every site's
+activation at position p. Two methods:
+
+* `gradxact` — gradient × (activation − baseline) of f with respect to each site's activation at p,
+  all sites in one backward pass (total derivatives: paths through later sites included).
+* `ig` — integrated gradients, one site (layer) at a time: that site's activation at p is replaced by
+  baseline + α (activation − baseline) and the gradient of f integrated over α ∈ [0, 1] with `steps`
+  points — `rule="midpoint"` (Riemann midpoint, α = (k + ½)/steps, the default) or `"trapezoid"`
+  (α = k/(steps − 1)). Completeness: per word and site the attributions sum to
+  f(x) − f(baseline at that site and position), up to the quadrature error; both are reported.
+
+How it stays cheap: changing a site's activation at position p changes nothing at earlier positions,
+and f does not look at later ones. So each sentence runs once with the key/value cache on, and every
+(word, site, α) becomes one *single-token* row — the token at p attending to the sentence's cached
+keys/values, with the positions ≥ p masked out and its position id set to p. All steps, sites and
+words of a group of sentences share batches of `batch_size` rows; one backward pass per batch gives
+every row's gradient (rows are independent, so the summed target separates exactly). Padding and
+batch sizes change nothing beyond float noise.
+
+Memory: a batch yields one row of unit attributions per word; `attribute` folds them into per-class
+top-percent counts and attribution sums on the fly (`key_neurons.ClassFrequency`) and keeps only
+small per-word summaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import NeurolocError
+from ..models.hooks import hooks
+from ..models.layout import Site
+from ..models.loading import LoadedModel
+from ..progress import progress_bar
+from .alignment import align_words
+from .key_neurons import ClassFrequency, KeyNeurons, resolve_classes
+from .treebank import TaggedCorpus
+
+__all__ = [
+    "ATTRIBUTION_METHODS", "IG_RULES", "AttributionBatch", "AttributionSummary", "Completeness",
+    "WordTarget", "attribute", "bos_id", "iter_attributions", "word_targets",
+]
+
+ATTRIBUTION_METHODS = ("ig", "gradxact")
+IG_RULES = ("midpoint", "trapezoid")
+
+
+# ------------------------------------------------------------------------------------ word targets
+@dataclass(frozen=True)
+class WordTarget:
+    """One attributed word: where it is, the position that predicts it and its first subword."""
+
+    sentence: int
+    word: int
+    upos: str
+    predict: int  # position (BOS = 0) whose output predicts the word's first subword
+    target: int  # token id of that subword
+
+
+def bos_id(tokenizer) -> int:
+    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise NeurolocError(
+        f"{type(tokenizer).__name__} has neither a BOS nor an EOS token to put before each sentence; "
+        "set tokenizer.bos_token"
+    )
+
+
+def word_targets(lm: LoadedModel, corpus: TaggedCorpus, classes: Iterable[str] | None = None
+                 ) -> tuple[list[list[int]], list[list[WordTarget]]]:
+    """Token ids (BOS first, no other special tokens) and the attributable words of each sentence.
+
+    A word is attributable when its class is in `classes` (all when None) and no token it touches is
+    shared with another word (`WordTokens.merged`, e.g. "didn" of "did n't").
+    """
+    texts = corpus.texts()
+    wanted = None if classes is None else set(classes)
+    try:
+        encoded = lm.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    except NotImplementedError as err:
+        raise NeurolocError(
+            f"{type(lm.tokenizer).__name__} cannot report character offsets; load a fast tokenizer"
+        ) from err
+    bos = bos_id(lm.tokenizer)
+    limit = getattr(lm.model.config, "max_position_embeddings", None)
+    all_ids, all_words = [], []
+    for i, sentence in enumerate(corpus):
+        ids = [bos] + list(encoded["input_ids"][i])
+        if isinstance(limit, int) and len(ids) > limit:
+            raise NeurolocError(f"sentence {sentence.sent_id} is {len(ids)} tokens long (with BOS) but the model "
+                                f"takes at most {limit}")
+        words = []
+        if len(sentence) and len(ids) > 1:
+            offsets = [(0, 0)] + [tuple(o) for o in encoded["offset_mapping"][i]]
+            aligned = align_words(offsets, sentence.spans, special_mask=[1] + [0] * (len(ids) - 1))
+            for w, (tokens, tag) in enumerate(zip(aligned, sentence.upos)):
+                if tokens.merged or tokens.predict is None or (wanted is not None and tag not in wanted):
+                    continue
+                words.append(WordTarget(i, w, tag, tokens.predict, ids[tokens.first]))
+        all_ids.append(ids)
+        all_words.append(words)
+    return all_ids, all_words
+
+
+# -------------------------------------------------------------------------------------- batches out
+@dataclass
+class AttributionBatch:
+    """Attributions of a batch of words (rows), units flat over the attributed sites in site order.
+
+    `site_totals[i, j]` is word i's summed attribution at site j; for `ig`, `site_deltas[i, j]` is
+    f(x) − f(baseline at site j) (what the totals should equal), else None.
+    """
+
+    words: list[WordTarget]
+    target_logprob: np.ndarray
+    scores: torch.Tensor
+    site_totals: np.ndarray
+    site_deltas: np.ndarray | None = None
+
+
+@dataclass
+class Completeness:
+    """Completeness of integrated gradients: per (word, site), Σ attributions vs f(x) − f(baseline)."""
+
+    sites: list[str] = field(default_factory=list)
+    totals: list[np.ndarray] = field(default_factory=list)
+    deltas: list[np.ndarray] = field(default_factory=list)
+
+    def update(self, totals: np.ndarray, deltas: np.ndarray) -> None:
+        """Add (words, sites) arrays of summed attributions and of f(x) − f(baseline)."""
+        self.totals.append(np.asarray(totals, dtype=np.float64).reshape(-1, max(len(self.sites), 1)))
+        self.deltas.append(np.asarray(deltas, dtype=np.float64).reshape(-1, max(len(self.sites), 1)))
+
+    @staticmethod
+    def _stats(total: np.ndarray, delta: np.ndarray, floor: float) -> dict:
+        error = np.abs(total - delta)
+        big = np.abs(delta) > floor
+        per_pair = error[big] / np.abs(delta[big])
+        denominator = np.abs(delta).sum()
+        return {
+            "n_pairs": int(total.size),
+            "relative_error": float(error.sum() / denominator) if denominator > 0 else None,
+            "median_relative_error": float(np.median(per_pair)) if per_pair.size else None,
+            "p95_relative_error": float(np.percentile(per_pair, 95)) if per_pair.size else None,
+            "max_abs_error": float(error.max()) if error.size else None,
+            "mean_abs_delta": float(np.abs(delta).mean()) if delta.size else None,
+        }
+
+    def summary(self, floor: float = 1e-3) -> dict:
+        """`relative_error` = Σ|total − delta| / Σ|delta| over all (word, site) pairs; the median and
+        95th percentile of per-pair relative errors over pairs with |delta| > `floor` nats; the largest
+        absolute error (nats); and `by_site`, the relative error of each site alone."""
+        if not self.totals:
+            return {"n_pairs": 0, "relative_error": None, "median_relative_error": None,
+                    "p95_relative_error": None, "max_abs_error": None, "mean_abs_delta": None, "by_site": {}}
+        total, delta = np.concatenate(self.totals), np.concatenate(self.deltas)
+        out = self._stats(total.ravel(), delta.ravel(), floor)
+        out["by_site"] = {name: self._stats(total[:, j], delta[:, j], floor)["relative_error"]
+                          for j, name in enumerate(self.sites)}
+        return out
+
+
+# ---------------------------------------------------------------------------------------- the engine
+@contextlib.contextmanager
+def _frozen(model: torch.nn.Module) -> Iterator[None]:
+    """Parameters stop requiring grad for the block (no weight-gradient graph), then are restored."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _sliding_window(config) -> int | None:
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or getattr(config, "use_sliding_window", True) is False:
+        return None
+    return window
+
+
+def _baselines(lm: LoadedModel, sites: Sequence[Site], baseline) -> dict[Site, torch.Tensor]:
+    """Per site, the baseline vector over the hooked coordinates (zeros unless given by site name)."""
+    out = {}
+    given = {} if baseline is None or (isinstance(baseline, str) and baseline == "zero") else baseline
+    if isinstance(given, str):
+        raise NeurolocError(f"unknown baseline {baseline!r}; use 'zero' or a mapping site name → vector")
+    for site in sites:
+        width = lm.layout.coordinate_width(site.kind)
+        value = given.get(site.name) if isinstance(given, Mapping) else None
+        if value is None:
+            out[site] = torch.zeros(width, dtype=lm.dtype, device=lm.device)
+            continue
+        value = torch.as_tensor(value).flatten()
+        if value.numel() != width:
+            raise NeurolocError(
+                f"baseline for {site.name} has {value.numel()} values; the site has {width} coordinates"
+            )
+        out[site] = value.to(lm.device, lm.dtype)
+    unknown = set(given) - {s.name for s in sites} if isinstance(given, Mapping) else set()
+    if unknown:
+        raise NeurolocError(f"baselines given for sites that are not attributed: {sorted(unknown)}")
+    return out
+
+
+class _Engine:
+    def __init__(self, lm: LoadedModel, sites: Sequence[Site], method: str, steps: int, rule: str, baseline,
+                 batch_size: int) -> None:
+        if method not in ATTRIBUTION_METHODS:
+            raise NeurolocError(
+                f"unknown attribution method {method!r}; choose one of {', '.join(ATTRIBUTION_METHODS)}"
+            )
+        if rule not in IG_RULES:
+            raise NeurolocError(f"unknown integration rule {rule!r}; choose one of {', '.join(IG_RULES)}")
+        fewest = 2 if rule == "trapezoid" else 1
+        if method == "ig" and (isinstance(steps, bool) or not isinstance(steps, int) or steps < fewest):
+            raise NeurolocError(f"steps must be an int >= {fewest}, got {steps!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise NeurolocError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if not sites:
+            raise NeurolocError("no sites to attribute")
+        self.lm = lm
+        self.sites = sorted(lm.layout.check(s) for s in sites)
+        self.method, self.steps, self.rule, self.batch_size = method, steps, rule, batch_size
+        self.base = _baselines(lm, self.sites, baseline)
+        self.widths = [lm.layout.width(s.kind) for s in self.sites]
+        self.window = _sliding_window(lm.model.config)
+        if "position_ids" not in inspect.signature(lm.model.forward).parameters:
+            raise NeurolocError(
+                f"model type {lm.layout.model_type!r}: its forward takes no position_ids, which attribution needs "
+                "to place each single-token row at the position of the word it predicts"
+            )
+        if method == "ig":
+            if rule == "midpoint":
+                alphas = (np.arange(steps) + 0.5) / steps
+                weights = np.full(steps, 1.0 / steps)
+            else:
+                alphas = np.arange(steps) / (steps - 1)
+                weights = np.full(steps, 1.0 / (steps - 1))
+                weights[[0, -1]] *= 0.5
+            self.alphas, self.weights = alphas, weights
+
+    # -- the row plan of a group of sentences -------------------------------------------------------
+    def _rows(self, n_words: int) -> dict[str, np.ndarray]:
+        """Per row: slot (its word), site (index into the sites; -1 = the plain row, unedited),
+        alpha (interpolation) and weight (quadrature weight; 0 for rows only there for f(baseline))."""
+        slot = [np.arange(n_words)]
+        site = [np.full(n_words, -1)]
+        alpha = [np.ones(n_words)]
+        weight = [np.zeros(n_words)]
+        if self.method == "ig":
+            for j in range(len(self.sites)):
+                a, w = self.alphas, self.weights
+                if self.rule == "midpoint":  # one extra row per (word, site) for f(baseline)
+                    a, w = np.concatenate([a, [0.0]]), np.concatenate([w, [0.0]])
+                slot.append(np.repeat(np.arange(n_words), len(a)))
+                site.append(np.full(n_words * len(a), j))
+                alpha.append(np.tile(a, n_words))
+                weight.append(np.tile(w, n_words))
+        return {"slot": np.concatenate(slot), "site": np.concatenate(site), "alpha": np.concatenate(alpha),
+                "weight": np.concatenate(weight)}
+
+    # -- one group of sentences ---------------------------------------------------------------------
+    def group(self, ids: list[list[int]], words: list[WordTarget], row_of_sentence: dict[int, int]
+              ) -> AttributionBatch:
+        """Attribute `words` of the sentences `ids` (BOS first); `row_of_sentence` maps a word's
+        corpus sentence index to its row in `ids`."""
+        lm, device = self.lm, self.lm.device
+        lengths = [len(x) for x in ids]
+        width = max(lengths)
+        if self.window is not None and width + 1 > self.window:
+            raise NeurolocError(
+                f"a sentence of {width} tokens does not fit the model's sliding attention window "
+                f"({self.window}); attribution needs the whole prefix in the window — use shorter sentences"
+            )
+        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for b, row in enumerate(ids):
+            input_ids[b, :len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[b, :len(row)] = 1
+        batch = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device), "use_cache": True}
+        batch["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
+        with torch.no_grad():  # not inference_mode: the cached keys/values enter the autograd graph later
+            cache = lm.model(**batch).past_key_values
+        if cache is None or not hasattr(cache, "batch_select_indices"):
+            raise NeurolocError(
+                f"model type {lm.layout.model_type!r} returned no key/value cache that can select rows "
+                f"({type(cache).__name__}); attribution needs `past_key_values` with batch_select_indices"
+            )
+
+        n = len(words)
+        sentence_row = torch.tensor([row_of_sentence[w.sentence] for w in words], dtype=torch.long)
+        predict = torch.tensor([w.predict for w in words], dtype=torch.long)
+        target = torch.tensor([w.target for w in words], dtype=torch.long)
+        rows = self._rows(n)
+        coord = {s: lm.layout.coordinate_width(s.kind) for s in self.sites}
+        grads = {s: torch.zeros(n, coord[s], dtype=torch.float64) for s in self.sites}
+        acts = {s: torch.zeros(n, coord[s], dtype=torch.float64) for s in self.sites}
+        f_x = np.full(n, np.nan)
+        f_base = np.full((n, len(self.sites)), np.nan)
+
+        for start in range(0, len(rows["slot"]), self.batch_size):
+            part = {key: value[start:start + self.batch_size] for key, value in rows.items()}
+            self._run_rows(cache, part, sentence_row, predict, target, input_ids, width, grads, acts, f_x, f_base)
+
+        site_scores, totals = [], []
+        for j, site in enumerate(self.sites):
+            coords = (acts[site] - self.base[site].double().cpu()) * grads[site]
+            if site.kind == "attn":
+                coords = coords.unflatten(-1, (lm.layout.n_heads, -1)).sum(-1)
+            site_scores.append(coords)
+            totals.append(coords.sum(-1).numpy())
+        scores = torch.cat(site_scores, dim=1).float()
+        deltas = (f_x[:, None] - f_base) if self.method == "ig" else None
+        return AttributionBatch(words, f_x, scores, np.stack(totals, axis=1), deltas)
+
+    def _run_rows(self, cache, part, sentence_row, predict, target, input_ids, width, grads, acts, f_x, f_base) -> None:
+        lm, device = self.lm, self.lm.device
+        slot = torch.as_tensor(part["slot"])
+        site_of_row = torch.as_tensor(part["site"])
+        r = slot.numel()
+        rows_cache = copy.deepcopy(cache)
+        rows_cache.batch_select_indices(sentence_row[slot].to(device))
+        position = predict[slot]
+        step_ids = input_ids[sentence_row[slot], position][:, None]
+        keep = torch.arange(width)[None, :] < position[:, None]  # the prefix before the predicting token
+        attention = torch.cat([keep, torch.ones(r, 1, dtype=torch.bool)], dim=1).long()
+        batch = {"input_ids": step_ids.to(device), "attention_mask": attention.to(device),
+                 "position_ids": position[:, None].to(device), "past_key_values": rows_cache, "use_cache": True}
+
+        plain = torch.nonzero(site_of_row < 0).flatten()
+        leaves: dict[Site, tuple[torch.Tensor, torch.Tensor]] = {}  # site → (delta leaf, its rows)
+
+        def editor(j: int, site: Site):
+            if self.method == "gradxact":
+                chosen = torch.arange(r)
+                alpha = None
+            else:
+                chosen = torch.nonzero(site_of_row == j).flatten()
+                alpha = torch.as_tensor(part["alpha"][chosen.numpy()], dtype=lm.dtype, device=device)
+            base = self.base[site]
+
+            def edit(x: torch.Tensor) -> torch.Tensor:
+                # (rows, 1, width) — or (rows, width) for models that flatten tokens (OPT's fc2)
+                view = x.reshape(r, -1, x.shape[-1])
+                if plain.numel():  # the unedited activation at the predicting position
+                    acts[site].index_copy_(0, slot[plain], view[plain.to(x.device), -1].detach().double().cpu())
+                if not chosen.numel():
+                    return x
+                rows_on = chosen.to(x.device)
+                current = view[rows_on, -1]
+                value = current if alpha is None else base + alpha[:, None] * (current - base)
+                delta = torch.zeros_like(value, requires_grad=True)
+                leaves[site] = (delta, chosen)
+                out = view.clone()
+                out[rows_on, -1] = value + delta
+                return out.reshape(x.shape)
+            return edit
+
+        with _frozen(lm.model), torch.enable_grad():
+            with hooks(lm.layout, edit={s: editor(j, s) for j, s in enumerate(self.sites)}):
+                logits = lm.model(**batch).logits[:, -1]
+            logits = logits if logits.dtype == torch.float64 else logits.float()
+            logprob = logits.gather(-1, target[slot].to(logits.device)[:, None]).squeeze(-1) - logits.logsumexp(-1)
+            order = [s for s in self.sites if s in leaves]
+            gradients = torch.autograd.grad(logprob.sum(), [leaves[s][0] for s in order]) if order else []
+        values = logprob.detach().double().cpu().numpy()
+        plain_np = plain.numpy()
+        f_x[part["slot"][plain_np]] = values[plain_np]
+        for site, gradient in zip(order, gradients):
+            chosen = leaves[site][1]
+            weight = torch.ones(chosen.numel(), dtype=torch.float64) if self.method == "gradxact" else \
+                torch.as_tensor(part["weight"][chosen.numpy()], dtype=torch.float64)
+            grads[site].index_add_(0, slot[chosen], gradient.detach().double().cpu() * weight[:, None])
+        if self.method == "ig":
+            is_base = (part["site"] >= 0) & (part["alpha"] == 0.0)
+            f_base[part["slot"][is_base], part["site"][is_base]] = values[is_base]
+
+
+def iter_attributions(
+    lm: LoadedModel,
+    corpus: TaggedCorpus,
+    *,
+    method: str = "ig",
+    sites: Sequence[Site] | None = None,
+    classes: Iterable[str] | None = None,
+    steps: int = 32,
+    rule: str = "midpoint",
+    baseline: str | Mapping[str, torch.Tensor] | None = "zero",
+    batch_size: int = 64,
+    words_per_group: int = 64,
+    progress: bool = False,
+) -> Iterator[AttributionBatch]:
+    """Yield attributions for the words of `corpus` (those of `classes`; all when None), a group of
+    sentences at a time, in corpus order.
+
+    `sites` default to every layer's `mlp` site. `batch_size` is the number of single-token rows per
+    forward/backward pass (IG needs 1 + sites × (steps + 1) rows per word with the midpoint rule);
+    `words_per_group` bounds how many words share one cached forward pass. `baseline` is "zero" or a
+    mapping site name → vector over the site's hooked coordinates (e.g. mean activations).
+    """
+    sites = list(sites) if sites is not None else lm.layout.sites("mlp")
+    engine = _Engine(lm, sites, method, steps, rule, baseline, batch_size)
+    ids, words = word_targets(lm, corpus, classes)
+    with progress_bar(f"attributing ({method})", len(corpus), progress) as advance:
+        group: list[int] = []
+        count = 0
+        for i in range(len(corpus) + 1):
+            flush = i == len(corpus) or (group and count + len(words[i]) > words_per_group)
+            if flush and group:
+                members = [i_ for i_ in group if words[i_]]
+                if members:
+                    first = {s: b for b, s in enumerate(members)}
+                    flat = [w for s in members for w in words[s]]
+                    yield engine.group([ids[s] for s in members], flat, first)
+                advance(len(group))
+                group, count = [], 0
+            if i < len(corpus):
+                group.append(i)
+                count += len(words[i])
+
+
+# --------------------------------------------------------------------------------------- summaries
+@dataclass
+class AttributionSummary:
+    """What `attribute` keeps: per-class top-percent counts and attribution sums, per-word targets,
+    completeness (IG) and timing — never the full word × unit table (unless `keep_scores`)."""
+
+    method: str
+    sites: list[Site]
+    widths: list[int]
+    frequency: ClassFrequency
+    words: pd.DataFrame  # sent_index, word_index, upos, predict, logprob (f(x))
+    completeness: Completeness | None
+    seconds: float
+    parameters: dict
+    model: dict = field(default_factory=dict)
+    scores: np.ndarray | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        return self.frequency.classes
+
+    def key_neurons(self, k: int = 100, *, skip_empty: bool = False) -> KeyNeurons:
+        """Apply the recipe: per class, the `k` units most often in a word's top percent. A class with
+        no attributed word is an error, or is left out with `skip_empty`."""
+        indices = self.frequency.select(k, skip_empty=skip_empty)
+        rows = [self.classes.index(c) for c in indices]
+        return KeyNeurons.from_indices(indices, self.sites, self.widths, method=self.method, model=self.model,
+                                       scores=self.frequency.frequency()[rows],
+                                       n_words={c: int(self.frequency.n_words[i]) for c, i in zip(indices, rows)})
+
+    def unit_names(self) -> list[str]:
+        return [f"{s.name}[{i}]" for s, w in zip(self.sites, self.widths) for i in range(w)]
+
+    def table(self, key: KeyNeurons | None = None) -> pd.DataFrame:
+        """Per class × unit: selection count and frequency, mean attribution and mean |attribution|
+        (over the class's attributed words), and whether the unit is a key neuron."""
+        names = self.unit_names()
+        site_col = np.concatenate([[s.kind] * w for s, w in zip(self.sites, self.widths)])
+        layer_col = np.concatenate([[s.layer] * w for s, w in zip(self.sites, self.widths)])
+        index_col = np.concatenate([np.arange(w) for w in self.widths])
+        freq = self.frequency
+        frames = []
+        for i, c in enumerate(freq.classes):
+            is_key = (key.units[c].flat_mask().numpy() if key is not None and c in key.units
+                      else np.zeros(len(names), dtype=bool))
+            frames.append(pd.DataFrame({
+                "class": c, "unit": names, "site": site_col, "layer": layer_col, "index": index_col,
+                "n_words": int(freq.n_words[i]), "selection_count": freq.counts[i],
+                "selection_frequency": freq.frequency()[i], "mean_attribution": freq.mean_attribution()[i],
+                "mean_abs_attribution": freq.mean_attribution(absolute=True)[i], "key": is_key,
+            }))
+        return pd.concat(frames, ignore_index=True)
+
+
+def attribute(
+    lm: LoadedModel,
+    corpus: TaggedCorpus,
+    *,
+    classes: str | Iterable[str] | None = ("NOUN", "VERB", "ADJ", "ADV"),
+    method: str = "ig",
+    sites: Sequence[Site] | None = None,
+    top_percent: float = 5.0,
+    absolute: bool = False,
+    steps: int = 32,
+    rule: str = "midpoint",
+    baseline: str | Mapping[str, torch.Tensor] | None = "zero",
+    batch_size: int = 64,
+    words_per_group: int = 64,
+    keep_scores: bool = False,
+    progress: bool = False,
+) -> AttributionSummary:
+    """Attribute the words of `classes` and fold them into per-class top-`top_percent` % counts.
+
+    Returns an `AttributionSummary`; `.key_neurons(k)` applies the recipe. With `keep_scores`, the full
+    (words × units) table is kept as well (small corpora and tests only).
+    """
+    chosen = resolve_classes(classes, [t for s in corpus for t in s.upos])
+    sites = sorted(sites) if sites is not None else lm.layout.sites("mlp")
+    widths = [lm.layout.width(s.kind) for s in sites]
+    frequency = ClassFrequency(chosen, sum(widths), top_percent, absolute=absolute)
+    completeness = Completeness([s.name for s in sites]) if method == "ig" else None
+    rows, kept = [], []
+    started = time.perf_counter()
+    for batch in iter_attributions(lm, corpus, method=method, sites=sites, classes=chosen, steps=steps, rule=rule,
+                                   baseline=baseline, batch_size=batch_size, words_per_group=words_per_group,
+                                   progress=progress):
+        frequency.update([w.upos for w in batch.words], batch.scores)
+        if completeness is not None and batch.site_deltas is not None:
+            completeness.update(batch.site_totals, batch.site_deltas)
+        rows += [(w.sentence, w.word, w.upos, w.predict, lp) for w, lp in zip(batch.words, batch.target_logprob)]
+        if keep_scores:
+            kept.append(batch.scores.numpy())
+    seconds = time.perf_counter() - started
+    words = pd.DataFrame(rows, columns=["sent_index", "word_index", "upos", "predict", "logprob"])
+    parameters = {"method": method, "classes": chosen, "sites": [s.name for s in sites], "top_percent": top_percent,
+                  "absolute": absolute, "steps": steps if method == "ig" else None,
+                  "rule": rule if method == "ig" else None,
+                  "baseline": baseline if isinstance(baseline, str) or baseline is None else "custom",
+                  "batch_size": batch_size}
+    scores = None
+    if keep_scores:
+        scores = np.concatenate(kept) if kept else np.zeros((0, sum(widths)), np.float32)
+    return AttributionSummary(method, list(sites), widths, frequency, words, completeness, seconds, parameters,
+                              model=dict(lm.identity), scores=scores)

@@ -1,0 +1,356 @@
+"""Key neurons for parts of speech: the selection recipe and the contrast alternative.
+
+The recipe of Norouzi, Masjedi & Hitzler (2025): every word of a class ranks all units by their
+attribution to the prediction of that word; its top `top_percent` % units count as "important for
+this word". Per class, the `k` units that are important for the most words are the class's key
+neurons. Ties go to the lower unit index everywhere (units are one flat vector over the attributed
+sites, in site order), so the selection is reproducible bit for bit.
+
+The recipe is a pure function of an attribution table (`select_key_neurons`); for large corpora the
+same counts are streamed with `ClassFrequency`, which never holds more than one batch of words.
+
+The contrast alternative (`contrast_key_neurons`) ranks units by the Welch t of their word-level
+activations at words of the class against all other words, from streamed moments.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import NeurolocError
+from ..localize.scores import welch_t_test
+from ..localize.selection import select_top
+from ..models.layout import Site
+from ..units import UnitSet
+
+__all__ = [
+    "DEFAULT_CLASSES", "UPOS_TAGS", "ClassFrequency", "KeyNeurons", "contrast_key_neurons", "contrast_scores",
+    "key_from_counts", "n_top", "resolve_classes", "select_key_neurons", "top_percent_indices",
+]
+
+DEFAULT_CLASSES = ("NOUN", "VERB", "ADJ", "ADV")
+UPOS_TAGS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN",
+             "PUNCT", "SCONJ", "SYM", "VERB", "X")
+
+
+# ------------------------------------------------------------------------------------------ classes
+def resolve_classes(classes: str | Iterable[str] | None, available: Iterable[str]) -> list[str]:
+    """The classes to study: `None` or "all" = every label in `available` (sorted); otherwise the
+    given classes, each of which must occur in `available` (else an error naming what does)."""
+    present = sorted(set(available))
+    if classes is None or (isinstance(classes, str) and classes.lower() == "all"):
+        if not present:
+            raise NeurolocError("no words with a POS tag to choose classes from")
+        return present
+    chosen = [classes] if isinstance(classes, str) else list(classes)
+    if not chosen:
+        raise NeurolocError("classes is empty; give POS tags such as NOUN VERB ADJ ADV, or 'all'")
+    if len(set(chosen)) != len(chosen):
+        raise NeurolocError(f"classes are repeated: {chosen}")
+    missing = [c for c in chosen if c not in present]
+    if missing:
+        hint = "" if all(c in UPOS_TAGS for c in missing) else f" (UPOS tags are {', '.join(UPOS_TAGS)})"
+        raise NeurolocError(
+            f"unknown or absent class(es) {missing}: no word carries that tag{hint}; "
+            f"tags present: {', '.join(present) or 'none'}"
+        )
+    return chosen
+
+
+# --------------------------------------------------------------------------------------- the recipe
+def n_top(n_units: int, percent: float) -> int:
+    """Units in a word's top `percent` %: rounded half up, at least one (as `select_top`)."""
+    if isinstance(percent, bool) or not 0 < float(percent) <= 100:
+        raise NeurolocError(f"top_percent must be in (0, 100], got {percent!r}")
+    if n_units < 1:
+        raise NeurolocError("there are no units to rank")
+    return max(1, int(np.floor(float(percent) * n_units / 100 + 0.5)))
+
+
+def top_percent_indices(scores: np.ndarray | torch.Tensor, percent: float, *, absolute: bool = False) -> np.ndarray:
+    """Per row of a (words, units) attribution table, the indices of its top `percent` % units.
+
+    Largest attribution first (with `absolute`, largest |attribution|); equal scores go to the lower
+    unit index. Returns a (words, m) int64 array, each row in rank order.
+    """
+    values = torch.as_tensor(np.asarray(scores) if not isinstance(scores, torch.Tensor) else scores)
+    if values.ndim != 2:
+        raise NeurolocError(f"attributions must be a (words, units) table, got shape {tuple(values.shape)}")
+    values = values.detach().cpu().double()
+    if torch.isnan(values).any():
+        raise NeurolocError("attributions contain NaN; the model or the attribution overflowed")
+    m = n_top(values.shape[1], percent)
+    if values.shape[0] == 0:
+        return np.zeros((0, m), dtype=np.int64)
+    key = values.abs() if absolute else values
+    order = torch.sort(key, dim=1, descending=True, stable=True).indices  # stable: ties keep unit order
+    return order[:, :m].numpy().astype(np.int64)
+
+
+def key_from_counts(counts: np.ndarray, k: int) -> np.ndarray:
+    """The (at most) `k` most frequent units of one class: indices, most frequent first, ties by unit
+    index. Units never in any word's top set (count 0) are never key neurons, so fewer than `k` come
+    back when fewer units were ever selected."""
+    counts = np.asarray(counts)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise NeurolocError(f"k must be an int >= 1, got {k!r}")
+    nonzero = counts > 0
+    if not nonzero.any():
+        return np.zeros(0, dtype=np.int64)
+    mask = select_top(counts.astype(np.float64), count=int(min(k, nonzero.sum())), eligible=nonzero)
+    chosen = np.flatnonzero(mask)
+    return chosen[np.lexsort((chosen, -counts[chosen]))].astype(np.int64)
+
+
+class ClassFrequency:
+    """Streaming per-class counts of how often each unit is in a word's top `top_percent` %.
+
+    Also keeps, per class and unit, the sum of attributions and of |attributions|, so mean
+    attributions come out without storing the table. `update` takes one batch of words at a time.
+    """
+
+    def __init__(self, classes: Sequence[str], n_units: int, top_percent: float = 5.0, *,
+                 absolute: bool = False) -> None:
+        self.classes = list(classes)
+        if not self.classes:
+            raise NeurolocError("ClassFrequency needs at least one class")
+        self.n_units = int(n_units)
+        self.top_percent = float(top_percent)
+        self.m = n_top(self.n_units, top_percent)
+        self.absolute = absolute
+        self.counts = np.zeros((len(self.classes), self.n_units), dtype=np.int64)
+        self.sums = np.zeros((len(self.classes), self.n_units), dtype=np.float64)
+        self.abs_sums = np.zeros((len(self.classes), self.n_units), dtype=np.float64)
+        self.n_words = np.zeros(len(self.classes), dtype=np.int64)
+        self._row = {c: i for i, c in enumerate(self.classes)}
+
+    def update(self, labels: Sequence[str], scores: np.ndarray | torch.Tensor) -> "ClassFrequency":
+        """Add a batch: `labels[i]` is word i's class, `scores[i]` its attribution to every unit.
+        Words of other classes are ignored."""
+        if isinstance(scores, torch.Tensor):
+            scores = scores.detach().cpu().double().numpy()
+        values = np.asarray(scores, dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] != self.n_units:
+            raise NeurolocError(f"expected a (words, {self.n_units}) attribution table, got shape {values.shape}")
+        if len(labels) != values.shape[0]:
+            raise NeurolocError(f"{len(labels)} labels for {values.shape[0]} rows of attributions")
+        keep = np.array([label in self._row for label in labels], dtype=bool)
+        if not keep.any():
+            return self
+        rows = np.array([self._row[label] for label, k in zip(labels, keep) if k], dtype=np.int64)
+        values = values[keep]
+        top = top_percent_indices(values, self.top_percent, absolute=self.absolute)
+        np.add.at(self.counts, (np.repeat(rows, top.shape[1]), top.ravel()), 1)
+        np.add.at(self.sums, rows, values)
+        np.add.at(self.abs_sums, rows, np.abs(values))
+        self.n_words += np.bincount(rows, minlength=len(self.classes))
+        return self
+
+    def merge(self, other: "ClassFrequency") -> "ClassFrequency":
+        if (other.classes, other.n_units, other.top_percent, other.absolute) != (
+                self.classes, self.n_units, self.top_percent, self.absolute):
+            raise NeurolocError("cannot merge class frequencies with different classes, widths or top_percent")
+        self.counts += other.counts
+        self.sums += other.sums
+        self.abs_sums += other.abs_sums
+        self.n_words += other.n_words
+        return self
+
+    def frequency(self) -> np.ndarray:
+        """Share of the class's words whose top set holds the unit, (classes, units)."""
+        return self.counts / np.maximum(self.n_words, 1)[:, None]
+
+    def mean_attribution(self, absolute: bool = False) -> np.ndarray:
+        return (self.abs_sums if absolute else self.sums) / np.maximum(self.n_words, 1)[:, None]
+
+    def select(self, k: int = 100, *, skip_empty: bool = False) -> dict[str, np.ndarray]:
+        """Per class, the key units' flat indices (see `key_from_counts`). A class without words is
+        an error, not an empty set — or, with `skip_empty`, left out."""
+        empty = [c for c, n in zip(self.classes, self.n_words) if n == 0]
+        if empty and not skip_empty:
+            raise NeurolocError(f"no attributed words of class(es) {empty}; use more sentences or other classes")
+        if len(empty) == len(self.classes):
+            raise NeurolocError("no attributed words of any class; use more sentences or other classes")
+        return {c: key_from_counts(self.counts[i], k) for i, c in enumerate(self.classes) if c not in empty}
+
+
+def select_key_neurons(
+    scores: np.ndarray | torch.Tensor,
+    labels: Sequence[str],
+    *,
+    classes: str | Iterable[str] | None = DEFAULT_CLASSES,
+    k: int = 100,
+    top_percent: float = 5.0,
+    absolute: bool = False,
+) -> dict[str, np.ndarray]:
+    """The recipe on a whole attribution table: per class, the flat indices of its key units.
+
+    `scores` is (words, units), `labels` each word's class. Each word contributes its top
+    `top_percent` % units; per class the `k` units counted most often win (ties: lower index).
+    `classes=None` or "all" takes every label present.
+    """
+    chosen = resolve_classes(classes, labels)
+    values = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores, dtype=np.float64)
+    if values.ndim != 2:
+        raise NeurolocError(f"attributions must be a (words, units) table, got shape {values.shape}")
+    counter = ClassFrequency(chosen, values.shape[1], top_percent, absolute=absolute)
+    return counter.update(list(labels), values).select(k)
+
+
+# ------------------------------------------------------------------------------------ result object
+@dataclass
+class KeyNeurons:
+    """Per-class key units over the attributed sites, with the overlap and depth views."""
+
+    classes: list[str]
+    units: dict[str, UnitSet]
+    method: str
+    scores: np.ndarray | None = None  # (classes, units) ranking score: frequency or Welch t
+    n_words: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_indices(cls, indices: Mapping[str, np.ndarray], sites: list[Site], widths: list[int], *,
+                     method: str, model: dict | None = None, scores: np.ndarray | None = None,
+                     n_words: Mapping[str, int] | None = None) -> "KeyNeurons":
+        units = {c: UnitSet.from_flat(np.asarray(idx, dtype=np.int64), sites, widths, model=model)
+                 for c, idx in indices.items()}
+        return cls(list(indices), units, method, scores, dict(n_words or {}))
+
+    def union(self) -> UnitSet:
+        sets = list(self.units.values())
+        total = sets[0]
+        for other in sets[1:]:
+            total = total | other
+        return total
+
+    def jaccard_table(self) -> pd.DataFrame:
+        """Pairwise Jaccard overlap of the classes' key sets (a symmetric class × class frame)."""
+        values = [[self.units[a].jaccard(self.units[b]) for b in self.classes] for a in self.classes]
+        frame = pd.DataFrame(values, index=pd.Index(self.classes, name="class"),
+                             columns=pd.Index(self.classes, name="class"))
+        return frame
+
+    def layer_table(self) -> pd.DataFrame:
+        """Rows of class, site, layer, n_units, n_selected."""
+        rows = [{"class": c, **row} for c in self.classes for row in self.units[c].per_layer_counts()]
+        return pd.DataFrame(rows, columns=["class", "site", "layer", "n_units", "n_selected"])
+
+    def to_json(self) -> dict:
+        layers = self.layer_table()
+        return {
+            "method": self.method,
+            "classes": {
+                c: {
+                    "count": len(self.units[c]),
+                    "n_words": int(self.n_words.get(c, 0)),
+                    "names": self.units[c].names(),
+                    "per_layer": {f"layers.{r.layer}.{r.site}": int(r.n_selected)
+                                  for r in layers[layers["class"] == c].itertuples() if r.n_selected},
+                }
+                for c in self.classes
+            },
+            "union": len(self.union()),
+            "jaccard": {a: {b: float(v) for b, v in row.items()} for a, row in self.jaccard_table().iterrows()},
+        }
+
+    def save(self, directory) -> None:
+        """One UnitSet folder per class: `<directory>/<CLASS>/units.safetensors` + `units.json`
+        (load with `UnitSet.load(directory / CLASS)`)."""
+        from pathlib import Path
+
+        directory = Path(directory)
+        for c in self.classes:
+            self.units[c].save(directory / safe_name(c))
+
+
+def safe_name(label: str) -> str:
+    """A class label as a file-name component (UPOS tags are unchanged)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", label) or "_"
+
+
+# ------------------------------------------------------------------------------ contrast alternative
+def contrast_scores(stats, classes: Sequence[str], sites: Sequence[Site]) -> np.ndarray:
+    """Welch t (class minus all other words) per class and unit, from `ConditionStats` whose conditions
+    are word labels and whose sites are `sites` (by name). Returns (classes, units) over the sites laid
+    end to end. Every class needs two words, and so do the other words together."""
+    from ..record.accumulators import Moments
+
+    conditions = stats.conditions
+    rows = []
+    for c in classes:
+        if c not in conditions or stats.count(c) < 2:
+            raise NeurolocError(f"contrast: class {c!r} has {stats.count(c) if c in conditions else 0} words; "
+                                "a t test needs at least 2")
+        parts = []
+        for site in sites:
+            a = stats.get(c, site.name)
+            rest = None
+            for other in conditions:
+                if other == c:
+                    continue
+                moments = stats.get(other, site.name)
+                rest = Moments.from_state_dict(moments.state_dict()) if rest is None else rest.merge(moments)
+            if rest is None or rest.n < 2:
+                raise NeurolocError(f"contrast: fewer than 2 words outside class {c!r}")
+            parts.append(welch_t_test(a.n, a.mean.numpy(), a.m2.numpy(), rest.n, rest.mean.numpy(), rest.m2.numpy()).t)
+        rows.append(np.concatenate(parts))
+    return np.stack(rows)
+
+
+def contrast_key_neurons(
+    lm,
+    corpus,
+    *,
+    classes: str | Iterable[str] | None = DEFAULT_CLASSES,
+    k: int = 100,
+    sites: Sequence[Site] | None = None,
+    pooling: str = "word-predict",
+    batch_size: int = 16,
+    skip_rare: bool = False,
+    progress: bool = False,
+) -> KeyNeurons:
+    """Key units by contrast: per class, the `k` units with the largest Welch t of word-level
+    activations at words of the class against all other words (ties: lower index). A class with
+    fewer than two words is an error, or is left out with `skip_rare`.
+
+    Activations are pooled per word by the Recorder (`pooling`: "word-predict" = the position that
+    predicts the word, as the attribution uses; or "word-first" / "word-last" / "word-mean" over the
+    word's own tokens) and streamed into moments per UPOS tag; nothing per word is kept.
+    """
+    from ..record.accumulators import ConditionStats
+    from ..record.recorder import Recorder
+
+    sites = sorted(sites) if sites is not None else lm.layout.sites("mlp")
+    labels = [s.upos for s in corpus]
+    chosen = resolve_classes(classes, [t for tags in labels for t in tags])
+    recorder = Recorder(lm, sites, pooling=pooling, batch_size=batch_size, progress=progress,
+                        description="recording word activations")
+    stats = ConditionStats()
+    texts = corpus.texts()
+    for batch in recorder.iter_batches(texts, corpus.word_spans()):
+        tags = np.array([labels[t][w] for t, w in batch.rows])
+        for tag in np.unique(tags):
+            picks = torch.as_tensor(np.flatnonzero(tags == tag))
+            for site, values in batch.features.items():
+                stats.update(str(tag), site.name, values[picks.to(values.device)])
+    if skip_rare:
+        chosen = [c for c in chosen if c in stats.conditions and stats.count(c) >= 2]
+        if not chosen:
+            raise NeurolocError("contrast: no class has at least 2 words")
+    scores = contrast_scores(stats, chosen, sites)
+    widths = [lm.layout.width(s.kind) for s in sites]
+    indices = {}
+    for i, c in enumerate(chosen):
+        t = np.where(np.isnan(scores[i]), -np.inf, scores[i])
+        mask = select_top(t, count=min(k, t.size))
+        chosen_idx = np.flatnonzero(mask)
+        indices[c] = chosen_idx[np.lexsort((chosen_idx, -t[chosen_idx]))]
+    n_words = {c: stats.count(c) for c in chosen}
+    return KeyNeurons.from_indices(indices, list(sites), widths, method="contrast", model=lm.identity,
+                                   scores=scores, n_words=n_words)
