@@ -13,7 +13,12 @@ from .models.layout import Site, register_family
 from .models.loading import LoadedModel, load_model, wrap_model
 from .pipelines.lesion import build_benchmarks, run_lesion_study
 from .pipelines.localize import run_localize
+from .pipelines.pos import run_pos
 from .pos.alignment import align_words
+from .pos.attribution import attribute
+from .pos.key_neurons import KeyNeurons, contrast_key_neurons, select_key_neurons
+from .pos.specificity import specificity
+from .pos.spacy_tagging import tag_texts
 from .pos.treebank import TaggedCorpus, read_conllu
 from .probe import control_labels, evaluate_probe, make_probe
 from .record.accumulators import ConditionStats, Moments
@@ -27,11 +32,11 @@ from .stimuli.tom import load_tom_localizer
 from .units import UnitSet
 
 __all__ = [
-    "ConditionStats", "Intervention", "LoadedModel", "Localizer", "Moments", "NeurolocError", "Recorder", "Site",
-    "StimulusSet", "TaggedCorpus", "UnitSet", "align_words", "build_benchmarks", "control_labels",
+    "ConditionStats", "Intervention", "KeyNeurons", "LoadedModel", "Localizer", "Moments", "NeurolocError", "Recorder", "Site",
+    "StimulusSet", "TaggedCorpus", "UnitSet", "align_words", "attribute", "build_benchmarks", "contrast_key_neurons", "control_labels",
     "evaluate_blimp", "evaluate_perplexity", "evaluate_probe", "evaluate_syntaxgym", "get_stimuli", "hooks",
     "intervene", "lesion", "load_blimp", "load_contrast_file", "load_language_localizer", "load_model",
     "load_suites", "load_texts", "load_tom_localizer", "magnitude_matched", "make_md_localizer", "make_probe",
     "random_matched", "read_conllu", "record", "register_family", "run_forward", "run_lesion_study",
-    "run_localize", "summarize", "token_logprobs", "wrap_model",
+    "run_localize", "run_pos", "select_key_neurons", "specificity", "summarize", "tag_texts", "token_logprobs", "wrap_model",
 ]

@@ -339,8 +339,8 @@ def run_pos(
         atomic_write_with(staging / "probe.csv", lambda tmp: probe.to_csv(tmp, index=False))
         atomic_write_with(staging / "specificity.csv", lambda tmp: spec.long.to_csv(tmp, index=False))
         atomic_write_with(staging / "specificity_summary.csv", lambda tmp: spec.summary.to_csv(tmp, index=False))
-        save_figure(plot_layer_distribution(layers.rename(columns={"site": "kind", "class": "site"}),
-                                            title=f"Key neurons per layer ({method}, k={k})"), staging / "layers.png")
+        save_figure(plot_layer_distribution(layers, title=f"Key neurons per layer ({method}, k={k})",
+                                            group="class"), staging / "layers.png")
         save_figure(plot_probe(probe), staging / "probe.png")
         value = "effect_sd" if np.isfinite(spec.summary["effect_sd"].to_numpy(float)).any() else "drop_target"
         label = ("Effect (control SDs of the random lesions' drop)" if value == "effect_sd"

@@ -161,12 +161,17 @@ def _outside_legend(fig: Figure, handles: Sequence, labels: Sequence[str]) -> No
 
 
 # ------------------------------------------------------------------------------------------- figures
-def plot_layer_distribution(df: pd.DataFrame, title: str = "Selected units per layer") -> Figure:
+def plot_layer_distribution(df: pd.DataFrame, title: str = "Selected units per layer", *,
+                            group: str = "site") -> Figure:
     """Percentage of units selected in each layer, one line per site, so depth profiles compare at a glance.
 
-    `df` has columns site, layer, n_units, n_selected (one row per site and layer).
+    `df` has columns site, layer, n_units, n_selected (one row per site and layer). With `group`
+    another column draws the lines (e.g. "class" for one key-neuron set per POS class); the headline
+    then counts the units of the union's sites once.
     """
-    _require(df, LAYER_COLUMNS, "plot_layer_distribution")
+    _require(df, [group, *LAYER_COLUMNS[1:]], "plot_layer_distribution")
+    if group != "site":
+        df = df.drop(columns=["site"], errors="ignore").rename(columns={group: "site"})
     counts = df.groupby(["site", "layer"], sort=True)[["n_units", "n_selected"]].sum().reset_index()
     if (counts["n_units"] <= 0).any():
         bad = counts.loc[counts["n_units"] <= 0, ["site", "layer"]].to_records(index=False).tolist()
@@ -184,13 +189,16 @@ def plot_layer_distribution(df: pd.DataFrame, title: str = "Selected units per l
         label = f"{site} ({int(rows['n_selected'].sum()):,} of {int(rows['n_units'].sum()):,})"
         ax.plot(rows["layer"], rows["percent"], color=color, marker=marker, linestyle=style, linewidth=1.8,
                 markersize=5, label=label)
-    ax.set_title(f"{title}\n{selected:,} of {total:,} units selected ({100.0 * selected / total:.2f}%)")
+    if group == "site":
+        ax.set_title(f"{title}\n{selected:,} of {total:,} units selected ({100.0 * selected / total:.2f}%)")
+    else:
+        ax.set_title(title)
     ax.set_xlabel("Layer (index, input → output)")
     ax.set_ylabel("Units selected (% of the site's units in the layer)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(title="Site (selected of units)", frameon=False)
+    ax.legend(title=f"{group.capitalize()} (selected of units)", frameon=False)
     return fig
 
 
