@@ -223,3 +223,16 @@ def test_cli_pos_on_a_small_treebank(model_dir, tmp_path):
     missing = CliRunner().invoke(app, ["pos", "--model", str(model_dir), "--data", str(tmp_path / "none.conllu"),
                                        "--out", str(tmp_path / "x"), "--quiet"])
     assert missing.exit_code == 2 and "none.conllu" in missing.output and not (tmp_path / "x").exists()
+
+
+def test_main_job_runs_the_benchmarks_it_has_data_for(data, monkeypatch, capsys):
+    import importlib.util
+
+    from neuroloc.cli import _language_benchmarks
+
+    assert _language_benchmarks(data, None, None) == "blimp,syntaxgym,perplexity"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
+    assert _language_benchmarks(None, None, None) == "syntaxgym"
+    assert "skipping blimp" in capsys.readouterr().err
+    assert _language_benchmarks(None, "hf", "texts.txt") == "blimp,syntaxgym,perplexity"

