@@ -34,7 +34,7 @@ def run_language(lm: LoadedModel, stimuli: StimulusSet, benchmarks: Sequence[Ben
         progress=progress, extra_parameters=parameters)
     finished = time.perf_counter()
     summary = summarize(results)
-    overall = summary[summary.subset.isin(["overall", "en_ewt-ud-dev"]) | (summary.benchmark == "perplexity")]
+    overall = summary[(summary.subset == "overall") | (summary.benchmark == "perplexity")]
     timings = {"localize_s": round(localized - started, 1), "lesion_s": round(finished - localized, 1)}
     manifest = build_manifest("run language", {**localizer.get_params(), "percents": list(percents),
                                                "n_controls": n_controls, "mode": mode, "seed": seed,
