@@ -11,10 +11,10 @@ from neuroloc.errors import NeurolocError
 from neuroloc.models.hooks import hooks
 from neuroloc.models.layout import Site
 from neuroloc.models.loading import wrap_model
-from neuroloc.pos.attribution import attribute, iter_attributions, word_targets
-from neuroloc.pos.key_neurons import select_key_neurons
-from neuroloc.pos.specificity import word_logprobs
-from neuroloc.pos.treebank import TaggedCorpus, TaggedSentence
+from neuroloc.studies.pos.attribution import attribute, iter_attributions, word_targets
+from neuroloc.studies.pos.key_neurons import select_key_neurons
+from neuroloc.studies.pos.specificity import word_logprobs
+from neuroloc.stimuli.treebank import TaggedCorpus, TaggedSentence
 from tests.test_pos_pipeline import own_tokenizer, tagged_corpus
 from tests.tiny import tiny_model, tiny_tokenizer
 

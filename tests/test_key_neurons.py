@@ -10,7 +10,7 @@ from scipy import stats
 from neuroloc.errors import NeurolocError
 from neuroloc.models.layout import Site
 from neuroloc.models.loading import wrap_model
-from neuroloc.pos.key_neurons import (
+from neuroloc.studies.pos.key_neurons import (
     ClassFrequency, KeyNeurons, contrast_key_neurons, key_from_counts, n_top, resolve_classes, select_key_neurons,
     top_percent_indices,
 )

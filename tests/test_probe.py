@@ -13,12 +13,11 @@ from sklearn.metrics import accuracy_score, f1_score
 from sklearn.preprocessing import StandardScaler
 
 from neuroloc.errors import NeurolocError
-from neuroloc.pos.treebank import read_conllu
+from neuroloc.stimuli.treebank import read_conllu
+from neuroloc.stimuli.splits import assert_disjoint_groups, grouped_split
 from neuroloc.probe import (
-    assert_disjoint_groups,
     control_labels,
     evaluate_probe,
-    grouped_split,
     majority_baseline,
     make_probe,
     probe_selectivity,

@@ -14,12 +14,12 @@ from .models.loading import LoadedModel, load_model, wrap_model
 from .pipelines.lesion import build_benchmarks, run_lesion_study
 from .pipelines.localize import run_localize
 from .pipelines.pos import run_pos
-from .pos.alignment import align_words
-from .pos.attribution import attribute
-from .pos.key_neurons import KeyNeurons, contrast_key_neurons, select_key_neurons
-from .pos.specificity import specificity
-from .pos.spacy_tagging import tag_texts
-from .pos.treebank import TaggedCorpus, read_conllu
+from .text.alignment import align_words
+from .studies.pos.attribution import attribute
+from .studies.pos.key_neurons import KeyNeurons, contrast_key_neurons, select_key_neurons
+from .studies.pos.specificity import specificity
+from .stimuli.spacy_tagging import tag_texts
+from .stimuli.treebank import TaggedCorpus, read_conllu
 from .probe import control_labels, evaluate_probe, make_probe
 from .record.accumulators import ConditionStats, Moments
 from .record.recorder import Recorder

@@ -219,12 +219,12 @@ def run_language_command(
 
 def _tagged_corpus(path: Path, limit: Optional[int]):
     """A CoNLL-U treebank, or raw text (one text per line) tagged with spaCy."""
-    from .pos.treebank import read_conllu
+    from .stimuli.treebank import read_conllu
 
     if path.suffix == ".conllu":
         return read_conllu(path, limit=limit)
     from .evaluate.perplexity import load_texts
-    from .pos.spacy_tagging import tag_texts
+    from .stimuli.spacy_tagging import tag_texts
 
     return tag_texts(load_texts(path, limit=limit))
 

@@ -12,7 +12,6 @@ from typing import Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupShuffleSplit
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -22,31 +21,6 @@ from .errors import NeurolocError
 def make_probe(C: float = 1.0, max_iter: int = 1000) -> Pipeline:
     """Standardise features, then multinomial logistic regression (lbfgs) with inverse L2 strength `C`."""
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, solver="lbfgs", max_iter=max_iter))
-
-
-def grouped_split(groups: Sequence, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(train_idx, test_idx), sorted, with every group wholly on one side.
-
-    `test_fraction` is the share of groups (not items) held out.
-    """
-    if not 0.0 < test_fraction < 1.0:
-        raise NeurolocError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-    groups = np.asarray(groups)
-    if len(np.unique(groups)) < 2:
-        raise NeurolocError("a grouped split needs at least two distinct groups")
-    splitter = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
-    train, test = next(splitter.split(np.zeros(len(groups)), groups=groups))
-    train, test = np.sort(train), np.sort(test)
-    assert_disjoint_groups(groups, train, test)
-    return train, test
-
-
-def assert_disjoint_groups(groups: Sequence, train_idx: Sequence[int], test_idx: Sequence[int]) -> None:
-    """Raise NeurolocError naming the groups that appear on both sides of a split."""
-    groups = np.asarray(groups)
-    shared = np.intersect1d(groups[np.asarray(train_idx, dtype=int)], groups[np.asarray(test_idx, dtype=int)])
-    if shared.size:
-        raise NeurolocError(f"{shared.size} groups are in both train and test, e.g. {shared[:3].tolist()}")
 
 
 def control_labels(word_types: Sequence[str], labels: Sequence[str], seed: int = 0) -> list[str]:

@@ -17,7 +17,7 @@ from .models.layout import ModelLayout, Site
 
 MASKS_FILE = "units.safetensors"
 INDEX_FILE = "units.json"
-_UNIT_NAME = re.compile(r"^(layers\.\d+\.(?:residual|mlp|attn))\[(\d+)\]$")
+_UNIT_NAME = re.compile(r"^(layers\.\d+\.(?:residual|mlp_gate|mlp|attn))\[(\d+)\]$")
 
 
 def unit_name(site: Site, index: int) -> str:

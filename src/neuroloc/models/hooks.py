@@ -39,8 +39,8 @@ def hooks(
 ) -> Iterator[None]:
     """Install editors and observers on sites (editors run first, observers see the edited value).
 
-    Residual sites hook a decoder layer's output; `mlp` and `attn` sites hook the input of the down
-    projection / attention output projection. With `stop_after_layer`, the layer's output raises
+    Residual sites hook a decoder layer's output, `mlp_gate` the gate activation's output; `mlp` and
+    `attn` sites hook the input of the down projection / attention output projection. With `stop_after_layer`, the layer's output raises
     `StopForward`, so later blocks and the LM head never run (use `run_forward`).
     """
     observe, edit = dict(observe or {}), dict(edit or {})
@@ -49,7 +49,7 @@ def hooks(
         for site in sorted(set(observe) | set(edit)):
             module = layout.module(site)
             editor, observer = edit.get(site), observe.get(site)
-            if site.kind == "residual":
+            if layout.reads_output(site):
                 def output_hook(_module, _args, output, editor=editor, observer=observer):
                     hidden = _hidden(output)
                     new = editor(hidden) if editor is not None else hidden

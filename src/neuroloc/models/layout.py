@@ -14,15 +14,17 @@ from torch import nn
 
 from ..errors import NeurolocError
 
-SITE_KINDS = ("residual", "mlp", "attn")
+SITE_KINDS = ("residual", "mlp", "mlp_gate", "attn")
 # Query/key/value projections also map hidden → hidden; the output projection is none of them.
 _INPUT_PROJECTION = re.compile(r"(^|\.|_)(q|k|v|qkv|query|key|value|query_key_value|c_attn)(_proj)?$")
-_SITE_NAME = re.compile(r"^layers\.(\d+)\.(residual|mlp|attn)$")
+_SITE_NAME = re.compile(r"^layers\.(\d+)\.(residual|mlp_gate|mlp|attn)$")
 
 
 @dataclass(frozen=True, order=True)
 class Site:
-    """One hook point: the residual output, MLP neurons or attention heads of one layer."""
+    """One hook point of one layer: the residual output, MLP neurons (`mlp`: the down projection's
+    input), MLP gate activations (`mlp_gate`: act(gate) before it multiplies the up projection), or
+    attention heads."""
 
     layer: int
     kind: str
@@ -50,22 +52,25 @@ class Site:
 class FamilyPaths:
     """Dotted module paths: the decoder layer list, and inside each layer the module whose *input* is
     the MLP's post-activation neurons (down projection) and the one whose input is the concatenated
-    per-head attention outputs (output projection)."""
+    per-head attention outputs (output projection). `gate_act` is the activation module of a gated MLP,
+    whose output is act(gate); None for MLPs without a gate (their `mlp_gate` is the post-activation)."""
 
     layers: str
     mlp_out: str
     attn_out: str
+    gate_act: str | None = None
 
 
-_LLAMA_LIKE = FamilyPaths("model.layers", "mlp.down_proj", "self_attn.o_proj")
+_LLAMA_LIKE = FamilyPaths("model.layers", "mlp.down_proj", "self_attn.o_proj", "mlp.act_fn")
 FAMILIES: dict[str, FamilyPaths] = {
     **{
         name: _LLAMA_LIKE
         for name in (
             "llama", "mistral", "mixtral_dense", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
-            "phi3", "olmo", "olmo2", "granite", "cohere", "stablelm", "smollm3", "ministral",
+            "olmo", "olmo2", "granite", "cohere", "stablelm", "smollm3", "ministral",
         )
     },
+    "phi3": FamilyPaths("model.layers", "mlp.down_proj", "self_attn.o_proj", "mlp.activation_fn"),
     "gpt2": FamilyPaths("transformer.h", "mlp.c_proj", "attn.c_proj"),
     "gpt_neox": FamilyPaths("gpt_neox.layers", "mlp.dense_4h_to_h", "attention.dense"),
     "opt": FamilyPaths("model.decoder.layers", "fc2", "self_attn.out_proj"),
@@ -75,9 +80,9 @@ FAMILIES: dict[str, FamilyPaths] = {
 }
 
 
-def register_family(model_type: str, *, layers: str, mlp_out: str, attn_out: str) -> None:
+def register_family(model_type: str, *, layers: str, mlp_out: str, attn_out: str, gate_act: str | None = None) -> None:
     """Teach neuroloc a new architecture by naming its module paths (see `FamilyPaths`)."""
-    FAMILIES[model_type] = FamilyPaths(layers, mlp_out, attn_out)
+    FAMILIES[model_type] = FamilyPaths(layers, mlp_out, attn_out, gate_act)
 
 
 def _in_out_features(module: nn.Module) -> tuple[int, int] | None:
@@ -122,6 +127,9 @@ class ModelLayout:
             )
         self.mlp_modules = [self._get(layer, paths.mlp_out, "MLP down projection") for layer in self.layers]
         self.attn_modules = [self._get(layer, paths.attn_out, "attention output projection") for layer in self.layers]
+        self.gated = paths.gate_act is not None
+        self.gate_modules = ([self._get(layer, paths.gate_act, "MLP gate activation") for layer in self.layers]
+                             if self.gated else self.mlp_modules)
         mlp_dims = _in_out_features(self.mlp_modules[0])
         attn_dims = _in_out_features(self.attn_modules[0])
         if mlp_dims is None or attn_dims is None:
@@ -190,7 +198,8 @@ class ModelLayout:
     # -- sites ----------------------------------------------------------------------------------
     def width(self, kind: str) -> int:
         """Number of units at a site kind (attention: heads)."""
-        return {"residual": self.hidden_size, "mlp": self.mlp_width, "attn": self.n_heads}[Site(0, kind).kind]
+        return {"residual": self.hidden_size, "mlp": self.mlp_width, "mlp_gate": self.mlp_width,
+                "attn": self.n_heads}[Site(0, kind).kind]
 
     def coordinate_width(self, kind: str) -> int:
         """Width of the hooked tensor's last dimension (attention: heads × head_dim)."""
@@ -210,11 +219,17 @@ class ModelLayout:
         return site
 
     def module(self, site: Site) -> nn.Module:
-        """The module to hook: its output for `residual`, its input for `mlp` and `attn`."""
+        """The module to hook (see `reads_output`)."""
         self.check(site)
         if site.kind == "residual":
             return self.layers[site.layer]
-        return (self.mlp_modules if site.kind == "mlp" else self.attn_modules)[site.layer]
+        modules = {"mlp": self.mlp_modules, "mlp_gate": self.gate_modules, "attn": self.attn_modules}[site.kind]
+        return modules[site.layer]
+
+    def reads_output(self, site: Site) -> bool:
+        """Whether the site is its module's output (residual; a gated MLP's activation) or its first input
+        (`mlp`, `attn`, and `mlp_gate` of an MLP without a gate)."""
+        return site.kind == "residual" or (site.kind == "mlp_gate" and self.gated)
 
     def describe(self) -> dict:
         return {
@@ -223,4 +238,5 @@ class ModelLayout:
             "widths": {kind: self.width(kind) for kind in SITE_KINDS},
             "head_dim": self.head_dim,
             "paths": vars(self.paths),
+            "mlp_gate": "act(gate) of a gated MLP" if self.gated else "MLP post-activation (the MLP has no gate)",
         }

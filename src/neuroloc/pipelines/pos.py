@@ -33,10 +33,10 @@ from ..evaluate.controls import random_matched
 from ..io import atomic_write_json, atomic_write_with, build_manifest, file_sha256, staged_output
 from ..models.layout import Site
 from ..models.loading import LoadedModel
-from ..pos.attribution import ATTRIBUTION_METHODS, AttributionSummary, attribute
-from ..pos.key_neurons import DEFAULT_CLASSES, KeyNeurons, contrast_key_neurons, resolve_classes
-from ..pos.specificity import SpecificityResult, specificity
-from ..pos.treebank import TaggedCorpus
+from ..studies.pos.attribution import ATTRIBUTION_METHODS, AttributionSummary, attribute
+from ..studies.pos.key_neurons import DEFAULT_CLASSES, KeyNeurons, contrast_key_neurons, resolve_classes
+from ..studies.pos.specificity import SpecificityResult, specificity
+from ..stimuli.treebank import TaggedCorpus
 from ..probe import control_labels, evaluate_probe, majority_baseline, make_probe, probe_selectivity
 from ..record.recorder import Recorder
 from ..report.figures import plot_heatmap, plot_layer_distribution, plot_probe, save_figure

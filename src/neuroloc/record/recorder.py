@@ -93,7 +93,7 @@ class Recorder:
 
     def _word_plan(self, encoded: dict, spans: Sequence[Sequence[tuple[int, int]]],
                    indices: Sequence[int]) -> tuple[PoolPlan, list[tuple[int, int]]]:
-        from ..pos.alignment import align_words
+        from ..text.alignment import align_words
 
         mask = encoded["attention_mask"].bool()
         per_row, rows = [], []

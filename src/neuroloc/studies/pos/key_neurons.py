@@ -23,11 +23,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import NeurolocError
-from ..localize.scores import welch_t_test
-from ..localize.selection import select_top
-from ..models.layout import Site
-from ..units import UnitSet
+from ...errors import NeurolocError
+from ...localize.scores import welch_t_test
+from ...localize.selection import select_top
+from ...models.layout import Site
+from ...units import UnitSet
 
 __all__ = [
     "DEFAULT_CLASSES", "UPOS_TAGS", "ClassFrequency", "KeyNeurons", "contrast_key_neurons", "contrast_scores",
@@ -279,7 +279,7 @@ def contrast_scores(stats, classes: Sequence[str], sites: Sequence[Site]) -> np.
     """Welch t (class minus all other words) per class and unit, from `ConditionStats` whose conditions
     are word labels and whose sites are `sites` (by name). Returns (classes, units) over the sites laid
     end to end. Every class needs two words, and so do the other words together."""
-    from ..record.accumulators import Moments
+    from ...record.accumulators import Moments
 
     conditions = stats.conditions
     rows = []
@@ -323,8 +323,8 @@ def contrast_key_neurons(
     predicts the word, as the attribution uses; or "word-first" / "word-last" / "word-mean" over the
     word's own tokens) and streamed into moments per UPOS tag; nothing per word is kept.
     """
-    from ..record.accumulators import ConditionStats
-    from ..record.recorder import Recorder
+    from ...record.accumulators import ConditionStats
+    from ...record.recorder import Recorder
 
     sites = sorted(sites) if sites is not None else lm.layout.sites("mlp")
     labels = [s.upos for s in corpus]

@@ -18,7 +18,7 @@ import pandas as pd
 from conllu.exceptions import ParseException
 
 from ..errors import NeurolocError
-from ..probe import grouped_split
+from .splits import grouped_split
 
 _ID = re.compile(r"\d+(?:-\d+|\.\d+)?")
 _PUD_SENT_ID = re.compile(r"[a-z]\d{8}")

@@ -16,15 +16,15 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import NeurolocError
-from ..evaluate.controls import random_matched
-from ..evaluate.scoring import token_logprobs
-from ..lesion import lesion
-from ..models.loading import LoadedModel
-from ..progress import progress_bar
-from ..units import UnitSet
-from .alignment import align_words
-from .treebank import TaggedCorpus
+from ...errors import NeurolocError
+from ...evaluate.controls import random_matched
+from ...evaluate.scoring import token_logprobs
+from ...lesion import lesion
+from ...models.loading import LoadedModel
+from ...progress import progress_bar
+from ...units import UnitSet
+from ...text.alignment import align_words
+from ...stimuli.treebank import TaggedCorpus
 
 __all__ = ["LONG_COLUMNS", "SUMMARY_COLUMNS", "SpecificityResult", "specificity", "specificity_matrix",
            "summarize_specificity", "word_logprobs"]

@@ -38,14 +38,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import NeurolocError
-from ..models.hooks import hooks
-from ..models.layout import Site
-from ..models.loading import LoadedModel
-from ..progress import progress_bar
-from .alignment import align_words
+from ...errors import NeurolocError
+from ...models.hooks import hooks
+from ...models.layout import Site
+from ...models.loading import LoadedModel
+from ...progress import progress_bar
+from ...text.alignment import align_words
 from .key_neurons import ClassFrequency, KeyNeurons, resolve_classes
-from .treebank import TaggedCorpus
+from ...stimuli.treebank import TaggedCorpus
 
 __all__ = [
     "ATTRIBUTION_METHODS", "IG_RULES", "AttributionBatch", "AttributionSummary", "Completeness",
