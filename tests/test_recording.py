@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuroloc import ConditionStats, Moments, NeurolocError, Recorder, StimulusSet
+from neuroloc import Moments, NeurolocError, Recorder, StatsStore, StimulusSet, collect
 from neuroloc.models.hooks import record
 from neuroloc.models.loading import wrap_model
 from tests.tiny import tiny_model, tiny_tokenizer
@@ -27,8 +27,10 @@ def lm():
     return wrap_model(tiny_model("llama"), tiny_tokenizer())
 
 
-def pooled(lm, pooling, batch_size, side, texts=TEXTS, spans=None, kinds=("residual", "mlp", "attn")):
-    recorder = Recorder(lm, lm.layout.sites(kinds), pooling=pooling, batch_size=batch_size, padding_side=side)
+def pooled(lm, pooling, batch_size, side, texts=TEXTS, spans=None, kinds=("residual", "mlp", "attn"),
+           bos="tokenizer"):
+    recorder = Recorder(lm, lm.layout.sites(kinds), pooling=pooling, batch_size=batch_size, padding_side=side,
+                        bos=bos)
     rows = {}
     for batch in recorder.iter_batches(texts, spans):
         for k, row in enumerate(batch.rows):
@@ -105,28 +107,29 @@ def test_moments_reject_non_finite_values():
         moments.update(torch.tensor([[1.0, float("nan")]]))
 
 
-def test_condition_stats_save_restore_and_merge(tmp_path):
+def test_stats_store_save_restore_and_merge(tmp_path):
     rng = np.random.default_rng(1)
-    stats_a, stats_b = ConditionStats(), ConditionStats()
+    stats_a, stats_b = StatsStore(), StatsStore()
     a, b = rng.normal(size=(10, 3)), rng.normal(size=(7, 3))
-    stats_a.update("S", "layers.0.residual", torch.tensor(a))
-    stats_b.update("S", "layers.0.residual", torch.tensor(b))
-    stats_b.update("N", "layers.0.residual", torch.tensor(b))
+    stats_a.update("moments", "S", "layers.0.residual", torch.tensor(a))
+    stats_b.update("moments", "S", "layers.0.residual", torch.tensor(b))
+    stats_b.update("moments", "N", "layers.0.residual", torch.tensor(b))
     stats_a.save(tmp_path / "a.safetensors")
-    restored = ConditionStats.load(tmp_path / "a.safetensors").merge(stats_b)
+    restored = StatsStore.load(tmp_path / "a.safetensors").merge(stats_b)
     both = np.concatenate([a, b])
-    got = restored.get("S", "layers.0.residual")
+    got = restored.get("moments", "S", "layers.0.residual")
     assert got.n == 17 and restored.count("N") == 7
     np.testing.assert_allclose(got.mean.numpy(), both.mean(0), rtol=1e-12)
     np.testing.assert_allclose(got.variance().numpy(), both.var(0, ddof=1), rtol=1e-10)
 
 
-def test_accumulate_streams_by_condition(lm):
+def test_collect_streams_by_condition(lm):
     stimuli = StimulusSet("toy", tuple(TEXTS), tuple("AB"[i % 2] for i in range(len(TEXTS))), ("A", "B"))
-    stats = Recorder(lm, lm.layout.sites("residual"), batch_size=4).accumulate(stimuli)
+    stats = collect(Recorder(lm, lm.layout.sites("residual"), batch_size=4, bos="tokenizer"), stimuli)
     rows = pooled(lm, "last", 1, "right", kinds=("residual",))
     a_rows = rows[[i for i in range(len(TEXTS)) if i % 2 == 0], :32].double()
-    np.testing.assert_allclose(stats.get("A", "layers.0.residual").mean.numpy(), a_rows.mean(0).numpy(), atol=1e-6)
+    np.testing.assert_allclose(stats.get("moments", "A", "layers.0.residual").mean.numpy(), a_rows.mean(0).numpy(),
+                               atol=1e-6)
     assert stats.count("A") == 5 and stats.count("B") == 4
 
 

@@ -206,7 +206,7 @@ def test_custom_jsonl_and_explicit_contrast(tmp_path):
         ("utf8.csv", b"text,condition\na,x\nb\xff,y\n", {}, r"utf8\.csv: line 3, byte 2: not valid UTF-8"),
         ("none.csv", GOOD, {"contrast": ("x", "z")}, r"none\.csv: contrast condition 'z' has no items .*x, y"),
         ("one.csv", "text,condition\na,x\nb,y\nc,y\n", {}, r"one\.csv: line 2: condition 'x' has only 1 item"),
-        ("three.csv", GOOD + "e,z\n", {}, r"three\.csv: column 'condition' holds 3 conditions \(x, y, z\).*--contrast A:B"),
+        ("three.csv", GOOD + "e,z\n", {}, r"three\.csv: line \d+: condition 'z' has only 1 item"),
         ("single.csv", "text,condition\na,x\nb,x\n", {}, r"single\.csv: column 'condition' holds only condition 'x'"),
         ("same.csv", GOOD, {"contrast": ("x", "x")}, r"two different conditions"),
         ("f.txt", GOOD, {}, r"f\.txt: unsupported file type '\.txt'"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -198,3 +199,102 @@ class UnitSet:
         except Exception as error:  # safetensors raises its own error types
             raise NeurolocError(f"{masks_path} is not a readable safetensors file: {error}") from None
         return cls(tensors, model)
+
+
+LABELS_FILE = "labeled_units.json"
+
+
+class LabeledUnits:
+    """Units per label (language, relation, culture, POS class …): label → `UnitSet`.
+
+    Saved as one safetensors file of masks keyed `label/site` plus a JSON index, so a folder holds every
+    label's set; overlap and Jaccard tables compare the labels.
+    """
+
+    def __init__(self, sets: Mapping[str, UnitSet]) -> None:
+        if not sets:
+            raise NeurolocError("LabeledUnits needs at least one label")
+        self.sets: dict[str, UnitSet] = dict(sets)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.sets)
+
+    def __getitem__(self, label: str) -> UnitSet:
+        try:
+            return self.sets[label]
+        except KeyError:
+            raise NeurolocError(f"no units for label {label!r}; labels: {', '.join(self.sets)}") from None
+
+    def items(self):
+        return self.sets.items()
+
+    def __len__(self) -> int:
+        return len(self.sets)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, LabeledUnits) and self.sets == other.sets
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{label}: {len(units)}" for label, units in self.sets.items())
+        return f"LabeledUnits({sizes})"
+
+    def union(self) -> UnitSet:
+        """Every unit selected for at least one label."""
+        sets = list(self.sets.values())
+        total = sets[0]
+        for units in sets[1:]:
+            total = total | units
+        return total
+
+    def label_counts(self) -> np.ndarray:
+        """Per flat unit, how many labels selected it (unit order of the first set)."""
+        return np.sum([units.flat_mask().numpy() for units in self.sets.values()], axis=0)
+
+    def overlap(self) -> pd.DataFrame:
+        """Label × label table of shared units (the diagonal: each label's size)."""
+        labels = self.labels
+        return pd.DataFrame([[len(self.sets[a] & self.sets[b]) for b in labels] for a in labels],
+                            index=labels, columns=labels)
+
+    def jaccard(self) -> pd.DataFrame:
+        """Label × label Jaccard index of the unit sets."""
+        labels = self.labels
+        return pd.DataFrame([[self.sets[a].jaccard(self.sets[b]) for b in labels] for a in labels],
+                            index=labels, columns=labels)
+
+    def per_layer_counts(self) -> pd.DataFrame:
+        """Long table: label, site, layer, n_units, n_selected."""
+        return pd.DataFrame([{"label": label, **row} for label, units in self.sets.items()
+                             for row in units.per_layer_counts()])
+
+    def save(self, directory: str | Path) -> None:
+        """Write `units.safetensors` (masks keyed `label/site`) and `labeled_units.json`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {f"{label}/{site.name}": mask.to(torch.uint8)
+                   for label, units in self.sets.items() for site, mask in units.masks.items()}
+        with atomic_path(directory / MASKS_FILE) as tmp:
+            save_file(tensors, str(tmp), metadata={"format": "neuroloc.LabeledUnits/1"})
+        atomic_write_json(directory / LABELS_FILE, {
+            "format": "neuroloc.LabeledUnits/1",
+            "labels": self.labels,
+            "model": next(iter(self.sets.values())).model,
+            "n_units": {label: len(units) for label, units in self.sets.items()},
+            "names": {label: units.names() for label, units in self.sets.items()},
+        })
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "LabeledUnits":
+        directory = Path(directory)
+        index_path = directory / LABELS_FILE
+        if not index_path.is_file():
+            raise NeurolocError(f"no LabeledUnits at {directory}: expected {LABELS_FILE} and {MASKS_FILE} there")
+        index = json.loads(index_path.read_text())
+        tensors = load_file(str(directory / MASKS_FILE))
+        sets = {}
+        for label in index["labels"]:
+            prefix = f"{label}/"
+            sets[label] = UnitSet({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                                  index.get("model"))
+        return cls(sets)

@@ -1,8 +1,10 @@
-"""The Localizer estimator: stream a contrast through the model, score every unit, select a set.
+"""The Localizer estimator: stream stimuli through the model, score every unit, select a set.
 
-Reads like scikit-learn: parameters in the constructor, `fit(lm, stimuli)` returns self, learned
-attributes end in `_`. Only per-condition sufficient statistics are kept, so `partial_fit` can add
-stimuli later and the same statistics serve any number of re-selections (`select`).
+Reads like scikit-learn's `SelectKBest(score_func)`: parameters in the constructor (the score is one),
+`fit(lm, stimuli)` returns self, learned attributes end in `_` (`scores_`, `pvalues_`, `units_`),
+`get_support()` gives the mask. `fit` = record into a `StatsStore` → `fit_stats(stats)`; `fit_stats`
+needs no model, so statistics gathered elsewhere (another process, a resumed run) can be fitted, and
+the same statistics serve any number of re-selections (`select`).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from ..errors import NeurolocError
 from ..io import atomic_path, atomic_write_json, atomic_write_with
 from ..models.layout import SITE_KINDS, Site
 from ..models.loading import LoadedModel
-from ..record.accumulators import ConditionStats
+from ..record.collect import collect
 from ..record.recorder import Recorder
+from ..record.stats import StatsStore
 from ..stimuli.base import StimulusSet
-from ..units import UnitSet, unit_name
-from .scores import benjamini_hochberg, cohens_d, welch_t_test
+from ..stimuli.design import Design
+from ..units import LabeledUnits, UnitSet, unit_name
+from .score_functions import ScoreCallable, ScoreFunction, Scores, get_score
+from .scores import benjamini_hochberg
 from .selection import select_band, select_fdr, select_top
 
 STATS_FILE = "stats.safetensors"
@@ -33,9 +38,10 @@ SCORES_FILE = "scores.parquet"
 LOCALIZER_FILE = "localizer.json"
 
 
-def _site_kinds(site: str | Sequence[str]) -> list[str]:
+def site_kinds(site: str | Sequence[str]) -> list[str]:
+    """`"residual,mlp"` or a list → validated site kinds."""
     kinds = [site] if isinstance(site, str) else list(site)
-    kinds = [k for part in kinds for k in part.split(",") if k]
+    kinds = [k.strip() for part in kinds for k in part.split(",") if k.strip()]
     unknown = [k for k in kinds if k not in SITE_KINDS]
     if unknown or not kinds:
         raise NeurolocError(f"unknown site {unknown or site!r}; choose from {', '.join(SITE_KINDS)}")
@@ -43,25 +49,36 @@ def _site_kinds(site: str | Sequence[str]) -> list[str]:
 
 
 class Localizer:
-    """Find the units that respond more to the contrast's target condition than to its control.
+    """Find the units that respond selectively to labels of a stimulus set.
 
     Parameters
     ----------
-    site: "residual", "mlp", "attn" or several ("residual,mlp"); selection is made per site kind.
-    pooling: "last" (the paper) or "mean" token pooling.
-    percent / count: how many units to keep (percent of the site's units, or a count; at most one of
-        the two; neither means 1%).
+    site: "residual", "mlp", "mlp_gate", "attn" or several ("residual,mlp"); selection is per site kind.
+    score: a registered score name (`neuroloc.localize.score_functions.SCORES`: welch, cohen_d,
+        one_vs_rest_welch, activation_probability, lape, average_precision) or a callable
+        `(stats, design) -> Scores`.
+    design: what is compared (`Design`, or "A:B" / "one-vs-rest" / "groups"); default: the stimuli's
+        contrast, else one-vs-rest over every label.
+    pooling: "last" (the paper) or "mean" token pooling, or "tokens" (every real token: activation
+        probabilities, as LAPE counts them).
+    percent / count: how many units to keep (percent of the site's units, or a count; neither means 1%).
     per_layer: select the top units of each layer instead of across all layers of a site.
-    absolute: run the t-test on |activation| (the reference code's choice) instead of activation.
-    fdr: keep only units whose Benjamini–Hochberg adjusted p is ≤ fdr (and t > 0).
+    absolute: test |activation| (the reference code's choice) instead of activation.
+    fdr: keep only units whose Benjamini–Hochberg adjusted p is ≤ fdr (and the score's sign agrees).
     layers: restrict to these layers (default: all).
+    bos: the BOS policy ("prepend", "tokenizer" = neuroloc 0.1 and the peers, "none").
+    quantile: LAPE's activation-probability bar (a quantile of all unit × label probabilities).
     """
 
-    def __init__(self, site: str | Sequence[str] = "residual", *, pooling: str = "last", percent: float | None = None,
-                 count: int | None = None, per_layer: bool = False, absolute: bool = False, fdr: float | None = None,
-                 layers: Sequence[int] | None = None, batch_size: int = 32, max_tokens: int | None = None,
-                 padding_side: str = "right", progress: bool = False) -> None:
+    def __init__(self, site: str | Sequence[str] = "residual", *, score: str | ScoreCallable = "welch",
+                 design: Design | str | None = None, pooling: str = "last", percent: float | None = None,
+                 count: int | None = None, per_layer: bool = False, absolute: bool = False,
+                 fdr: float | None = None, layers: Sequence[int] | None = None, batch_size: int = 32,
+                 max_tokens: int | None = None, padding_side: str = "right", bos: str = "prepend",
+                 quantile: float = 0.95, progress: bool = False) -> None:
         self.site = site
+        self.score = score
+        self.design = design
         self.pooling = pooling
         self.percent = percent
         self.count = count
@@ -72,11 +89,35 @@ class Localizer:
         self.batch_size = batch_size
         self.max_tokens = max_tokens
         self.padding_side = padding_side
+        self.bos = bos
+        self.quantile = quantile
         self.progress = progress
 
     def get_params(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()
-                if not k.endswith("_") and not k.startswith("_")}
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()
+                  if not k.endswith("_") and not k.startswith("_")}
+        params["score"] = self.score_function.name
+        params["design"] = None if self.design is None else str(self._design_spec())
+        return params
+
+    @property
+    def score_function(self) -> ScoreFunction:
+        return get_score(self.score)
+
+    def _design_spec(self) -> Design | None:
+        if self.design is None or isinstance(self.design, Design):
+            return self.design
+        return Design.parse(self.design)
+
+    def statistic_kinds(self) -> tuple[str, ...]:
+        """What to record: the score's needs, token statistics always (unit means for mean lesions)."""
+        needs = set(self.score_function.needs) | {"tokens"}
+        if self.pooling == "tokens":
+            needs.discard("moments")
+            needs.discard("rows")
+        elif "tokens" in self.score_function.needs and not needs & {"moments", "rows"}:
+            needs.add("moments")
+        return tuple(k for k in ("moments", "tokens", "rows") if k in needs)
 
     # -- fitting ----------------------------------------------------------------------------------
     def fit(self, lm: LoadedModel, stimuli: StimulusSet) -> "Localizer":
@@ -85,121 +126,186 @@ class Localizer:
             delattr(self, attr)
         return self.partial_fit(lm, stimuli)
 
-    def partial_fit(self, lm: LoadedModel, stimuli: StimulusSet) -> "Localizer":
-        """Add `stimuli` to the statistics gathered so far (same contrast), then re-score."""
-        if getattr(self, "contrast_", None) not in (None, stimuli.contrast):
-            raise NeurolocError(f"partial_fit with contrast {stimuli.contrast}, but the localizer was fit on {self.contrast_}")
-        for condition in stimuli.contrast:
-            if len(stimuli.indices(condition)) < 2:
-                raise NeurolocError(f"condition {condition!r} of {stimuli.name!r} needs at least 2 items")
-        kinds = _site_kinds(self.site)
-        sites = lm.layout.sites(kinds, self.layers)
+    def record(self, lm: LoadedModel, stimuli: StimulusSet, stats: StatsStore | None = None) -> StatsStore:
+        """Stream `stimuli` into (new or given) statistics; nothing is scored."""
+        sites = lm.layout.sites(site_kinds(self.site), self.layers)
         recorder = Recorder(lm, sites, pooling=self.pooling, batch_size=self.batch_size, max_tokens=self.max_tokens,
-                            padding_side=self.padding_side, progress=self.progress,
+                            padding_side=self.padding_side, bos=self.bos, progress=self.progress,
                             description=f"localizing ({stimuli.name})")
-        stats = getattr(self, "stats_", None) or ConditionStats()
-        target = stimuli.contrast[0]
-        sums = getattr(self, "_token_sums", {s.name: 0.0 for s in sites})
-        tokens = getattr(self, "_token_count", 0)
-        for batch in recorder.iter_batches(stimuli.texts, stimuli.word_spans, token_sums=True):
-            conditions = [stimuli.conditions[i] for i, _ in batch.rows]
-            for condition in sorted(set(conditions)):
-                rows = torch.tensor([c == condition for c in conditions])
-                for site, values in batch.features.items():
-                    stats.update(condition, site.name, values[rows.to(values.device)])
-            in_target = torch.tensor([stimuli.conditions[i] == target for i in batch.texts])
-            for site, per_text in batch.token_sums.items():
-                sums[site.name] = sums[site.name] + per_text[in_target].sum(0)
-            tokens += int(batch.token_counts[in_target].sum())
-        self._token_sums, self._token_count = sums, tokens
+        return collect(recorder, stimuli, stats, kinds=self.statistic_kinds())
+
+    def partial_fit(self, lm: LoadedModel, stimuli: StimulusSet) -> "Localizer":
+        """Add `stimuli` to the statistics gathered so far (same design), then re-score."""
+        design = self._resolve_design(sorted(stimuli.labels), stimuli)
+        if getattr(self, "design_", None) not in (None, design):
+            raise NeurolocError(f"partial_fit with design {design}, but the localizer was fit on {self.design_}")
+        for label in design.labels:
+            if len(stimuli.indices(label)) < 2:
+                raise NeurolocError(f"condition {label!r} of {stimuli.name!r} needs at least 2 items")
+        stats = self.record(lm, stimuli, getattr(self, "stats_", None))
+        info = {"name": stimuli.name, "sha256": stimuli.content_hash(), "n": len(stimuli),
+                "labels": stimuli.labels, "contrast": list(stimuli.contrast or ()), "source": stimuli.source,
+                "bos": self.bos}
+        return self.fit_stats(stats, model=lm.identity, stimuli=info, design=design,
+                              widths={s.name: lm.layout.width(s.kind) for s in lm.layout.sites(site_kinds(self.site))})
+
+    def _resolve_design(self, labels: Sequence[str], stimuli: StimulusSet | None = None) -> Design:
+        design = self._design_spec() or (stimuli.design if stimuli is not None else None)
+        if design is None:
+            design = Design.contrast(*labels) if len(labels) == 2 else Design.one_vs_rest()
+        return design.resolve(labels)
+
+    def fit_stats(self, stats: StatsStore, *, model: dict | None = None, stimuli: dict | None = None,
+                  design: Design | None = None, widths: dict[str, int] | None = None) -> "Localizer":
+        """Score and select from statistics alone (no model needed): merged from several processes,
+        restored from disk, or just recorded."""
+        kind = next(k for k in ("moments", "rows", "tokens") if k in self.statistic_kinds())
+        kinds = site_kinds(self.site)
+        names = [s.name for s in sorted(Site.parse(n) for n in stats.sites(kind))]
+        self.sites_ = [Site.parse(n) for n in names if Site.parse(n).kind in kinds
+                       and (self.layers is None or Site.parse(n).layer in self.layers)]
+        if not self.sites_:
+            raise NeurolocError(f"the statistics hold no {'/'.join(kinds)} sites ({kind}: {names or 'none'})")
+        if len(self.sites_) != len(names):  # score only the sites asked for
+            stats = _restrict(stats, [s.name for s in self.sites_])
         self.stats_ = stats
-        self.contrast_ = stimuli.contrast
-        self.sites_ = sites
-        self.widths_ = [lm.layout.width(s.kind) for s in sites]
-        self.model_ = dict(lm.identity)
-        self.stimuli_ = {"name": stimuli.name, "sha256": stimuli.content_hash(), "n": len(stimuli),
-                         "contrast": list(stimuli.contrast), "source": stimuli.source}
-        self.means_ = {name: (value / max(tokens, 1)).float() for name, value in sums.items()}
+        self.design_ = design or self._resolve_design(stats.labels(kind))
+        self.widths_ = [(widths or {}).get(s.name) or stats.get(kind, stats.labels(kind)[0], s.name).width
+                        for s in self.sites_]
+        self.model_ = dict(model or getattr(self, "model_", {}) or {})
+        self.stimuli_ = stimuli or getattr(self, "stimuli_", {}) or {}
         self._score()
+        self.means_ = self._means()
         self.units_ = self.select()
         return self
 
     def _score(self) -> None:
-        target, control = self.contrast_
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("t", "p", "d", "mean_a", "mean_b", "df")}
-        for site in self.sites_:
-            a, b = self.stats_.get(target, site.name), self.stats_.get(control, site.name)
-            mean_a = (a.abs_mean if self.absolute else a.mean).numpy()
-            mean_b = (b.abs_mean if self.absolute else b.mean).numpy()
-            m2_a = (a.abs_m2 if self.absolute else a.m2).numpy()
-            m2_b = (b.abs_m2 if self.absolute else b.m2).numpy()
-            result = welch_t_test(a.n, mean_a, m2_a, b.n, mean_b, m2_b)
-            parts["t"].append(result.t)
-            parts["p"].append(result.p)
-            parts["df"].append(result.df)
-            parts["d"].append(cohens_d(a.n, mean_a, m2_a, b.n, mean_b, m2_b))
-            parts["mean_a"].append(mean_a)
-            parts["mean_b"].append(mean_b)
-        flat = {k: np.concatenate(v) for k, v in parts.items()}
-        self.t_, self.p_, self.d_, self.df_ = flat["t"], flat["p"], flat["d"], flat["df"]
-        self.mean_a_, self.mean_b_ = flat["mean_a"], flat["mean_b"]
-        self.p_fdr_ = benjamini_hochberg(self.p_)
+        scores: Scores = self.score_function(self.stats_, self.design_, absolute=self.absolute, quantile=self.quantile)
+        self.result_ = scores
+        self.labels_ = scores.labels
+        single = len(scores.labels) == 1
+        self.scores_ = scores.values[0] if single else scores.values
+        self.pvalues_ = None if scores.pvalues is None else (scores.pvalues[0] if single else scores.pvalues)
+        self.p_fdr_ = None if self.pvalues_ is None else benjamini_hochberg(self.pvalues_)
+        self.p_ = self.pvalues_  # neuroloc 0.1's names for the two-condition Welch localizer
+        if single:
+            for name, table in scores.columns.items():
+                setattr(self, f"{name}_", table[0])
+            if self.score_function.name in ("welch", "one_vs_rest_welch"):
+                self.t_ = self.scores_
+
+    def _means(self) -> dict[str, torch.Tensor]:
+        """Mean activation of every hooked coordinate over the target label's tokens (all labels'
+        when the design has no single target): the replacement values of mean lesions."""
+        if not self.stats_.has("tokens"):
+            return {}
+        labels = [self.design_.labels[0]] if self.design_.kind == "contrast" else list(self.stats_.labels("tokens"))
+        return {site: self.stats_.pooled("tokens", labels, site).mean().float().cpu()
+                for site in self.stats_.sites("tokens")}
+
+    def unit_magnitudes(self) -> np.ndarray:
+        """Mean |activation| of every unit over the design's labels (pooled rows): what magnitude-matched
+        controls match."""
+        self._check_fitted()
+        labels = list(self.design_.labels)
+        return np.concatenate([self.stats_.pooled("moments", labels, site.name).abs_mean.cpu().numpy()
+                               for site in self.sites_])
 
     # -- selection --------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
-        if not hasattr(self, "t_"):
+        if not hasattr(self, "scores_"):
             raise NeurolocError("the localizer is not fitted yet: call fit(lm, stimuli) or Localizer.load(dir)")
 
     def _groups(self, per_layer: bool) -> np.ndarray:
         """Selection groups per unit: the site kind, or each (layer, kind) site when per layer."""
-        labels = [i if per_layer else _site_kinds(self.site).index(s.kind) for i, s in enumerate(self.sites_)]
+        kinds = site_kinds(self.site)
+        labels = [i if per_layer else kinds.index(s.kind) for i, s in enumerate(self.sites_)]
         return np.repeat(labels, self.widths_)
 
     def _units(self, mask: np.ndarray) -> UnitSet:
         return UnitSet.from_flat(mask, self.sites_, self.widths_, model=self.model_)
 
-    def select(self, percent: float | None = None, count: int | None = None, *, per_layer: bool | None = None,
-               largest: bool = True) -> UnitSet:
-        """Re-select from the fitted scores (defaults: the constructor's); `largest=False` gives the
-        least selective units."""
+    def _row_mask(self, row: int, percent, count, per_layer: bool, largest: bool) -> np.ndarray:
+        values = self.result_.values[row]
+        key = values if self.result_.larger_is_better else -values
+        eligible = None
+        if self.fdr is not None:
+            if self.result_.pvalues is None:
+                raise NeurolocError(f"fdr needs p-values, and score {self.score_function.name!r} has none")
+            p_fdr = benjamini_hochberg(self.result_.pvalues[row])
+            eligible = select_fdr(p_fdr, self.fdr) & ((key > 0) if largest else (key < 0))
+        return select_top(key, percent=percent, count=count, groups=self._groups(per_layer), per_group=True,
+                          eligible=eligible, largest=largest, allow_fewer=self.fdr is not None)
+
+    def get_support(self, percent: float | None = None, count: int | None = None) -> np.ndarray:
+        """Boolean mask over the flat units (one row per label for multi-label designs)."""
         self._check_fitted()
+        return self._mask(percent, count, self.per_layer, True)
+
+    def _mask(self, percent, count, per_layer: bool, largest: bool) -> np.ndarray:
         if percent is None and count is None:
             percent, count = self.percent, self.count
             if percent is None and count is None:
                 percent = 1.0
+        if self.result_.support is not None and largest:
+            masks = self.result_.support(percent, count)
+        else:
+            masks = np.stack([self._row_mask(r, percent, count, per_layer, largest)
+                              for r in range(len(self.labels_))])
+        return masks[0] if len(self.labels_) == 1 else masks
+
+    def select(self, percent: float | None = None, count: int | None = None, *, per_layer: bool | None = None,
+               largest: bool = True) -> UnitSet | LabeledUnits:
+        """Re-select from the fitted scores (defaults: the constructor's); `largest=False` gives the
+        least selective units. One label → a UnitSet; several → a LabeledUnits."""
+        self._check_fitted()
         per_layer = self.per_layer if per_layer is None else per_layer
-        eligible = None
-        if self.fdr is not None:
-            eligible = select_fdr(self.p_fdr_, self.fdr) & (self.t_ > 0 if largest else self.t_ < 0)
-        mask = select_top(self.t_, percent=percent, count=count, groups=self._groups(per_layer), per_group=True,
-                          eligible=eligible, largest=largest, allow_fewer=self.fdr is not None)
-        return self._units(mask)
+        masks = self._mask(percent, count, per_layer, largest)
+        if len(self.labels_) == 1:
+            return self._units(masks)
+        return LabeledUnits({label: self._units(mask) for label, mask in zip(self.labels_, masks)})
 
     def band(self, low_percentile: float, high_percentile: float, like: UnitSet, seed: int = 0) -> UnitSet:
-        """Random units from a percentile band of t with `like`'s per-site counts (the paper's
-        selectivity-matched control)."""
+        """Random units from a percentile band of the score with `like`'s per-site counts (the paper's
+        selectivity-matched control). Two-condition designs only."""
         self._check_fitted()
+        if len(self.labels_) != 1:
+            raise NeurolocError("band controls need a single-row score (a two-condition contrast)")
         counts = {i: c for i, c in enumerate(like.counts().get(s.name, 0) for s in self.sites_) if c}
-        mask = select_band(self.t_, low_percentile=low_percentile, high_percentile=high_percentile,
+        mask = select_band(self.scores_, low_percentile=low_percentile, high_percentile=high_percentile,
                            counts_per_group=counts, groups=self._groups(True), seed=seed,
                            exclude=like.flat_mask().numpy() if like.sites == self.sites_ else None)
         return self._units(mask)
 
     # -- tables and persistence --------------------------------------------------------------------
-    def scores_frame(self, selected: UnitSet | None = None) -> pd.DataFrame:
-        """One row per unit: unit, site, layer, index, t, p, p_fdr, d, mean_a, mean_b, selected."""
+    def scores_frame(self, selected: UnitSet | LabeledUnits | None = None) -> pd.DataFrame:
+        """One row per unit (two-condition designs: unit, site, layer, index, t, p, p_fdr, d, mean_a,
+        mean_b, selected) or per (label, unit) for multi-label designs (score, p, p_fdr, selected and
+        the score's further columns)."""
         self._check_fitted()
         selected = selected if selected is not None else self.units_
-        sites = np.repeat([s.kind for s in self.sites_], self.widths_)
-        layers = np.repeat([s.layer for s in self.sites_], self.widths_)
-        index = np.concatenate([np.arange(w) for w in self.widths_])
-        return pd.DataFrame({
+        base = {
             "unit": [unit_name(s, i) for s, w in zip(self.sites_, self.widths_) for i in range(w)],
-            "site": sites, "layer": layers, "index": index,
-            "t": self.t_, "p": self.p_, "p_fdr": self.p_fdr_, "d": self.d_,
-            "mean_a": self.mean_a_, "mean_b": self.mean_b_,
-            "selected": selected.flat_mask().numpy(),
-        })
+            "site": np.repeat([s.kind for s in self.sites_], self.widths_),
+            "layer": np.repeat([s.layer for s in self.sites_], self.widths_),
+            "index": np.concatenate([np.arange(w) for w in self.widths_]),
+        }
+        if len(self.labels_) == 1 and self.score_function.name in ("welch", "one_vs_rest_welch"):
+            return pd.DataFrame({**base, "t": self.t_, "p": self.p_, "p_fdr": self.p_fdr_, "d": self.d_,
+                                 "mean_a": self.mean_a_, "mean_b": self.mean_b_,
+                                 "selected": selected.flat_mask().numpy()})
+        frames = []
+        for row, label in enumerate(self.labels_):
+            units = selected if isinstance(selected, UnitSet) else selected[label]
+            frame = pd.DataFrame({**base, "label": label, "score": self.result_.values[row]})
+            if self.result_.pvalues is not None:
+                frame["p"] = self.result_.pvalues[row]
+                frame["p_fdr"] = benjamini_hochberg(self.result_.pvalues[row])
+            for name, table in self.result_.columns.items():
+                frame[name] = table[row]
+            frame["selected"] = units.flat_mask().numpy()
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True)
 
     def save(self, directory: str | Path) -> None:
         """Write units, scores, streamed statistics and unit means (for mean lesions) to `directory`."""
@@ -209,33 +315,44 @@ class Localizer:
         frame = self.scores_frame()
         atomic_write_with(directory / SCORES_FILE, lambda tmp: frame.to_parquet(tmp, index=False))
         self.stats_.save(directory / STATS_FILE)
-        with atomic_path(directory / MEANS_FILE) as tmp:
-            save_file({k: v.contiguous() for k, v in self.means_.items()}, str(tmp),
-                      metadata={"condition": self.contrast_[0], "tokens": str(self._token_count)})
+        if self.means_:
+            with atomic_path(directory / MEANS_FILE) as tmp:
+                save_file({k: v.contiguous() for k, v in self.means_.items()}, str(tmp),
+                          metadata={"labels": ",".join(self.design_.labels)})
         atomic_write_json(directory / LOCALIZER_FILE, {
-            "params": self.get_params(), "contrast": list(self.contrast_), "sites": [s.name for s in self.sites_],
-            "model": self.model_, "stimuli": self.stimuli_, "token_count": self._token_count,
+            "params": self.get_params(), "design": self.design_.to_dict(),
+            "sites": [s.name for s in self.sites_], "widths": self.widths_,
+            "model": self.model_, "stimuli": self.stimuli_,
         })
 
     @classmethod
-    def load(cls, directory: str | Path) -> "Localizer":
-        """Restore a fitted localizer from a `neuroloc localize` output directory."""
+    def load(cls, directory: str | Path, score: ScoreCallable | None = None) -> "Localizer":
+        """Restore a fitted localizer from a `neuroloc localize` output directory (a custom score
+        callable must be passed again)."""
         directory = Path(directory)
         info_path = directory / LOCALIZER_FILE
         if not info_path.is_file():
             raise NeurolocError(f"{directory} holds no localizer output ({LOCALIZER_FILE} missing); "
                                 f"run `neuroloc localize --out {directory}` first")
         info = json.loads(info_path.read_text())
-        localizer = cls(**info["params"])
-        localizer.stats_ = ConditionStats.load(directory / STATS_FILE)
-        localizer.contrast_ = tuple(info["contrast"])
-        localizer.sites_ = [Site.parse(name) for name in info["sites"]]
-        localizer.widths_ = [localizer.stats_.get(localizer.contrast_[0], s.name).width for s in localizer.sites_]
-        localizer.model_ = info["model"]
-        localizer.stimuli_ = info["stimuli"]
-        localizer._token_count = info["token_count"]
-        localizer.means_ = load_file(str(directory / MEANS_FILE))
-        localizer._token_sums = {k: v.double() * localizer._token_count for k, v in localizer.means_.items()}
-        localizer._score()
-        localizer.units_ = UnitSet.load(directory)
+        params = dict(info["params"])
+        if score is not None:
+            params["score"] = score
+        localizer = cls(**params)
+        design = (Design(info["design"]["kind"], tuple(info["design"]["labels"])) if "design" in info
+                  else Design.contrast(*info["contrast"]))  # neuroloc 0.1 output
+        stats = StatsStore.load(directory / STATS_FILE)
+        widths = dict(zip(info["sites"], info["widths"])) if "widths" in info else None
+        localizer.fit_stats(stats, model=info["model"], stimuli=info["stimuli"], design=design, widths=widths)
+        if (directory / MEANS_FILE).is_file() and not localizer.means_:
+            localizer.means_ = load_file(str(directory / MEANS_FILE))
+        saved = UnitSet.load(directory) if len(localizer.labels_) == 1 else LabeledUnits.load(directory)
+        localizer.units_ = saved
         return localizer
+
+
+def _restrict(stats: StatsStore, sites: Sequence[str]) -> StatsStore:
+    """A view of `stats` with only `sites`."""
+    kept = StatsStore(stats.rows_limit_bytes)
+    kept.entries = {key: entry for key, entry in stats.entries.items() if key[2] in set(sites)}
+    return kept

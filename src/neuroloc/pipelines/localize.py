@@ -11,11 +11,23 @@ from ..localize.localizer import Localizer
 from ..models.loading import LoadedModel
 from ..report.figures import plot_layer_distribution, save_figure
 from ..stimuli.base import StimulusSet
+from ..units import LabeledUnits
 
 
 def layer_table(localizer: Localizer) -> pd.DataFrame:
-    """Per site and layer: units there and units selected."""
-    return pd.DataFrame(localizer.units_.per_layer_counts())
+    """Per site and layer: units there and units selected (for several labels: selected for any)."""
+    units = localizer.units_
+    return pd.DataFrame((units.union() if isinstance(units, LabeledUnits) else units).per_layer_counts())
+
+
+def selection_summary(localizer: Localizer) -> dict:
+    """How many units were selected, overall, per site and per label."""
+    units = localizer.units_
+    if isinstance(units, LabeledUnits):
+        union = units.union()
+        return {"n_selected": len(union), "per_site": union.counts(),
+                "per_label": {label: len(u) for label, u in units.items()}}
+    return {"n_selected": len(units), "per_site": units.counts()}
 
 
 def run_localize(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, out_dir: str | Path,
@@ -32,6 +44,8 @@ def run_localize(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, ou
             {**localizer.get_params(), "seed": seed, **(extra_parameters or {})},
             model=lm.identity,
             stimuli=localizer.stimuli_ | {"metadata": stimuli.metadata},
-            results={"n_selected": len(localizer.units_), "per_site": localizer.units_.counts()},
+            design=localizer.design_.to_dict(),
+            mlp_gate=lm.layout.describe()["mlp_gate"],
+            results=selection_summary(localizer),
         ))
     return localizer

@@ -14,7 +14,7 @@ from ..errors import NeurolocError
 
 TEXT_POOLINGS = ("last", "mean")
 WORD_POOLINGS = ("word-first", "word-last", "word-mean", "word-predict")
-POOLINGS = TEXT_POOLINGS + WORD_POOLINGS
+POOLINGS = TEXT_POOLINGS + WORD_POOLINGS + ("tokens",)
 
 
 def check_pooling(pooling: str) -> str:
@@ -32,6 +32,13 @@ class PoolPlan:
     weights: torch.Tensor  # (n_gathered,) 1 / tokens in that output row
     n_outputs: int
     single: bool  # one token per output row: a plain gather suffices
+
+    def to(self, device: torch.device) -> "PoolPlan":
+        """The plan on the hooked tensor's device (layers of one model can live on several devices)."""
+        if self.token_rows.device == torch.device(device):
+            return self
+        return PoolPlan(self.token_rows.to(device), self.output_rows.to(device), self.weights.to(device),
+                        self.n_outputs, self.single)
 
 
 def text_plan(attention_mask: torch.Tensor, pooling: str) -> PoolPlan:

@@ -1,7 +1,8 @@
-"""The batched recorder: run texts through the hooked model and pool each site on the fly.
+"""The batched recorder: run texts through the hooked model and reduce each site on the fly.
 
-Only pooled rows leave the hooks (never a full batch × tokens × units tensor per site), texts are
-length-sorted to cut padding, and the forward pass stops after the last layer needed.
+Only pooled rows and per-text token statistics leave the hooks (never a full batch × tokens × units
+tensor per site), texts are encoded once through `neuroloc.text.encoding` (one BOS policy for every
+consumer) and length-sorted to cut padding, and the forward pass stops after the last layer needed.
 """
 
 from __future__ import annotations
@@ -17,59 +18,44 @@ from ..models.hooks import hooks, run_forward
 from ..models.layout import Site
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
-from ..stimuli.base import StimulusSet
-from .accumulators import ConditionStats
+from ..text.alignment import align_words
+from ..text.encoding import Batch, batches, check_bos, encode, pad_id
 from .pooling import WORD_POOLINGS, PoolPlan, check_pooling, head_norms, pool, text_plan, word_plan
 
 
 @dataclass
 class PooledBatch:
-    """Pooled rows of one batch: `rows[i]` = (text index, word index or -1) of row i of every site.
-
-    With `token_sums`, `token_sums[site][j]` is the sum over text j's real tokens of the raw hooked
-    coordinates (float64) and `token_counts[j]` its token count, j following `texts` (batch order).
-    """
+    """One batch's reductions. `rows[i]` = (text index, word index or -1) of row i of every site's
+    `features`; `texts` lists the batch's text indices, which index the per-text token statistics:
+    `token_positive[site][j]` counts text j's real tokens with activation > 0 per coordinate,
+    `token_sums[site][j]` sums its activations (float64), `token_counts[j]` counts its real tokens."""
 
     rows: list[tuple[int, int]]
     features: dict[Site, torch.Tensor]
     texts: list[int] = field(default_factory=list)
+    token_positive: dict[Site, torch.Tensor] = field(default_factory=dict)
     token_sums: dict[Site, torch.Tensor] = field(default_factory=dict)
     token_counts: torch.Tensor | None = None
 
 
-def tokenize(lm: LoadedModel, texts: Sequence[str], *, padding_side: str = "right",
-             max_tokens: int | None = None, offsets: bool = False) -> dict:
-    """Tokenize a batch with the model's tokenizer, padded on `padding_side`."""
-    return lm.tokenizer(
-        list(texts), return_tensors="pt", padding=True, padding_side=padding_side,
-        truncation=max_tokens is not None, max_length=max_tokens,
-        return_offsets_mapping=offsets, return_special_tokens_mask=offsets,
-    )
-
-
-def model_inputs(lm: LoadedModel, encoded: dict) -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask and (when the model takes them) position ids counted over real
-    tokens only, so left padding cannot shift positions."""
-    device = lm.device
-    mask = encoded["attention_mask"].to(device)
-    batch = {"input_ids": encoded["input_ids"].to(device), "attention_mask": mask}
-    if "position_ids" in inspect.signature(lm.model.forward).parameters:
-        batch["position_ids"] = (mask.long().cumsum(-1) - 1).clamp(min=0)
-    return batch
+def takes_position_ids(model: torch.nn.Module) -> bool:
+    return "position_ids" in inspect.signature(model.forward).parameters
 
 
 class Recorder:
     """Pool the activations of `sites` for many texts, in batches.
 
-    pooling: "last" | "mean" (one row per text) or "word-first" | "word-last" | "word-mean" |
+    pooling: "last" | "mean" (one row per text), "word-first" | "word-last" | "word-mean" |
     "word-predict" (one row per word; needs word spans; "word-predict" is the token before the word,
-    whose next-token prediction produces it). Attention-head units pool their output norm unless
-    `coordinates` asks for the raw head × head_dim coordinates.
+    whose next-token prediction produces it), or "tokens" (no pooled rows: only the per-text token
+    statistics, e.g. for activation probabilities). Attention-head units pool their output norm unless
+    `coordinates` asks for the raw head × head_dim coordinates. `bos` is the BOS policy
+    (`neuroloc.text.encoding`).
     """
 
     def __init__(self, lm: LoadedModel, sites: Sequence[Site], *, pooling: str = "last", batch_size: int = 32,
                  max_tokens: int | None = None, padding_side: str = "right", coordinates: bool = False,
-                 progress: bool = False, description: str = "recording") -> None:
+                 bos: str = "prepend", progress: bool = False, description: str = "recording") -> None:
         if not sites:
             raise NeurolocError("no sites to record")
         if batch_size < 1:
@@ -83,26 +69,17 @@ class Recorder:
         self.max_tokens = max_tokens
         self.padding_side = padding_side
         self.coordinates = coordinates
+        self.bos = check_bos(bos)
         self.progress = progress
         self.description = description
 
-    # -- batching --------------------------------------------------------------------------------
-    def _order(self, texts: Sequence[str]) -> list[int]:
-        lengths = [len(ids) for ids in self.lm.tokenizer(list(texts))["input_ids"]]
-        return sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
-
-    def _word_plan(self, encoded: dict, spans: Sequence[Sequence[tuple[int, int]]],
-                   indices: Sequence[int]) -> tuple[PoolPlan, list[tuple[int, int]]]:
-        from ..text.alignment import align_words
-
-        mask = encoded["attention_mask"].bool()
+    def _word_plan(self, batch: Batch, spans: Sequence[Sequence[tuple[int, int]]],
+                   device: torch.device) -> tuple[PoolPlan, list[tuple[int, int]]]:
         per_row, rows = [], []
-        for b, text_index in enumerate(indices):
-            real = torch.nonzero(mask[b]).flatten()
+        for b, text_index in enumerate(batch.example_ids):
+            real = batch.real_positions(b)
             start = int(real[0])
-            offsets = [tuple(o) for o in encoded["offset_mapping"][b][real].tolist()]
-            special = encoded["special_tokens_mask"][b][real].tolist()
-            aligned = align_words(offsets, spans[b], special_mask=special)
+            aligned = align_words(batch.offsets[b], spans[b], special_mask=batch.special[b])
             chosen = []
             for w, word in enumerate(aligned):
                 if self.pooling == "word-predict":
@@ -115,11 +92,12 @@ class Recorder:
                 chosen.append((span[0] + start, span[1] + start))
                 rows.append((text_index, w))
             per_row.append(chosen)
-        return word_plan(per_row, mask.shape[1], self.lm.device), rows
+        return word_plan(per_row, batch.attention_mask.shape[1], device), rows
 
     def iter_batches(self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]] | None = None,
-                     *, token_sums: bool = False) -> Iterator[PooledBatch]:
-        """Yield pooled batches (in length-sorted order; `rows` says which text each row is)."""
+                     *, token_stats: bool = False) -> Iterator[PooledBatch]:
+        """Yield reduced batches in length-sorted order (`rows` and `texts` say which texts they hold).
+        With `token_stats`, per-text counts of activations > 0 and sums over real tokens come too."""
         words = self.pooling in WORD_POOLINGS
         if words and word_spans is None:
             raise NeurolocError(f"pooling {self.pooling!r} needs word spans (e.g. from a CoNLL-U treebank)")
@@ -127,48 +105,43 @@ class Recorder:
             raise NeurolocError("no texts to record")
         if any(not t.strip() for t in texts):
             raise NeurolocError(f"text {next(i for i, t in enumerate(texts) if not t.strip())} is empty")
-        order = self._order(texts)
+        token_stats = token_stats or self.pooling == "tokens"
         layout = self.lm.layout
+        encoded = encode(self.lm.tokenizer, texts, bos=self.bos, max_tokens=self.max_tokens)
+        positions = takes_position_ids(self.lm.model)
+        device = self.lm.device
+        stop = max(s.layer for s in self.sites)
         with progress_bar(self.description, len(texts), self.progress) as advance, torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                indices = order[start:start + self.batch_size]
-                encoded = tokenize(self.lm, [texts[i] for i in indices], padding_side=self.padding_side,
-                                   max_tokens=self.max_tokens, offsets=words)
-                batch = model_inputs(self.lm, encoded)
+            for batch in batches(encoded, self.batch_size, pad=pad_id(self.lm.tokenizer),
+                                 padding_side=self.padding_side):
+                inputs = batch.inputs(device, position_ids=positions)
+                mask = inputs["attention_mask"].bool()
                 if words:
-                    plan, rows = self._word_plan(encoded, [word_spans[i] for i in indices], indices)
+                    plan, rows = self._word_plan(batch, [word_spans[i] for i in batch.example_ids], mask.device)
+                elif self.pooling == "tokens":
+                    plan, rows = None, []
                 else:
-                    plan, rows = text_plan(batch["attention_mask"], self.pooling), [(i, -1) for i in indices]
-                mask = batch["attention_mask"].bool()
-                features: dict[Site, torch.Tensor] = {}
-                sums: dict[Site, torch.Tensor] = {}
+                    plan, rows = text_plan(mask, self.pooling), [(i, -1) for i in batch.example_ids]
+                reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=mask.sum(1))
 
                 def observer(site: Site):
                     def observe(value: torch.Tensor) -> None:
-                        if token_sums:
-                            sums[site] = (value.double() * mask[..., None]).sum(1).cpu()
-                        if site.kind == "attn" and not self.coordinates:
-                            value = head_norms(value, layout.n_heads)
-                        features[site] = pool(value, plan)
+                        value = value.reshape(*mask.shape, value.shape[-1])  # some models flatten tokens
+                        if token_stats:
+                            real = mask.to(value.device)[..., None]
+                            reduced.token_positive[site] = ((value > 0) & real).sum(1)
+                            reduced.token_sums[site] = (value.double() * real).sum(1)
+                        if plan is not None:
+                            heads = site.kind == "attn" and not self.coordinates
+                            reduced.features[site] = pool(head_norms(value, layout.n_heads) if heads else value,
+                                                          plan.to(value.device))
                     return observe
 
-                with hooks(layout, observe={s: observer(s) for s in self.sites},
-                           stop_after_layer=max(s.layer for s in self.sites)):
-                    run_forward(self.lm.model, **batch)
-                missing = [s.name for s in self.sites if s not in features]
+                with hooks(layout, observe={s: observer(s) for s in self.sites}, stop_after_layer=stop):
+                    run_forward(self.lm.model, **inputs)
+                ran = reduced.features if plan is not None else reduced.token_sums
+                missing = [s.name for s in self.sites if s not in ran]
                 if missing:
                     raise NeurolocError(f"sites never ran during the forward pass: {missing}")
-                yield PooledBatch(rows, features, list(indices), sums, mask.sum(1).cpu())
-                advance(len(indices))
-
-    def accumulate(self, stimuli: StimulusSet, stats: ConditionStats | None = None) -> ConditionStats:
-        """Stream `stimuli` into per-condition, per-site moments (created or extended)."""
-        stats = stats if stats is not None else ConditionStats()
-        for batch in self.iter_batches(stimuli.texts, stimuli.word_spans):
-            text_indices = torch.tensor([r[0] for r in batch.rows])
-            for condition in sorted({stimuli.conditions[i] for i, _ in batch.rows}):
-                picks = torch.nonzero(torch.tensor(
-                    [stimuli.conditions[i] == condition for i in text_indices.tolist()])).flatten()
-                for site, values in batch.features.items():
-                    stats.update(condition, site.name, values[picks.to(values.device)])
-        return stats
+                yield reduced
+                advance(len(batch.example_ids))

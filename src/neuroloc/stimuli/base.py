@@ -1,4 +1,4 @@
-"""StimulusSet: texts with a condition each, the input of every localizer and probe."""
+"""StimulusSet: texts with a label (condition) each, the input of every localizer and probe."""
 
 from __future__ import annotations
 
@@ -7,20 +7,23 @@ import json
 from dataclasses import dataclass, field
 from typing import Sequence
 
+from .design import Design
+
 
 @dataclass(frozen=True)
 class StimulusSet:
-    """Texts, one condition label per text, and what to contrast.
+    """Texts, one condition label per text (any number of labels), and optionally what to contrast.
 
-    `contrast` is (target, control), e.g. ("sentences", "nonwords"): the localizer's t is
-    target minus control. `groups` (optional) ties texts that must stay together in splits.
+    `contrast` is (target, control), e.g. ("sentences", "nonwords"): the localizer's t is target minus
+    control. Without it, sets of three or more labels are compared one-vs-rest (see `design`).
+    `groups` (optional) ties texts that must stay together in splits.
     `word_spans` (optional) gives each text's words as (start, end) character offsets.
     """
 
     name: str
     texts: tuple[str, ...]
     conditions: tuple[str, ...]
-    contrast: tuple[str, str]
+    contrast: tuple[str, str] | None = None
     groups: tuple[str, ...] | None = None
     word_spans: tuple[tuple[tuple[int, int], ...], ...] | None = None
     source: str | None = None
@@ -31,7 +34,7 @@ class StimulusSet:
             raise ValueError(
                 f"stimulus set {self.name!r}: {len(self.texts)} texts but {len(self.conditions)} conditions"
             )
-        for label in self.contrast:
+        for label in self.contrast or ():
             if label not in self.conditions:
                 raise ValueError(
                     f"stimulus set {self.name!r}: contrast condition {label!r} has no items "
@@ -44,6 +47,16 @@ class StimulusSet:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    @property
+    def labels(self) -> list[str]:
+        """The distinct conditions, in first-seen order."""
+        return list(dict.fromkeys(self.conditions))
+
+    @property
+    def design(self) -> Design:
+        """The default design: the contrast when given, else one-vs-rest over every label."""
+        return Design.contrast(*self.contrast) if self.contrast else Design.one_vs_rest()
 
     def indices(self, condition: str) -> list[int]:
         """Positions of the texts in `condition`."""

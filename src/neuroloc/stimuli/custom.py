@@ -140,7 +140,8 @@ def load_contrast_file(
 ) -> StimulusSet:
     """A StimulusSet from a user's file; an optional `group` column ties rows together in splits.
 
-    Without `contrast`, the file must hold exactly two conditions: (first seen, second seen).
+    Without `contrast`, two conditions make the contrast (first seen, second seen); three or more load
+    without one and are compared one-vs-rest (or by any `Design`).
     """
     path = Path(path)
     columns, records = read_records(path)
@@ -156,7 +157,7 @@ def load_contrast_file(
         if has_group:
             groups.append(cell(path, line, row, "group"))
     contrast = _choose_contrast(path, condition_column, list(first_line), contrast)
-    for label in contrast:
+    for label in contrast or list(first_line):
         count = conditions.count(label)
         if count == 0:
             raise NeurolocError(
@@ -166,7 +167,7 @@ def load_contrast_file(
         if count < 2:
             raise NeurolocError(
                 f"{path}: line {first_line[label]}: condition {label!r} has only 1 item; "
-                "a contrast needs at least 2 per condition"
+                "a comparison needs at least 2 per condition"
             )
     return StimulusSet(
         name=name or path.stem,
@@ -185,7 +186,7 @@ def load_contrast_file(
 
 def _choose_contrast(
     path: Path, column: str, found: list[str], contrast: tuple[str, str] | None
-) -> tuple[str, str]:
+) -> tuple[str, str] | None:
     if contrast is not None:
         if len(contrast) != 2 or contrast[0] == contrast[1]:
             raise NeurolocError(f"contrast must be two different conditions (target, control), got {contrast!r}")
@@ -196,7 +197,4 @@ def _choose_contrast(
         raise NeurolocError(
             f"{path}: column {column!r} holds only condition {found[0]!r}; a contrast needs two conditions"
         )
-    raise NeurolocError(
-        f"{path}: column {column!r} holds {len(found)} conditions ({', '.join(found)}); choose two: "
-        f"pass --contrast A:B (target:control), or contrast=('A', 'B') in Python"
-    )
+    return None

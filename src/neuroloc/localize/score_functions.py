@@ -1,0 +1,230 @@
+"""Score functions: from streamed statistics and a design to one score per (compared label, unit).
+
+The selector's score is a parameter, as in scikit-learn's `SelectKBest(score_func)`. Registered scores
+have stable names (`welch`, `cohen_d`, `one_vs_rest_welch`, `activation_probability`, `lape`,
+`average_precision`); any callable `(stats, design) -> Scores` works too. Each registered score says
+which statistics it needs recorded (`moments`, `tokens`, `rows`; see `neuroloc.record.stats`).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import NeurolocError
+from ..models.layout import Site
+from ..record.stats import StatsStore
+from ..stimuli.design import Design
+from .scores import cohens_d, lape_scores, lape_select, welch_t_test
+
+
+@dataclass
+class Scores:
+    """One row per compared label (a contrast has one row), one column per unit (sites in order).
+
+    `pvalues` where the score has a test; `larger_is_better` says which end is selective; `columns`
+    holds further per-(row, unit) tables for the scores table (Cohen's d, condition means, activation
+    probabilities, entropy). `support(percent, count)` is a score's own selection rule, when it has
+    one (LAPE: the lowest-entropy units, each assigned to every label above the probability bar).
+    """
+
+    values: np.ndarray
+    labels: tuple[str, ...]
+    pvalues: np.ndarray | None = None
+    larger_is_better: bool = True
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    support: Callable[[float | None, int | None], np.ndarray] | None = None
+
+    def __post_init__(self) -> None:
+        self.values = np.atleast_2d(np.asarray(self.values, dtype=np.float64))
+        if self.values.shape[0] != len(self.labels):
+            raise NeurolocError(f"scores have {self.values.shape[0]} rows but {len(self.labels)} labels")
+
+
+ScoreCallable = Callable[..., Scores]
+
+
+@dataclass(frozen=True)
+class ScoreFunction:
+    """A registered score: its function, the statistics it needs and the designs it supports."""
+
+    name: str
+    function: ScoreCallable
+    needs: tuple[str, ...]
+    designs: tuple[str, ...]
+    description: str
+
+    def __call__(self, stats: StatsStore, design: Design, **options) -> Scores:
+        if design.kind not in self.designs:
+            raise NeurolocError(f"score {self.name!r} does not take a {design.kind} design; "
+                                f"use one of: {', '.join(self.designs)}")
+        accepted = inspect.signature(self.function).parameters
+        return self.function(stats, design, **{k: v for k, v in options.items() if k in accepted})
+
+
+SCORES: dict[str, ScoreFunction] = {}
+
+
+def register_score(name: str, *, needs: Sequence[str], designs: Sequence[str], description: str):
+    """Decorator adding a score function `(stats, design, **options) -> Scores` to the registry."""
+    def add(function: ScoreCallable) -> ScoreCallable:
+        SCORES[name] = ScoreFunction(name, function, tuple(needs), tuple(designs), description)
+        return function
+    return add
+
+
+def get_score(score: str | ScoreCallable | ScoreFunction) -> ScoreFunction:
+    """A registered score by name, or a user callable wrapped as one (needing moments)."""
+    if isinstance(score, ScoreFunction):
+        return score
+    if callable(score):
+        name = getattr(score, "__name__", "custom")
+        return ScoreFunction(name, score, ("moments",), ("contrast", "one_vs_rest", "groups"), "user score")
+    try:
+        return SCORES[score]
+    except KeyError:
+        raise NeurolocError(f"unknown score {score!r}; choose one of {', '.join(SCORES)} or pass a callable") from None
+
+
+def ordered_sites(stats: StatsStore, kind: str) -> list[str]:
+    """The store's sites for a statistic kind, by (layer, site kind): the flat unit order."""
+    return [s.name for s in sorted(Site.parse(name) for name in stats.sites(kind))]
+
+
+def _stat(stats: StatsStore, kind: str, labels: Sequence[str], site: str):
+    return stats.get(kind, labels[0], site) if len(labels) == 1 else stats.pooled(kind, labels, site)
+
+
+# ---------------------------------------------------------------------------------- t tests and d
+def _welch_rows(stats: StatsStore, design: Design, absolute: bool) -> Scores:
+    comparisons = design.comparisons(stats.labels("moments"))
+    fields = ("abs_mean", "abs_m2") if absolute else ("mean", "m2")
+    rows: dict[str, list[np.ndarray]] = {k: [] for k in ("t", "p", "d", "df", "mean_a", "mean_b")}
+    for target, others in comparisons:
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in rows}
+        for site in ordered_sites(stats, "moments"):
+            a, b = stats.get("moments", target, site), _stat(stats, "moments", others, site)
+            for name, n in ((target, a.n), ("+".join(others), b.n)):
+                if n < 2:
+                    raise NeurolocError(f"condition {name!r} has {n} item(s); a t test needs at least 2")
+            mean_a, m2_a = (getattr(a, f).cpu().numpy() for f in fields)
+            mean_b, m2_b = (getattr(b, f).cpu().numpy() for f in fields)
+            result = welch_t_test(a.n, mean_a, m2_a, b.n, mean_b, m2_b)
+            for key, value in (("t", result.t), ("p", result.p), ("df", result.df), ("mean_a", mean_a),
+                               ("mean_b", mean_b), ("d", cohens_d(a.n, mean_a, m2_a, b.n, mean_b, m2_b))):
+                parts[key].append(value)
+        for key in rows:
+            rows[key].append(np.concatenate(parts[key]))
+    table = {k: np.stack(v) for k, v in rows.items()}
+    return Scores(table["t"], tuple(t for t, _ in comparisons), pvalues=table["p"],
+                  columns={k: table[k] for k in ("d", "df", "mean_a", "mean_b")})
+
+
+@register_score("welch", needs=("moments",), designs=("contrast", "one_vs_rest"),
+                description="Welch t of the target label against the others (AlKhamissi et al. 2025)")
+def welch(stats: StatsStore, design: Design, *, absolute: bool = False) -> Scores:
+    return _welch_rows(stats, design, absolute)
+
+
+@register_score("one_vs_rest_welch", needs=("moments",), designs=("one_vs_rest", "groups", "contrast"),
+                description="Welch t of every label against all other texts")
+def one_vs_rest_welch(stats: StatsStore, design: Design, *, absolute: bool = False) -> Scores:
+    return _welch_rows(stats, design if design.kind == "contrast" else Design.one_vs_rest(design.labels), absolute)
+
+
+@register_score("cohen_d", needs=("moments",), designs=("contrast", "one_vs_rest"),
+                description="Cohen's d (pooled SD); p from Welch's test")
+def cohen_d(stats: StatsStore, design: Design, *, absolute: bool = False) -> Scores:
+    welch_scores = _welch_rows(stats, design, absolute)
+    columns = dict(welch_scores.columns, t=welch_scores.values)
+    return Scores(columns.pop("d"), welch_scores.labels, pvalues=welch_scores.pvalues, columns=columns)
+
+
+# ------------------------------------------------------------------------- activation probabilities
+def activation_probabilities(stats: StatsStore, labels: Sequence[str]) -> np.ndarray:
+    """(labels, units): share of tokens (when token statistics were recorded) or pooled rows with
+    activation > 0, per label."""
+    kind = "tokens" if stats.has("tokens") else "moments"
+    sites = ordered_sites(stats, kind)
+    return np.stack([np.concatenate([stats.get(kind, label, site).activation_probability().cpu().numpy()
+                                     for site in sites]) for label in labels])
+
+
+def _group_labels(stats: StatsStore, design: Design) -> tuple[str, ...]:
+    kind = "tokens" if stats.has("tokens") else "moments"
+    return design.resolve(stats.labels(kind)).labels
+
+
+@register_score("activation_probability", needs=("tokens",), designs=("one_vs_rest", "groups", "contrast"),
+                description="activation probability of the label minus the highest among the other labels")
+def activation_probability(stats: StatsStore, design: Design) -> Scores:
+    labels = _group_labels(stats, design)
+    prob = activation_probabilities(stats, labels)
+    rows = labels[:1] if design.kind == "contrast" else labels
+    margins = [prob[i] - np.delete(prob, i, axis=0).max(0) for i in range(len(rows))]
+    return Scores(np.stack(margins), tuple(rows), columns={"probability": prob[:len(rows)]})
+
+
+@register_score("lape", needs=("tokens",), designs=("groups", "one_vs_rest"),
+                description="language activation probability entropy with the percentile filter (Tang et al. 2024)")
+def lape(stats: StatsStore, design: Design, *, quantile: float = 0.95) -> Scores:
+    labels = _group_labels(stats, design)
+    prob = activation_probabilities(stats, labels)
+    entropy = lape_scores(prob)
+    bar = np.quantile(prob, quantile)
+    values = np.where(prob > bar, entropy[None, :], np.nan)
+
+    def support(percent: float | None, count: int | None) -> np.ndarray:
+        share = percent if percent is not None else 100.0 * count / prob.shape[1]
+        return lape_select(prob, entropy_percent=share, min_probability_quantile=quantile)
+
+    return Scores(values, labels, larger_is_better=False, support=support,
+                  columns={"probability": prob, "entropy": np.broadcast_to(entropy, prob.shape).copy()})
+
+
+# ---------------------------------------------------------------------------------- average precision
+def average_precision(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """Average precision of every column of `scores` (n, units) as a ranking of the `positive` rows,
+    equal to `sklearn.metrics.average_precision_score` per column (tied scores share one threshold)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    positive = np.asarray(positive, dtype=bool)
+    n_pos = int(positive.sum())
+    if n_pos == 0 or n_pos == positive.size:
+        raise NeurolocError("average precision needs both positive and negative stimuli")
+    order = np.argsort(-scores, axis=0, kind="stable")
+    ranked = np.take_along_axis(scores, order, axis=0)
+    hits = positive[order].astype(np.float64)
+    true_pos = np.cumsum(hits, axis=0)
+    depth = np.arange(1, scores.shape[0] + 1, dtype=np.float64)[:, None]
+    # A threshold ends where the next score differs (or at the bottom): precision and recall there.
+    ends = np.ones_like(ranked, dtype=bool)
+    ends[:-1] = ranked[:-1] != ranked[1:]
+    precision = np.where(ends, true_pos / depth, 0.0)
+    recall_at_end = np.where(ends, true_pos, 0.0)
+    # Recall gained at each threshold end = true positives since the previous end.
+    previous = np.maximum.accumulate(np.vstack([np.zeros((1, scores.shape[1])), recall_at_end[:-1]]), axis=0)
+    gained = np.where(ends, true_pos - previous, 0.0)
+    return (gained * precision).sum(0) / n_pos
+
+
+@register_score("average_precision", needs=("rows",), designs=("one_vs_rest", "contrast", "groups"),
+                description="unit activation as a classifier of one label vs the rest (Liu et al. 2025)")
+def average_precision_score(stats: StatsStore, design: Design) -> Scores:
+    present = stats.labels("rows")
+    comparisons = design.comparisons(present) if design.kind != "groups" else \
+        Design.one_vs_rest(design.labels).comparisons(present)
+    sites = ordered_sites(stats, "rows")
+    rows = []
+    for target, others in comparisons:
+        parts = []
+        for site in sites:
+            values = [stats.get("rows", label, site).values() for label in (target, *others)]
+            stacked = np.concatenate([v.cpu().numpy() for v in values])
+            positive = np.zeros(stacked.shape[0], dtype=bool)
+            positive[:values[0].shape[0]] = True
+            parts.append(average_precision(stacked, positive))
+        rows.append(np.concatenate(parts))
+    return Scores(np.stack(rows), tuple(t for t, _ in comparisons))

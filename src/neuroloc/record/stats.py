@@ -1,0 +1,362 @@
+"""Streaming statistics behind one protocol, composed in one store keyed by (kind, label, site).
+
+Every statistic implements `update`, an exact `merge`, `state_dict` / `load_state_dict` and `to(device)`,
+so the same objects serve batching, resuming a run and merging the work of several processes. They stay
+on the device they are computed on until read. Kinds:
+
+- `moments`: count, mean and M2 of pooled rows (x and |x|; Welford updates, Chan et al. merges) and the
+  count of rows with x > 0, in float64;
+- `tokens`: over every real token, the token count, the count of activations > 0 (LAPE's activation
+  probability) and the activation sum (unit means for mean lesions);
+- `rows`: the pooled rows themselves, for scores that are not functions of sums (average precision);
+  bounded by `ROWS_LIMIT_BYTES` with an error that says how to stay under it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Protocol, runtime_checkable
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import NeurolocError
+from ..io import atomic_path
+
+ROWS_LIMIT_BYTES = 4 * 2**30
+
+
+@runtime_checkable
+class Stat(Protocol):
+    """The protocol every streaming statistic follows."""
+
+    def merge(self, other: "Stat") -> "Stat": ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]: ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None: ...
+
+    def to(self, device: torch.device | str) -> "Stat": ...
+
+
+def _chan(n_a: int, mean_a: torch.Tensor, m2_a: torch.Tensor, n_b: int, mean_b: torch.Tensor, m2_b: torch.Tensor):
+    """Chan et al.'s exact merge of two (n, mean, M2) summaries."""
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return mean_a + delta * (n_b / n), m2_a + m2_b + delta.square() * (n_a * n_b / n)
+
+
+def _check_finite(x: torch.Tensor) -> None:
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x)).any(0).sum())
+        raise NeurolocError(
+            f"non-finite activations (NaN or inf) in {bad} units: the model overflowed; try --dtype float32"
+        )
+
+
+class Moments:
+    """Per-unit count, mean and M2 of x and of |x|, and the count of x > 0, over pooled rows."""
+
+    FIELDS = ("mean", "m2", "abs_mean", "abs_m2", "positive")
+
+    def __init__(self, width: int, device: torch.device | str | None = None) -> None:
+        self.n = 0
+        zeros = lambda dtype: torch.zeros(width, dtype=dtype, device=device)  # noqa: E731
+        self.mean, self.m2 = zeros(torch.float64), zeros(torch.float64)
+        self.abs_mean, self.abs_m2 = zeros(torch.float64), zeros(torch.float64)
+        self.positive = zeros(torch.int64)
+
+    @property
+    def width(self) -> int:
+        return self.mean.numel()
+
+    def update(self, values: torch.Tensor) -> "Moments":
+        """Add a batch of rows (rows, width), on the device they come from."""
+        if values.ndim != 2 or values.shape[1] != self.width:
+            raise ValueError(f"expected (rows, {self.width}) activations, got {tuple(values.shape)}")
+        if values.shape[0] == 0:
+            return self
+        x = values.detach().to(self.mean.device, torch.float64)
+        _check_finite(x)
+        mean, absolute = x.mean(0), x.abs()
+        abs_mean = absolute.mean(0)
+        self._fold(x.shape[0], mean, (x - mean).square().sum(0), abs_mean, (absolute - abs_mean).square().sum(0),
+                   (x > 0).sum(0))
+        return self
+
+    def _fold(self, n_b, mean_b, m2_b, abs_mean_b, abs_m2_b, positive_b) -> None:
+        if self.n == 0:
+            self.mean, self.m2 = mean_b.clone(), m2_b.clone()
+            self.abs_mean, self.abs_m2 = abs_mean_b.clone(), abs_m2_b.clone()
+        else:
+            self.mean, self.m2 = _chan(self.n, self.mean, self.m2, n_b, mean_b, m2_b)
+            self.abs_mean, self.abs_m2 = _chan(self.n, self.abs_mean, self.abs_m2, n_b, abs_mean_b, abs_m2_b)
+        self.positive = self.positive + positive_b.to(self.positive.device)
+        self.n += n_b
+
+    def merge(self, other: "Moments") -> "Moments":
+        """Fold another accumulator in (exact up to float64 rounding); returns self."""
+        if other.width != self.width:
+            raise ValueError(f"cannot merge accumulators of widths {self.width} and {other.width}")
+        if other.n:
+            device = self.mean.device
+            self._fold(other.n, *(getattr(other, f).to(device) for f in self.FIELDS))
+        return self
+
+    def variance(self, absolute: bool = False) -> torch.Tensor:
+        """Unbiased variance per unit."""
+        return (self.abs_m2 if absolute else self.m2) / max(self.n - 1, 1)
+
+    def activation_probability(self) -> torch.Tensor:
+        """Fraction of pooled rows with activation > 0."""
+        return self.positive.double() / max(self.n, 1)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"n": torch.tensor(self.n), **{f: getattr(self, f) for f in self.FIELDS}}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.n = int(state["n"])
+        for f in self.FIELDS:
+            setattr(self, f, state[f].clone().to(self.mean.device))
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "Moments":
+        moments = cls(state["mean"].numel(), device=state["mean"].device)
+        moments.load_state_dict(state)
+        return moments
+
+    def to(self, device: torch.device | str) -> "Moments":
+        for f in self.FIELDS:
+            setattr(self, f, getattr(self, f).to(device))
+        return self
+
+
+class TokenStats:
+    """Over every real token of the texts seen: token count, count of activations > 0, and sums."""
+
+    FIELDS = ("positive", "sum")
+
+    def __init__(self, width: int, device: torch.device | str | None = None) -> None:
+        self.n = 0
+        self.positive = torch.zeros(width, dtype=torch.int64, device=device)
+        self.sum = torch.zeros(width, dtype=torch.float64, device=device)
+
+    @property
+    def width(self) -> int:
+        return self.sum.numel()
+
+    def update(self, n_tokens: int, positive: torch.Tensor, sums: torch.Tensor) -> "TokenStats":
+        """Add `n_tokens` tokens whose per-unit counts of x > 0 and sums of x are given (width,)."""
+        if positive.shape != (self.width,) or sums.shape != (self.width,):
+            raise ValueError(f"expected per-unit vectors of width {self.width}, got {tuple(positive.shape)}")
+        _check_finite(sums)
+        self.n += int(n_tokens)
+        self.positive += positive.to(self.positive.device, torch.int64)
+        self.sum += sums.to(self.sum.device, torch.float64)
+        return self
+
+    def merge(self, other: "TokenStats") -> "TokenStats":
+        """Counts and sums add exactly."""
+        return self.update(other.n, other.positive, other.sum)
+
+    def activation_probability(self) -> torch.Tensor:
+        """Fraction of tokens on which each unit's activation is > 0 (Tang et al.'s LAPE input)."""
+        return self.positive.double() / max(self.n, 1)
+
+    def mean(self) -> torch.Tensor:
+        return self.sum / max(self.n, 1)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"n": torch.tensor(self.n), "positive": self.positive, "sum": self.sum}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.n = int(state["n"])
+        self.positive = state["positive"].clone().to(self.sum.device)
+        self.sum = state["sum"].clone().to(self.sum.device)
+
+    def to(self, device: torch.device | str) -> "TokenStats":
+        self.positive, self.sum = self.positive.to(device), self.sum.to(device)
+        return self
+
+
+class Rows:
+    """The pooled rows themselves (float32), for scores that need every stimulus's value.
+
+    Not a sufficient statistic: memory grows with the stimuli, so it is bounded by `limit_bytes` over all
+    `Rows` of a store (checked by the store) and raises a clear error beyond it.
+    """
+
+    def __init__(self, width: int, device: torch.device | str | None = None) -> None:
+        self.parts: list[torch.Tensor] = []
+        self._width = width
+        self._device = device
+
+    @property
+    def width(self) -> int:
+        return self._width
+
+    @property
+    def n(self) -> int:
+        return sum(p.shape[0] for p in self.parts)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.parts)
+
+    def update(self, values: torch.Tensor) -> "Rows":
+        if values.ndim != 2 or values.shape[1] != self.width:
+            raise ValueError(f"expected (rows, {self.width}) activations, got {tuple(values.shape)}")
+        _check_finite(values)
+        self.parts.append(values.detach().to(self._device or values.device, torch.float32))
+        return self
+
+    def values(self) -> torch.Tensor:
+        """All rows, in the order they arrived: (n, width)."""
+        return torch.cat(self.parts) if self.parts else torch.zeros(0, self.width)
+
+    def merge(self, other: "Rows") -> "Rows":
+        """Concatenation: exact."""
+        self.parts.extend(p.to(self._device or p.device) for p in other.parts)
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"rows": self.values()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.parts = [state["rows"].clone()] if state["rows"].shape[0] else []
+
+    def to(self, device: torch.device | str) -> "Rows":
+        self._device = device
+        self.parts = [p.to(device) for p in self.parts]
+        return self
+
+
+STAT_KINDS: dict[str, type] = {"moments": Moments, "tokens": TokenStats, "rows": Rows}
+
+
+class StatsStore:
+    """Every statistic of a recording, keyed by (kind, label, site name); itself a `Stat`.
+
+    Labels are the stimulus conditions (sentences / non-words; languages; relations), listed sorted, so
+    the order never depends on how batches arrived.
+    """
+
+    def __init__(self, rows_limit_bytes: int = ROWS_LIMIT_BYTES) -> None:
+        self.entries: dict[tuple[str, str, str], Moments | TokenStats | Rows] = {}
+        self.rows_limit_bytes = rows_limit_bytes
+
+    # -- updating ------------------------------------------------------------------------------------
+    def entry(self, kind: str, label: str, site: str, width: int, device: torch.device | str | None = None):
+        """The statistic at a key, created empty on first use."""
+        key = (kind, label, site)
+        if key not in self.entries:
+            if kind not in STAT_KINDS:
+                raise NeurolocError(f"unknown statistic kind {kind!r}; choose from {', '.join(STAT_KINDS)}")
+            self.entries[key] = STAT_KINDS[kind](width, device)
+        return self.entries[key]
+
+    def update(self, kind: str, label: str, site: str, *values) -> None:
+        """Route a batch to the statistic at (kind, label, site)."""
+        first = values[-1]
+        self.entry(kind, label, site, first.shape[-1], first.device).update(*values)
+        if kind == "rows":
+            self._check_rows()
+
+    def _check_rows(self) -> None:
+        used = sum(e.nbytes for e in self.entries.values() if isinstance(e, Rows))
+        if used > self.rows_limit_bytes:
+            raise NeurolocError(
+                f"the per-stimulus rows needed by this score take {used / 2**30:.1f} GiB, above the "
+                f"{self.rows_limit_bytes / 2**30:.1f} GiB limit: restrict --site or --layers, or use fewer stimuli"
+            )
+
+    # -- reading -------------------------------------------------------------------------------------
+    def get(self, kind: str, label: str, site: str):
+        try:
+            return self.entries[(kind, label, site)]
+        except KeyError:
+            raise NeurolocError(f"no {kind} statistics for condition {label!r} at site {site}") from None
+
+    def has(self, kind: str) -> bool:
+        return any(k[0] == kind for k in self.entries)
+
+    def labels(self, kind: str | None = None) -> list[str]:
+        return sorted({label for k, label, _ in self.entries if kind is None or k == kind})
+
+    def sites(self, kind: str | None = None) -> list[str]:
+        seen: dict[str, None] = {}
+        for k, _, site in self.entries:
+            if kind is None or k == kind:
+                seen.setdefault(site)
+        return list(seen)
+
+    def width(self, site: str) -> int:
+        return next(e.width for (_, _, s), e in self.entries.items() if s == site)
+
+    def count(self, label: str, kind: str = "moments") -> int:
+        """Rows (or tokens) of `label` seen by the first site of `kind`."""
+        for (k, lab, _), entry in self.entries.items():
+            if k == kind and lab == label:
+                return entry.n
+        return 0
+
+    def pooled(self, kind: str, labels: Iterable[str], site: str):
+        """One statistic merged over several labels (e.g. 'every label but this one')."""
+        labels = list(labels)
+        first = self.get(kind, labels[0], site)
+        total = STAT_KINDS[kind](first.width)
+        for label in labels:
+            total.merge(self.get(kind, label, site))
+        return total
+
+    # -- the Stat protocol -----------------------------------------------------------------------------
+    def merge(self, other: "StatsStore") -> "StatsStore":
+        """Fold another store in, key by key (exact)."""
+        for (kind, label, site), entry in other.entries.items():
+            self.entry(kind, label, site, entry.width).merge(entry)
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {f"{kind}|{label}|{site}|{field}": value.contiguous()
+                for (kind, label, site), entry in self.entries.items()
+                for field, value in entry.state_dict().items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore from `state_dict()`; also reads neuroloc 0.1's `condition|site|field` moments."""
+        grouped: dict[tuple[str, str, str], dict[str, torch.Tensor]] = {}
+        for key, value in state.items():
+            parts = key.split("|")
+            if len(parts) == 3:
+                parts = ["moments", *parts]
+            if len(parts) != 4:
+                raise NeurolocError(f"unreadable statistics key {key!r}")
+            grouped.setdefault(tuple(parts[:3]), {})[parts[3]] = value
+        self.entries = {}
+        for (kind, label, site), fields in grouped.items():
+            width = next(v for f, v in fields.items() if f != "n").shape[-1]
+            self.entry(kind, label, site, width).load_state_dict(fields)
+
+    def to(self, device: torch.device | str) -> "StatsStore":
+        for entry in self.entries.values():
+            entry.to(device)
+        return self
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            save_file({k: v.cpu() for k, v in self.state_dict().items()}, str(tmp))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "StatsStore":
+        store = cls()
+        try:
+            store.load_state_dict(load_file(str(path)))
+        except (OSError, ValueError) as error:
+            raise NeurolocError(f"{path} is not a readable statistics file: {error}") from None
+        return store
+
+    @classmethod
+    def merged(cls, parts: Iterable["StatsStore"]) -> "StatsStore":
+        total = cls()
+        for part in parts:
+            total.merge(part)
+        return total

@@ -1,0 +1,145 @@
+"""One tokenization path for every consumer: recorder, scorer, attribution, features.
+
+The BOS policy is explicit and recorded in manifests:
+
+- ``prepend`` (default): the tokenizer's BOS token (else its EOS) in front of every text, the text itself
+  without special tokens — what lm-evaluation-harness does for an empty context, so the first word is
+  conditioned on something and every position sees the same kind of sequence start;
+- ``tokenizer``: the tokenizer's own defaults (with or without a BOS depending on the tokenizer) — what
+  neuroloc 0.1's localizer, brain-score and the LangNet code do;
+- ``none``: the text's tokens only.
+
+Batches are length-sorted (longest first, so memory errors show early), carry the example ids of their
+rows, and position ids counted over real tokens, so neither padding side nor batch size changes a result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from ..errors import NeurolocError
+
+BOS_POLICIES = ("prepend", "tokenizer", "none")
+
+
+def check_bos(policy: str) -> str:
+    if policy not in BOS_POLICIES:
+        raise NeurolocError(f"unknown BOS policy {policy!r}; choose one of {', '.join(BOS_POLICIES)}")
+    return policy
+
+
+def bos_id(tokenizer) -> int:
+    """The token that starts every sequence under the `prepend` policy: BOS, else EOS."""
+    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    raise NeurolocError(
+        f"{type(tokenizer).__name__} has neither a BOS nor an EOS token to start sequences with; "
+        "set tokenizer.bos_token, or use the BOS policy 'none' (--bos none)"
+    )
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids of each text, with (start, end) character offsets and a special-token flag per token.
+
+    `n_prefix[i]` counts the tokens in front of text i's first own token (the prepended BOS, or the
+    tokenizer's own leading special tokens).
+    """
+
+    input_ids: list[list[int]]
+    offsets: list[list[tuple[int, int]]]
+    special: list[list[int]]
+    policy: str
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def lengths(self) -> list[int]:
+        return [len(ids) for ids in self.input_ids]
+
+
+def encode(tokenizer, texts: Sequence[str], *, bos: str = "prepend", max_tokens: int | None = None) -> Encoded:
+    """Tokenize `texts` under a BOS policy; `max_tokens` truncates each text's own tokens."""
+    check_bos(bos)
+    texts = list(texts)
+    try:
+        raw = tokenizer(texts, add_special_tokens=bos == "tokenizer", return_offsets_mapping=True,
+                        return_special_tokens_mask=True, truncation=max_tokens is not None, max_length=max_tokens)
+    except NotImplementedError as error:
+        raise NeurolocError(
+            f"{type(tokenizer).__name__} cannot report character offsets; load a fast tokenizer "
+            "(AutoTokenizer.from_pretrained(..., use_fast=True))"
+        ) from error
+    ids = [list(row) for row in raw["input_ids"]]
+    offsets = [[tuple(o) for o in row] for row in raw["offset_mapping"]]
+    special = [list(row) for row in raw["special_tokens_mask"]]
+    if bos == "prepend":
+        first = bos_id(tokenizer)
+        ids = [[first, *row] for row in ids]
+        offsets = [[(0, 0), *row] for row in offsets]
+        special = [[1, *row] for row in special]
+    return Encoded(ids, offsets, special, bos)
+
+
+@dataclass
+class Batch:
+    """One padded batch: model inputs plus the example ids (positions in the encoded list) of its rows."""
+
+    example_ids: list[int]
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    position_ids: torch.Tensor
+    offsets: list[list[tuple[int, int]]]
+    special: list[list[int]]
+    padding_side: str
+
+    def inputs(self, device: torch.device | str | None = None, *, position_ids: bool = True) -> dict[str, torch.Tensor]:
+        """Keyword arguments for the model's forward, on `device`."""
+        batch = {"input_ids": self.input_ids.to(device), "attention_mask": self.attention_mask.to(device)}
+        if position_ids:
+            batch["position_ids"] = self.position_ids.to(device)
+        return batch
+
+    def real_positions(self, row: int) -> torch.Tensor:
+        """Column indices of row `row`'s real (unpadded) tokens."""
+        return torch.nonzero(self.attention_mask[row]).flatten()
+
+
+def pad_id(tokenizer) -> int:
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return token_id
+    return 0
+
+
+def length_order(encoded: Encoded) -> list[int]:
+    """Example ids sorted longest first (ties by id), so batches pad little."""
+    lengths = encoded.lengths()
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+
+
+def batches(encoded: Encoded, batch_size: int, *, pad: int, padding_side: str = "right",
+            order: Sequence[int] | None = None) -> Iterator[Batch]:
+    """Padded batches in length-sorted order (or `order`), with real-token position ids."""
+    if batch_size < 1:
+        raise NeurolocError(f"batch size must be ≥ 1, got {batch_size}")
+    if padding_side not in ("left", "right"):
+        raise NeurolocError(f"padding side must be 'left' or 'right', got {padding_side!r}")
+    order = length_order(encoded) if order is None else list(order)
+    for start in range(0, len(order), batch_size):
+        ids = order[start:start + batch_size]
+        width = max(len(encoded.input_ids[i]) for i in ids)
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, i in enumerate(ids):
+            tokens = encoded.input_ids[i]
+            columns = slice(0, len(tokens)) if padding_side == "right" else slice(width - len(tokens), width)
+            input_ids[row, columns] = torch.tensor(tokens, dtype=torch.long)
+            mask[row, columns] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        yield Batch(ids, input_ids, mask, positions, [encoded.offsets[i] for i in ids],
+                    [encoded.special[i] for i in ids], padding_side)
