@@ -1,8 +1,11 @@
-"""Recording speed and memory on SmolLM2 with the 480 Fedorenko localizer strings.
+"""Localizing speed and memory on SmolLM2 with the 480 Fedorenko localizer strings.
 
-Prints tokens/s of a bare forward pass and of neuroloc recording every residual site (last-token
-pooling into accumulators) with the same batches and dtype, their ratio, and the peak-RSS growth
-between recording the stimuli once and ten times over (each in a fresh process).
+Times the path `neuroloc localize` runs — `Localizer("residual", pooling="last").fit(lm, stimuli)`:
+recording every residual site into streamed statistics, then scoring and selecting — against a bare
+forward pass over the same texts in the same length-sorted batches of the same size and dtype
+(tokenized by the tokenizer alone, so the localizer's BOS token is the only difference), and prints
+tokens/s of both, their ratio, and the peak-RSS growth between localizing the stimuli once and ten times
+over (`partial_fit`, each in a fresh process).
 
     python benchmarks/record.py [--batch-size 32] [--dtype float32] [--repeats 3]
 """
@@ -19,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from neuroloc import ConditionStats, Recorder, load_model
-from neuroloc.record.recorder import model_inputs, tokenize
+from neuroloc import Localizer, load_model
+from neuroloc.models.hooks import input_device
 from neuroloc.stimuli.language import load_language_localizer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "fedorenko2010"
@@ -31,11 +34,16 @@ def stimuli():
 
 
 def batches(lm, texts, batch_size):
-    """The recorder's own length-sorted batches, so both paths see identical inputs."""
-    recorder = Recorder(lm, lm.layout.sites("residual"), batch_size=batch_size)
-    order = recorder._order(texts)
-    return [model_inputs(lm, tokenize(lm, [texts[i] for i in order[s:s + batch_size]]))
-            for s in range(0, len(order), batch_size)]
+    """Length-sorted, right-padded batches of `texts` (longest first), as the localizer forms them."""
+    lengths = [len(ids) for ids in lm.tokenizer(list(texts))["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))
+    device = input_device(lm.model)
+    out = []
+    for start in range(0, len(order), batch_size):
+        encoded = lm.tokenizer([texts[i] for i in order[start:start + batch_size]], return_tensors="pt",
+                               padding=True)
+        out.append({"input_ids": encoded["input_ids"].to(device), "attention_mask": encoded["attention_mask"].to(device)})
+    return out
 
 
 def time_bare(lm, texts, batch_size, repeats):
@@ -52,27 +60,24 @@ def time_bare(lm, texts, batch_size, repeats):
 
 
 def time_record(lm, stim, batch_size, repeats):
-    recorder = Recorder(lm, lm.layout.sites("residual"), batch_size=batch_size)
-    prepared = batches(lm, stim.texts, batch_size)
-    tokens = sum(int(b["attention_mask"].sum()) for b in prepared)
+    """Tokens/s of `Localizer(...).fit` on residual sites, last-token pooling (best of `repeats`)."""
+    tokens = sum(int(b["attention_mask"].sum()) for b in batches(lm, stim.texts, batch_size))
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
-        recorder.accumulate(stim, ConditionStats())
+        Localizer("residual", pooling="last", batch_size=batch_size).fit(lm, stim)
         best = min(best, time.perf_counter() - start)
     return tokens / best
 
 
 def peak_rss_child(times: int, batch_size: int, dtype: str) -> None:
-    """Run in a fresh process: record the stimuli `times` over, print peak RSS in MiB."""
+    """Run in a fresh process: localize the stimuli `times` over, print peak RSS in MiB."""
     lm = load_model("smollm2", dtype=dtype)
     stim = stimuli()
-    recorder = Recorder(lm, lm.layout.sites("residual"), batch_size=batch_size)
-    stats = ConditionStats()
-    for _ in range(times):
-        recorder.accumulate(stim, stats)
-    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                      "n": stats.count("sentences")}))
+    localizer = Localizer("residual", pooling="last", batch_size=batch_size).fit(lm, stim)
+    for _ in range(times - 1):
+        localizer.partial_fit(lm, stim)
+    print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "times": times}))
 
 
 def peak_rss(times: int, batch_size: int, dtype: str) -> float:
@@ -99,8 +104,8 @@ def main() -> None:
     bare = time_bare(lm, stim.texts, args.batch_size, args.repeats)
     recorded = time_record(lm, stim, args.batch_size, args.repeats)
     print(f"bare forward: {bare:,.0f} tokens/s")
-    print(f"record residual (30 sites, last-token, accumulators): {recorded:,.0f} tokens/s")
-    print(f"record/bare ratio: {recorded / bare:.2f}")
+    print(f"Localizer.fit residual (30 sites, last-token): {recorded:,.0f} tokens/s")
+    print(f"localize/bare ratio: {recorded / bare:.2f}")
     once, ten = peak_rss(1, args.batch_size, args.dtype), peak_rss(10, args.batch_size, args.dtype)
     print(f"peak RSS: once {once:,.0f} MiB, ten times {ten:,.0f} MiB")
     print(f"rss growth 10x: {100 * (ten - once) / once:.1f}%")

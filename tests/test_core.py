@@ -334,3 +334,18 @@ def test_opt_mlp_token_statistics_with_batches():
     np.testing.assert_allclose(batched.scores_, single.scores_, rtol=1e-4, atol=1e-6)
     for site, mean in single.means_.items():
         torch.testing.assert_close(batched.means_[site], mean, atol=1e-5, rtol=1e-5)
+
+
+def test_class_frequency_follows_the_statistics_protocol():
+    from neuroloc.studies.pos.key_neurons import ClassFrequency
+
+    rng = np.random.default_rng(4)
+    scores, labels = rng.normal(size=(30, 20)), rng.choice(["NOUN", "VERB"], size=30).tolist()
+    whole = ClassFrequency(["NOUN", "VERB"], 20, 10).update(labels, scores)
+    first = ClassFrequency(["NOUN", "VERB"], 20, 10).update(labels[:13], scores[:13])
+    second = ClassFrequency(["NOUN", "VERB"], 20, 10).update(labels[13:], scores[13:])
+    restored = ClassFrequency(["NOUN", "VERB"], 20, 10)
+    restored.load_state_dict(first.state_dict())
+    restored.to("cpu").merge(second)
+    for key, value in whole.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[key], value)

@@ -15,7 +15,7 @@ from neuroloc.evaluate.blimp import MinimalPair, evaluate_blimp, load_blimp
 from neuroloc.evaluate.formula import parse_formula
 from neuroloc.evaluate.perplexity import evaluate_perplexity, load_texts
 from neuroloc.evaluate.scoring import token_logprobs
-from neuroloc.pipelines.lesion import packaged_syntaxgym
+from neuroloc.evaluate.syntaxgym import packaged_syntaxgym
 from neuroloc.evaluate.syntaxgym import (
     assign_tokens,
     evaluate_syntaxgym,
@@ -90,7 +90,7 @@ def test_token_logprobs_options(model, tokenizer):
     done = []
     full = token_logprobs(model, tokenizer, TEXTS, batch_size=3, progress=done.append)
     assert done == [3, 6, 7]
-    no_bos = token_logprobs(model, tokenizer, TEXTS[:1], prepend_bos=False)[0]
+    no_bos = token_logprobs(model, tokenizer, TEXTS[:1], bos="none")[0]
     assert len(no_bos) == len(full[0]) - 1
     assert no_bos.offsets[0, 0] == full[0].offsets[1, 0]
     assert token_logprobs(model, tokenizer, []) == []

@@ -60,6 +60,90 @@ def test_site_values_match_independent_computation(lm):
     assert projected.shape[-1] == lm.layout.width("residual")
 
 
+def _mlp_reference(layer, family: str, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(post-activation neurons, gate activation) computed by hand from the MLP's input `x` with the
+    layer's own weights and activation."""
+    if family == "opt":
+        act = layer.activation_fn(layer.fc1(x))
+        return act, act
+    mlp = layer.mlp
+    if family == "gpt2":
+        act = mlp.act(mlp.c_fc(x))
+        return act, act
+    if family == "gpt_neox":
+        act = mlp.act(mlp.dense_h_to_4h(x))
+        return act, act
+    if family == "phi3":
+        gate, up = mlp.gate_up_proj(x).chunk(2, dim=-1)
+        return up * mlp.activation_fn(gate), mlp.activation_fn(gate)
+    gate = mlp.act_fn(mlp.gate_proj(x))
+    return gate * mlp.up_proj(x), gate
+
+
+def test_mlp_and_attn_sites_equal_the_modules_own_computation(lm):
+    """`mlp` = act(gate(x)) * up(x) (or act(fc(x))) recomputed from the MLP's input captured by a bare
+    PyTorch hook; `mlp_gate` = act(gate(x)); `attn` projected by the output projection = the attention
+    module's output; through the down projection, `mlp` = the MLP's output."""
+    family = lm.model.config.model_type
+    batch = _batch(lm)
+    layer = lm.layout.layers[1]
+    entry = layer.fc1 if family == "opt" else layer.mlp
+    attention = lm.layout.attn_modules[1]
+    attention_parent = layer.get_submodule(lm.layout.paths.attn_out.rsplit(".", 1)[0])
+    seen = {}
+    handles = [entry.register_forward_pre_hook(lambda m, args: seen.__setitem__("mlp_in", args[0])),
+               attention_parent.register_forward_hook(lambda m, a, out: seen.__setitem__(
+                   "attn_out", out[0] if isinstance(out, tuple) else out))]
+    if family != "opt":
+        handles.append(layer.mlp.register_forward_hook(lambda m, a, out: seen.__setitem__("mlp_out", out)))
+    try:
+        with torch.no_grad(), record(lm.layout, lm.layout.sites(["mlp", "mlp_gate", "attn"], [1]),
+                                     stop_early=False) as got:
+            lm.model(**batch)
+            neurons, gate = _mlp_reference(layer, family, seen["mlp_in"])
+            through_output = attention(got["layers.1.attn"])
+            down = lm.layout.mlp_modules[1](got["layers.1.mlp"])
+    finally:
+        for handle in handles:
+            handle.remove()
+    torch.testing.assert_close(got["layers.1.mlp"].reshape(neurons.shape), neurons)
+    torch.testing.assert_close(got["layers.1.mlp_gate"].reshape(gate.shape), gate)
+    assert not torch.equal(gate, neurons) or not lm.layout.gated
+    torch.testing.assert_close(through_output.reshape(seen["attn_out"].shape), seen["attn_out"])
+    if "mlp_out" in seen:
+        torch.testing.assert_close(down.reshape(seen["mlp_out"].shape), seen["mlp_out"])
+
+
+def test_llama_attn_site_equals_per_head_attention_recomputed():
+    """Head h's slice of the `attn` site = softmax(q_h k_h^T / sqrt(d) + causal mask) v_h, computed by hand
+    from the layer's q/k/v projections and rotary embedding (grouped-query heads repeated)."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    lm = wrap_model(tiny_model("llama"), tiny_tokenizer())
+    enc = lm.tokenizer(["the quick brown fox jumps"], return_tensors="pt")
+    attn = lm.model.model.layers[1].self_attn
+    seen = {}
+    handle = attn.register_forward_pre_hook(lambda m, a, kw: seen.update(kw), with_kwargs=True)
+    try:
+        with torch.no_grad(), record(lm.layout, [Site(1, "attn")], stop_early=False) as got:
+            lm.model(**enc)
+    finally:
+        handle.remove()
+    x, (cos, sin) = seen["hidden_states"], seen["position_embeddings"]
+    heads, kv, d = lm.layout.n_heads, lm.model.config.num_key_value_heads, lm.layout.head_dim
+    b, t, _ = x.shape
+    with torch.no_grad():
+        q = attn.q_proj(x).view(b, t, heads, d).transpose(1, 2)
+        k = attn.k_proj(x).view(b, t, kv, d).transpose(1, 2)
+        v = attn.v_proj(x).view(b, t, kv, d).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        k, v = k.repeat_interleave(heads // kv, 1), v.repeat_interleave(heads // kv, 1)
+        scores = q @ k.transpose(-1, -2) / d ** 0.5
+        scores = scores.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+        expected = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, heads * d)
+    torch.testing.assert_close(got["layers.1.attn"], expected, atol=1e-5, rtol=1e-4)
+
+
 def test_zero_lesion_zeroes_exactly_the_selected_units(lm):
     batch = _batch(lm)
     units = UnitSet.from_names(["layers.0.residual[3]", "layers.1.mlp[5]", "layers.0.attn[2]"], lm.layout)
@@ -164,5 +248,25 @@ def test_discovery_fallback_finds_llama_sites():
     assert layout.paths.mlp_out == "mlp.down_proj" and layout.paths.attn_out == "self_attn.o_proj"
 
 
-def test_stop_forward_is_an_exception_type():
-    assert issubclass(StopForward, Exception)
+def test_stop_forward_ends_the_pass_after_the_layer(lm):
+    """Called directly inside `hooks(stop_after_layer=0)`, the model raises StopForward right after
+    layer 0: layer 1 and the head never run. `run_forward` turns it into None; outside the block the
+    model runs in full again."""
+    batch = _batch(lm)
+    ran = []
+    spies = [lm.layout.layers[0].register_forward_hook(lambda *a: ran.append("layer0")),
+             lm.layout.layers[1].register_forward_hook(lambda *a: ran.append("layer1")),
+             lm.model.get_output_embeddings().register_forward_hook(lambda *a: ran.append("head"))]
+    try:
+        with torch.no_grad():
+            with hooks(lm.layout, stop_after_layer=0):
+                with pytest.raises(StopForward):
+                    lm.model(**batch)
+                assert ran == ["layer0"]
+                assert run_forward(lm.model, **batch) is None
+            assert ran == ["layer0", "layer0"]
+            assert run_forward(lm.model, **batch) is not None
+    finally:
+        for spy in spies:
+            spy.remove()
+    assert ran[-3:] == ["layer0", "layer1", "head"]

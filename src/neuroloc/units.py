@@ -229,6 +229,9 @@ class LabeledUnits:
     def items(self):
         return self.sets.items()
 
+    def __contains__(self, label: object) -> bool:
+        return label in self.sets
+
     def __len__(self) -> int:
         return len(self.sets)
 

@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from ..errors import NeurolocError
+from .benchmark import Benchmark, BenchmarkOptions, existing_path
 from .scoring import token_logprobs
 
 HF_DATASET = "nyu-mll/blimp"
@@ -61,6 +62,7 @@ def evaluate_blimp(
     limit: int | None = None,
     phenomena: Sequence[str] | None = None,
     batch_size: int = 32,
+    bos: str = "prepend",
 ) -> pd.DataFrame:
     """Accuracy per phenomenon and overall (mean over phenomena): columns benchmark, subset, metric, value.
 
@@ -68,7 +70,8 @@ def evaluate_blimp(
     """
     pairs = source if isinstance(source, Mapping) else load_blimp(source, limit=limit, phenomena=phenomena)
     texts = [sentence for items in pairs.values() for pair in items for sentence in pair]
-    totals = np.array([score.total for score in token_logprobs(model, tokenizer, texts, batch_size=batch_size)])
+    totals = np.array([score.total for score in token_logprobs(model, tokenizer, texts, batch_size=batch_size,
+                                                                      bos=bos)])
     correct = totals[0::2] > totals[1::2]
     rows = []
     start = 0
@@ -77,6 +80,17 @@ def evaluate_blimp(
         start += len(items)
     rows.append(("blimp", "overall", "accuracy", float(np.mean([row[3] for row in rows]))))
     return pd.DataFrame(rows, columns=["benchmark", "subset", "metric", "value"])
+
+
+def benchmark(options: BenchmarkOptions) -> Benchmark:
+    """BLiMP for the registry: pairs from `options.path`, else `data_dir/blimp`, else the hub ("hf"),
+    loaded once; `options.limit` pairs per phenomenon."""
+    source = str(options.path or options.in_data_dir("blimp") or "hf")
+    if source != "hf":
+        existing_path(source, "blimp")
+    pairs = load_blimp(source, limit=options.limit)
+    return Benchmark("blimp", source, lambda model, tokenizer: evaluate_blimp(
+        model, tokenizer, pairs, batch_size=options.batch_size, bos=options.bos))
 
 
 def _load_dir(directory: Path, limit: int | None) -> dict[str, list[MinimalPair]]:

@@ -3,9 +3,16 @@
 `random_matched` draws uniformly; `magnitude_matched` picks, for every target unit, a non-target unit
 of the same site with a similar mean |activation|, so that "language-selective" can be told apart
 from merely "large" (zeroing a huge residual coordinate breaks a model whatever its selectivity).
+
+Control kinds live in a registry with stable identifiers (`CONTROLS`): a kind is a function
+(target, seed, ControlData) → UnitSet. Adding one is a new module with that function plus one line
+in `CONTROLS` (or `register_control(name, fn)` from user code).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -14,7 +21,14 @@ from ..errors import NeurolocError
 from ..localize.selection import select_random
 from ..units import UnitSet
 
-CONTROL_KINDS = ("random", "magnitude")
+
+@dataclass(frozen=True)
+class ControlData:
+    """What a control kind may read besides the target: per-unit mean |activation| (`magnitudes`)
+    and per-unit selectivity scores (`scores`), each aligned with the target's `flat_mask()`."""
+
+    magnitudes: np.ndarray | None = None
+    scores: np.ndarray | None = None
 
 
 def _site_groups(units: UnitSet) -> np.ndarray:
@@ -54,6 +68,34 @@ def magnitude_matched(units: UnitSet, magnitude: np.ndarray, seed: int, neighbou
             free = np.delete(free, pick)
         start = stop
     return UnitSet.from_flat(chosen, units.sites, units.widths, model=units.model)
+
+
+def _random(target: UnitSet, seed: int, data: ControlData) -> UnitSet:
+    return random_matched(target, seed)
+
+
+def _magnitude(target: UnitSet, seed: int, data: ControlData) -> UnitSet:
+    if data.magnitudes is None:
+        raise NeurolocError("magnitude-matched controls need localizer statistics: pass a "
+                            "`neuroloc localize` output directory as --units")
+    return magnitude_matched(target, data.magnitudes, seed)
+
+
+ControlKind = Callable[[UnitSet, int, ControlData], UnitSet]
+CONTROLS: dict[str, ControlKind] = {"random": _random, "magnitude": _magnitude}
+CONTROL_KINDS = tuple(CONTROLS)  # the built-in identifiers
+
+
+def register_control(name: str, kind: ControlKind) -> None:
+    """Make a control kind available to `draw_control` and `--control-kind` under `name`."""
+    CONTROLS[name] = kind
+
+
+def draw_control(kind: str, target: UnitSet, seed: int, data: ControlData | None = None) -> UnitSet:
+    """A control set of kind `kind` for `target` (seeded), never overlapping it."""
+    if kind not in CONTROLS:
+        raise NeurolocError(f"unknown control kind {kind!r}; choose from {', '.join(CONTROLS)}")
+    return CONTROLS[kind](target, seed, data or ControlData())
 
 
 def summarize(results: pd.DataFrame) -> pd.DataFrame:

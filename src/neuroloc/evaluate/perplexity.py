@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 
 from ..errors import NeurolocError
+from .benchmark import Benchmark, BenchmarkOptions, existing_path
 from .scoring import token_logprobs
 
 
@@ -52,6 +53,7 @@ def evaluate_perplexity(
     *,
     name: str | None = None,
     batch_size: int = 32,
+    bos: str = "prepend",
 ) -> pd.DataFrame:
     """Rows `perplexity` and `mean_logprob` (nats per token) for `texts` (a list or a file for `load_texts`).
 
@@ -60,7 +62,7 @@ def evaluate_perplexity(
     if isinstance(texts, (str, Path)):
         name = name or Path(texts).stem
         texts = load_texts(texts)
-    scores = token_logprobs(model, tokenizer, texts, batch_size=batch_size)
+    scores = token_logprobs(model, tokenizer, texts, batch_size=batch_size, bos=bos)
     n_tokens = sum(len(score) for score in scores)
     if n_tokens == 0:
         raise NeurolocError("no tokens to score: the texts are empty")
@@ -71,3 +73,13 @@ def evaluate_perplexity(
          ("perplexity", subset, "mean_logprob", mean_logprob)],
         columns=["benchmark", "subset", "metric", "value"],
     )
+
+
+def benchmark(options: BenchmarkOptions) -> Benchmark:
+    """Perplexity for the registry: texts of `options.path`, else `data_dir/ud/en_ewt-ud-dev.conllu`,
+    read once; `options.limit` texts."""
+    default = Path(options.data_dir) / "ud" / "en_ewt-ud-dev.conllu" if options.data_dir else None
+    source = existing_path(options.path or default, "perplexity (a .txt or .conllu file: --perplexity-text)")
+    texts = load_texts(source, limit=options.limit)
+    return Benchmark("perplexity", str(source), lambda model, tokenizer: evaluate_perplexity(
+        model, tokenizer, texts, name=source.stem, batch_size=options.batch_size, bos=options.bos))

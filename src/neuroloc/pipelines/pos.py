@@ -20,7 +20,7 @@ manifest.json.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -42,7 +42,8 @@ from ..record.recorder import Recorder
 from ..report.figures import plot_heatmap, plot_layer_distribution, plot_probe, save_figure
 from ..units import UnitSet
 
-__all__ = ["METHODS", "PROBE_COLUMNS", "PosResult", "record_word_features", "run_pos"]
+__all__ = ["METHODS", "PROBE_COLUMNS", "PosConfig", "PosData", "PosResult", "find_key_neurons", "lesion_key_neurons",
+           "prepare_data", "probe_key_neurons", "record_word_features", "run_pos"]
 
 METHODS = ATTRIBUTION_METHODS + ("contrast",)
 PROBE_COLUMNS = ["neuron_set", "seed", "n_units", "split", "accuracy", "macro_f1", "selectivity",
@@ -180,94 +181,129 @@ def _probe_summary(probe: pd.DataFrame) -> dict:
     return out
 
 
-def run_pos(
-    lm: LoadedModel,
-    train: TaggedCorpus,
-    out_dir: str | Path,
-    *,
-    eval_corpus: TaggedCorpus | None = None,
-    method: str = "ig",
-    classes: str | Iterable[str] | None = DEFAULT_CLASSES,
-    k: int = 100,
-    top_percent: float = 5.0,
-    steps: int = 32,
-    n_random: int = 5,
-    probe_layer: int | None = None,
-    test_fraction: float = 0.2,
-    seed: int = 0,
-    batch_size: int = 16,
-    progress: bool = True,
-    max_sentences: int | None = None,
-    max_eval_sentences: int | None = None,
-    specificity_sentences: int | None = None,
-    attribution_batch_size: int = 64,
-    rule: str = "midpoint",
-    baseline: str | Mapping[str, torch.Tensor] | None = "zero",
-    absolute: bool = False,
-    probe_pooling: str = "word-mean",
-    contrast_pooling: str = "word-predict",
-    n_bootstrap: int = 1000,
-    extra_parameters: dict | None = None,
-) -> PosResult:
-    """Find key neurons per POS class on `train`, probe and lesion them; write results to `out_dir`.
+@dataclass(frozen=True)
+class PosConfig:
+    """Everything `run_pos` can be told (see its docstring); `PosConfig(method="gradxact", k=50)`.
 
-    `train` is split by document (`test_fraction` held out; with a single document, by sentence):
-    key neurons are selected and probes trained on one part only, and probes and lesions are scored
-    on the other (split "test") and on `eval_corpus` (split "eval", out of domain). `max_sentences`
-    keeps the first sentences of `train` (and of `eval_corpus`, unless `max_eval_sentences`);
-    `specificity_sentences` caps the held-out sentences the lesion check scores. `batch_size` is texts
-    per recording/scoring batch, `attribution_batch_size` single-token rows per attribution pass.
-    Returns a `PosResult`; nothing is written unless every step succeeds.
-    """
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
-    if method not in METHODS:
-        raise NeurolocError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise NeurolocError(f"k must be an int >= 1, got {k!r}")
-    layout = lm.layout
-    probe_layer = layout.n_layers // 2 if probe_layer is None else probe_layer
-    layout.check(Site(probe_layer, "mlp"))
-    corpus = _limit(train, max_sentences)
-    eval_set = _limit(eval_corpus, max_eval_sentences or max_sentences) if eval_corpus is not None else None
-    chosen = resolve_classes(classes, [t for s in corpus for t in s.upos])
-    # with every class, those without usable words (e.g. only inside merged tokens) are left out
-    every_class = classes is None or (isinstance(classes, str) and classes.lower() == "all")
-    fit_part, test_part = corpus.split(test_fraction, seed)
+    `batch_size` is texts per recording/scoring batch, `attribution_batch_size` single-token rows per
+    attribution pass; `max_sentences` keeps the first sentences of the training treebank (and of the
+    evaluation one, unless `max_eval_sentences`); `specificity_sentences` caps the held-out sentences
+    the lesion check scores."""
+
+    method: str = "ig"
+    classes: str | Iterable[str] | None = DEFAULT_CLASSES
+    k: int = 100
+    top_percent: float = 5.0
+    steps: int = 32
+    n_random: int = 5
+    probe_layer: int | None = None
+    test_fraction: float = 0.2
+    seed: int = 0
+    batch_size: int = 16
+    progress: bool = True
+    max_sentences: int | None = None
+    max_eval_sentences: int | None = None
+    specificity_sentences: int | None = None
+    attribution_batch_size: int = 64
+    rule: str = "midpoint"
+    baseline: str | Mapping[str, torch.Tensor] | None = "zero"
+    absolute: bool = False
+    probe_pooling: str = "word-mean"
+    contrast_pooling: str = "word-predict"
+    n_bootstrap: int = 1000
+    extra_parameters: dict | None = None
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise NeurolocError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+            raise NeurolocError(f"k must be an int >= 1, got {self.k!r}")
+
+    @property
+    def every_class(self) -> bool:
+        """All classes asked for: those without usable words (e.g. only inside merged tokens) are left out."""
+        return self.classes is None or (isinstance(self.classes, str) and self.classes.lower() == "all")
+
+    def parameters(self, classes: list[str], probe_layer: int, sites: Sequence[Site]) -> dict:
+        """The manifest's record of this configuration."""
+        return {
+            "method": self.method, "classes": classes, "k": self.k, "top_percent": self.top_percent,
+            "steps": self.steps, "rule": self.rule,
+            "baseline": self.baseline if isinstance(self.baseline, str) or self.baseline is None else "custom",
+            "absolute": self.absolute, "n_random": self.n_random, "probe_layer": probe_layer,
+            "test_fraction": self.test_fraction, "seed": self.seed, "batch_size": self.batch_size,
+            "attribution_batch_size": self.attribution_batch_size, "max_sentences": self.max_sentences,
+            "max_eval_sentences": self.max_eval_sentences, "specificity_sentences": self.specificity_sentences,
+            "probe_pooling": self.probe_pooling,
+            "contrast_pooling": self.contrast_pooling if self.method == "contrast" else None,
+            "n_bootstrap": self.n_bootstrap, "sites": [s.name for s in sites], **(self.extra_parameters or {}),
+        }
+
+
+@dataclass
+class PosData:
+    """The corpora of one run: the (limited) training treebank split by document into `fit` (selection
+    and probe training) and `test`, the optional out-of-domain `evaluation` set, the chosen classes."""
+
+    corpus: TaggedCorpus
+    fit: TaggedCorpus
+    test: TaggedCorpus
+    evaluation: TaggedCorpus | None
+    classes: list[str]
+    probe_layer: int
+
+
+def prepare_data(lm: LoadedModel, train: TaggedCorpus, eval_corpus: TaggedCorpus | None, config: PosConfig) -> PosData:
+    """Stage 1: limit the corpora, choose the classes, split by document."""
+    config.check()
+    probe_layer = lm.layout.n_layers // 2 if config.probe_layer is None else config.probe_layer
+    lm.layout.check(Site(probe_layer, "mlp"))
+    corpus = _limit(train, config.max_sentences)
+    evaluation = (_limit(eval_corpus, config.max_eval_sentences or config.max_sentences)
+                  if eval_corpus is not None else None)
+    chosen = resolve_classes(config.classes, [t for s in corpus for t in s.upos])
+    fit_part, test_part = corpus.split(config.test_fraction, config.seed)
     shared = {s.sent_id for s in fit_part} & {s.sent_id for s in test_part}
     if shared:
         raise NeurolocError(f"train and test share sentences {sorted(shared)[:3]}: sentence ids must be unique")
+    return PosData(corpus, fit_part, test_part, evaluation, chosen, probe_layer)
 
-    # -- key neurons ------------------------------------------------------------------------------
-    tick = time.perf_counter()
-    summary_attr: AttributionSummary | None = None
-    if method == "contrast":
-        key = contrast_key_neurons(lm, fit_part, classes=chosen, k=k, pooling=contrast_pooling,
-                                   batch_size=batch_size, skip_rare=every_class, progress=progress)
+
+def find_key_neurons(lm: LoadedModel, data: PosData, config: PosConfig) -> tuple[KeyNeurons, AttributionSummary | None]:
+    """Stage 2: key neurons per class on the fitting part (attribution recipe, or the Welch contrast)."""
+    if config.method == "contrast":
+        key = contrast_key_neurons(lm, data.fit, classes=data.classes, k=config.k, pooling=config.contrast_pooling,
+                                   batch_size=config.batch_size, skip_rare=config.every_class,
+                                   progress=config.progress)
+        summary = None
     else:
-        summary_attr = attribute(lm, fit_part, classes=chosen, method=method, top_percent=top_percent,
-                                 absolute=absolute, steps=steps, rule=rule, baseline=baseline,
-                                 batch_size=attribution_batch_size, progress=progress)
-        key = summary_attr.key_neurons(k, skip_empty=every_class)
-    timings["key_neurons_s"] = time.perf_counter() - tick
-    union = key.union()
-    if not len(union):
+        summary = attribute(lm, data.fit, classes=data.classes, method=config.method, top_percent=config.top_percent,
+                            absolute=config.absolute, steps=config.steps, rule=config.rule, baseline=config.baseline,
+                            batch_size=config.attribution_batch_size, progress=config.progress)
+        key = summary.key_neurons(config.k, skip_empty=config.every_class)
+    if not len(key.union()):
         raise NeurolocError("no key neurons were found; use more sentences")
+    return key, summary
 
-    # -- probe ---------------------------------------------------------------------------------------
-    tick = time.perf_counter()
-    randoms = [(seed + i, random_matched(union, seed + i)) for i in range(n_random)]
-    layer_site = Site(probe_layer, "mlp")
-    layer_units = UnitSet({layer_site: torch.ones(layout.width("mlp"), dtype=torch.bool)}, lm.identity)
+
+def probe_key_neurons(lm: LoadedModel, data: PosData, key: KeyNeurons,
+                      config: PosConfig) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Stage 3: probes on the key neurons' word features vs. random sets, a full layer and the majority
+    class, on held-out and out-of-domain words. Returns (probe table, words per split)."""
+    seed, union = config.seed, key.union()
+    randoms = [(seed + i, random_matched(union, seed + i)) for i in range(config.n_random)]
+    layer_site = Site(data.probe_layer, "mlp")
+    layer_units = UnitSet({layer_site: torch.ones(lm.layout.width("mlp"), dtype=torch.bool)}, lm.identity)
     sets = [("key", seed, union)] + [("random", s, u) for s, u in randoms] + [("layer", seed, layer_units)]
     columns = _columns(u for _, _, u in sets)
-    parts = {"train": fit_part, "test": test_part}
-    if eval_set is not None:
-        parts["eval"] = eval_set
+    parts = {"train": data.fit, "test": data.test}
+    if data.evaluation is not None:
+        parts["eval"] = data.evaluation
     tables, X = {}, {}
     for split, part in parts.items():
-        tables[split], X[split] = record_word_features(lm, part, columns, pooling=probe_pooling, batch_size=batch_size,
-                                                       progress=progress, description=f"probe features ({split})")
+        tables[split], X[split] = record_word_features(lm, part, columns, pooling=config.probe_pooling,
+                                                       batch_size=config.batch_size, progress=config.progress,
+                                                       description=f"probe features ({split})")
     y = {split: tables[split]["upos"].to_numpy() for split in parts}
     types = np.concatenate([tables[split]["word"].str.lower().to_numpy() for split in parts])
     labels = np.concatenate([y[split] for split in parts])
@@ -278,59 +314,34 @@ def run_pos(
     rows: list[dict] = []
     for name, s, units in sets:
         cols = _positions(units, columns)
-        rows += _probe_rows(name, s, len(units), {p: X[p][:, cols] for p in parts}, y, control, splits, n_bootstrap)
+        rows += _probe_rows(name, s, len(units), {p: X[p][:, cols] for p in parts}, y, control, splits,
+                            config.n_bootstrap)
     for split in splits:
-        base = majority_baseline(y["train"], y[split], seed=seed, n_bootstrap=n_bootstrap)
+        base = majority_baseline(y["train"], y[split], seed=seed, n_bootstrap=config.n_bootstrap)
         rows.append({"neuron_set": "majority", "seed": seed, "n_units": 0, "split": split,
                      "accuracy": base["accuracy"], "macro_f1": base["macro_f1"], "selectivity": np.nan,
                      "accuracy_ci_low": base["accuracy_ci"][0], "accuracy_ci_high": base["accuracy_ci"][1],
                      "macro_f1_ci_low": base["macro_f1_ci"][0], "macro_f1_ci_high": base["macro_f1_ci"][1],
                      "control_accuracy": np.nan, "n_train": len(y["train"]), "n_test": len(y[split])})
-    probe = pd.DataFrame(rows, columns=PROBE_COLUMNS)
-    timings["probe_s"] = time.perf_counter() - tick
+    return pd.DataFrame(rows, columns=PROBE_COLUMNS), {split: int(len(y[split])) for split in parts}
 
-    # -- specificity -------------------------------------------------------------------------------
-    tick = time.perf_counter()
-    spec_corpus = _limit(test_part, specificity_sentences)
-    spec = specificity(lm, spec_corpus, {c: u for c, u in key.units.items() if len(u)}, n_random=n_random,
-                       seed=seed, batch_size=batch_size, skip_absent=every_class, progress=progress)
-    timings["specificity_s"] = time.perf_counter() - tick
-    timings["total_s"] = time.perf_counter() - started
 
-    completeness = summary_attr.completeness.summary() if summary_attr and summary_attr.completeness else None
-    summary = {
-        "method": method,
-        "classes": key.classes,
-        "n_sentences": {"train": len(fit_part), "test": len(test_part), "eval": len(eval_set) if eval_set else 0,
-                        "specificity": len(spec_corpus)},
-        "n_words": {split: int(len(y[split])) for split in parts},
-        "attributed_words": dict(zip(key.classes, [int(key.n_words.get(c, 0)) for c in key.classes])),
-        "key_counts": {c: len(key.units[c]) for c in key.classes},
-        "key_union": len(union),
-        "probe_layer": probe_layer,
-        "probe": _probe_summary(probe),
-        "specificity": {"drop_target": spec.diagonal_contrast("drop_target"),
-                        "effect_sd": spec.diagonal_contrast("effect_sd")},
-        "ig_completeness": completeness,
-        "timings": timings,
-    }
-    parameters = {
-        "method": method, "classes": chosen, "k": k, "top_percent": top_percent, "steps": steps, "rule": rule,
-        "baseline": baseline if isinstance(baseline, str) or baseline is None else "custom",
-        "absolute": absolute, "n_random": n_random, "probe_layer": probe_layer, "test_fraction": test_fraction,
-        "seed": seed, "batch_size": batch_size, "attribution_batch_size": attribution_batch_size,
-        "max_sentences": max_sentences, "max_eval_sentences": max_eval_sentences,
-        "specificity_sentences": specificity_sentences, "probe_pooling": probe_pooling,
-        "contrast_pooling": contrast_pooling if method == "contrast" else None, "n_bootstrap": n_bootstrap,
-        "sites": [s.name for s in key.units[key.classes[0]].sites], **(extra_parameters or {}),
-    }
+def lesion_key_neurons(lm: LoadedModel, data: PosData, key: KeyNeurons,
+                       config: PosConfig) -> tuple[SpecificityResult, TaggedCorpus]:
+    """Stage 4: zero each class's key neurons (and matched random sets) on held-out sentences."""
+    corpus = _limit(data.test, config.specificity_sentences)
+    result = specificity(lm, corpus, {c: u for c, u in key.units.items() if len(u)}, n_random=config.n_random,
+                         seed=config.seed, batch_size=config.batch_size, skip_absent=config.every_class,
+                         progress=config.progress)
+    return result, corpus
 
-    # -- outputs (all or nothing) ---------------------------------------------------------------------
+
+def _write_outputs(out_dir: str | Path, lm: LoadedModel, train: TaggedCorpus, eval_corpus: TaggedCorpus | None,
+                   data: PosData, key: KeyNeurons, attribution: AttributionSummary | None, probe: pd.DataFrame,
+                   spec: SpecificityResult, parameters: dict, summary: dict, config: PosConfig) -> None:
+    """Stage 5: every output at once (all or nothing)."""
     layers = key.layer_table()
-    if summary_attr is not None:
-        table = summary_attr.table(key)
-    else:
-        table = _contrast_table(key)
+    table = attribution.table(key) if attribution is not None else _contrast_table(key)
     with staged_output(out_dir) as staging:
         key.save(staging / "key_neurons")
         atomic_write_json(staging / "key_neurons.json", {**key.to_json(), "parameters": parameters})
@@ -339,7 +350,7 @@ def run_pos(
         atomic_write_with(staging / "probe.csv", lambda tmp: probe.to_csv(tmp, index=False))
         atomic_write_with(staging / "specificity.csv", lambda tmp: spec.long.to_csv(tmp, index=False))
         atomic_write_with(staging / "specificity_summary.csv", lambda tmp: spec.summary.to_csv(tmp, index=False))
-        save_figure(plot_layer_distribution(layers, title=f"Key neurons per layer ({method}, k={k})",
+        save_figure(plot_layer_distribution(layers, title=f"Key neurons per layer ({config.method}, k={config.k})",
                                             group="class"), staging / "layers.png")
         save_figure(plot_probe(probe), staging / "probe.png")
         value = "effect_sd" if np.isfinite(spec.summary["effect_sd"].to_numpy(float)).any() else "drop_target"
@@ -349,12 +360,63 @@ def run_pos(
                                  label), staging / "specificity.png")
         atomic_write_json(staging / "manifest.json", build_manifest(
             "pos", parameters, model=lm.identity,
-            data={"train": _data_record(train, len(corpus)),
-                  "eval": _data_record(eval_corpus, len(eval_set)) if eval_corpus is not None else None},
-            split={"train_documents": sorted(set(fit_part.groups())), "test_documents": sorted(set(test_part.groups())),
-                   "train_sentences": [s.sent_id for s in fit_part], "test_sentences": [s.sent_id for s in test_part]},
+            data={"train": _data_record(train, len(data.corpus)),
+                  "eval": _data_record(eval_corpus, len(data.evaluation)) if eval_corpus is not None else None},
+            split={"train_documents": sorted(set(data.fit.groups())),
+                   "test_documents": sorted(set(data.test.groups())),
+                   "train_sentences": [s.sent_id for s in data.fit], "test_sentences": [s.sent_id for s in data.test]},
             results=summary,
         ))
+
+
+def run_pos(lm: LoadedModel, train: TaggedCorpus, out_dir: str | Path, config: PosConfig | None = None, *,
+            eval_corpus: TaggedCorpus | None = None, **options) -> PosResult:
+    """Find key neurons per POS class on `train`, probe and lesion them; write results to `out_dir`.
+
+    `config` is a `PosConfig`; keyword `options` override its fields (`run_pos(lm, train, out,
+    method="gradxact", k=50)`). `train` is split by document (`test_fraction` held out; with a single
+    document, by sentence): key neurons are selected and probes trained on one part only, and probes and
+    lesions are scored on the other (split "test") and on `eval_corpus` (split "eval", out of domain).
+    Stages: `prepare_data` → `find_key_neurons` → `probe_key_neurons` → `lesion_key_neurons` → outputs.
+    Returns a `PosResult`; nothing is written unless every stage succeeds.
+    """
+    try:
+        config = replace(config or PosConfig(), **options)
+    except TypeError as error:
+        raise NeurolocError(f"run_pos: {error}; the options are PosConfig's fields") from None
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    data = prepare_data(lm, train, eval_corpus, config)
+    tick = time.perf_counter()
+    key, attribution = find_key_neurons(lm, data, config)
+    timings["key_neurons_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    probe, n_words = probe_key_neurons(lm, data, key, config)
+    timings["probe_s"] = time.perf_counter() - tick
+    tick = time.perf_counter()
+    spec, spec_corpus = lesion_key_neurons(lm, data, key, config)
+    timings["specificity_s"] = time.perf_counter() - tick
+    timings["total_s"] = time.perf_counter() - started
+
+    completeness = attribution.completeness.summary() if attribution and attribution.completeness else None
+    summary = {
+        "method": config.method,
+        "classes": key.classes,
+        "n_sentences": {"train": len(data.fit), "test": len(data.test),
+                        "eval": len(data.evaluation) if data.evaluation else 0, "specificity": len(spec_corpus)},
+        "n_words": n_words,
+        "attributed_words": dict(zip(key.classes, [int(key.n_words.get(c, 0)) for c in key.classes])),
+        "key_counts": {c: len(key.units[c]) for c in key.classes},
+        "key_union": len(key.union()),
+        "probe_layer": data.probe_layer,
+        "probe": _probe_summary(probe),
+        "specificity": {"drop_target": spec.diagonal_contrast("drop_target"),
+                        "effect_sd": spec.diagonal_contrast("effect_sd")},
+        "ig_completeness": completeness,
+        "timings": timings,
+    }
+    parameters = config.parameters(data.classes, data.probe_layer, key.units[key.classes[0]].sites)
+    _write_outputs(out_dir, lm, train, eval_corpus, data, key, attribution, probe, spec, parameters, summary, config)
     return PosResult(Path(out_dir), key, probe, spec, summary)
 
 

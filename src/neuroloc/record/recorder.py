@@ -138,7 +138,7 @@ class Recorder:
                     return observe
 
                 with hooks(layout, observe={s: observer(s) for s in self.sites}, stop_after_layer=stop):
-                    run_forward(self.lm.model, **inputs)
+                    run_forward(self.lm.model, example_ids=batch.example_ids, **inputs)
                 ran = reduced.features if plan is not None else reduced.token_sums
                 missing = [s.name for s in self.sites if s not in ran]
                 if missing:

@@ -1,9 +1,15 @@
-"""One entry point for stimuli: a built-in localizer by name, or a user's file by path."""
+"""One entry point for stimuli: a registered stimulus set by name, or a user's file by path.
+
+Stimulus sets live in a registry with stable identifiers (`STIMULI`): a loader (path, seed) →
+StimulusSet. Adding one is a new module in `neuroloc/stimuli/` with its loader plus one line in
+`STIMULI` (or `register_stimuli(name, loader)` from user code).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 from neuroloc.errors import NeurolocError
 from neuroloc.stimuli.base import StimulusSet
@@ -12,7 +18,29 @@ from neuroloc.stimuli.language import load_language_localizer
 from neuroloc.stimuli.md import make_md_localizer
 from neuroloc.stimuli.tom import load_tom_localizer
 
-BUILTINS = ("language", "md", "tom")
+__all__ = ["BUILTINS", "STIMULI", "get_stimuli", "parse_contrast", "register_stimuli"]
+
+Loader = Callable[[str | None, int], StimulusSet]
+
+
+def _md(path: str | None, seed: int) -> StimulusSet:
+    if path is not None:
+        raise NeurolocError("path: the md stimuli are generated from a seed and read no file; drop path")
+    return make_md_localizer(seed=seed)
+
+
+STIMULI: dict[str, Loader] = {
+    "language": lambda path, seed: load_language_localizer(path),
+    "md": _md,
+    "tom": lambda path, seed: load_tom_localizer(path),
+}
+BUILTINS = tuple(STIMULI)  # the built-in identifiers
+
+
+def register_stimuli(name: str, loader: Loader) -> None:
+    """Make a stimulus set available to `get_stimuli` and `--localizer` under `name`; `loader(path,
+    seed)` gets the user's data path (or None) and seed."""
+    STIMULI[name] = loader
 
 
 def get_stimuli(
@@ -22,24 +50,19 @@ def get_stimuli(
     contrast: tuple[str, str] | None = None,
     path: str | None = None,
 ) -> StimulusSet:
-    """Built-in "language" | "md" | "tom" (data from `path` where given), or a CSV/TSV/JSONL file.
+    """A registered set ("language" | "md" | "tom" | ...; data from `path` where given), or a
+    CSV/TSV/JSONL file.
 
-    `seed` only affects the generated "md" set; `contrast` picks (target, control) in a file, or
-    reorders/chooses the conditions of a built-in set.
+    `seed` only affects generated sets ("md"); `contrast` picks (target, control) in a file, or
+    reorders/chooses the conditions of a registered set.
     """
-    if spec == "language":
-        stimuli = load_language_localizer(path)
-    elif spec == "tom":
-        stimuli = load_tom_localizer(path)
-    elif spec == "md":
-        if path is not None:
-            raise NeurolocError("path: the md stimuli are generated from a seed and read no file; drop path")
-        stimuli = make_md_localizer(seed=seed)
+    if spec in STIMULI:
+        stimuli = STIMULI[spec](path, seed)
     elif Path(spec).is_file():
         return load_contrast_file(spec, contrast=contrast)
     else:
         raise NeurolocError(
-            f"stimuli {spec!r}: not a built-in localizer ({', '.join(BUILTINS)}) and no such file"
+            f"stimuli {spec!r}: not a registered stimulus set ({', '.join(STIMULI)}) and no such file"
         )
     return stimuli if contrast is None else _with_contrast(stimuli, contrast)
 

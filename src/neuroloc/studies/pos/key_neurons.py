@@ -27,7 +27,7 @@ from ...errors import NeurolocError
 from ...localize.scores import welch_t_test
 from ...localize.selection import select_top
 from ...models.layout import Site
-from ...units import UnitSet
+from ...units import LabeledUnits, UnitSet
 
 __all__ = [
     "DEFAULT_CLASSES", "UPOS_TAGS", "ClassFrequency", "KeyNeurons", "contrast_key_neurons", "contrast_scores",
@@ -162,6 +162,22 @@ class ClassFrequency:
         self.n_words += other.n_words
         return self
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The statistics protocol (`neuroloc.record.stats`): counts and sums as tensors."""
+        return {name: torch.from_numpy(getattr(self, name).copy()) for name in ("counts", "sums", "abs_sums", "n_words")}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name in ("counts", "sums", "abs_sums", "n_words"):
+            value = state[name].cpu().numpy()
+            if value.shape != getattr(self, name).shape:
+                raise NeurolocError(f"ClassFrequency state {name!r} has shape {value.shape}, expected "
+                                    f"{getattr(self, name).shape}")
+            setattr(self, name, value.copy())
+
+    def to(self, device: torch.device | str) -> "ClassFrequency":
+        """Counts live in host memory (numpy): attribution rows are copied here batch by batch."""
+        return self
+
     def frequency(self) -> np.ndarray:
         """Share of the class's words whose top set holds the unit, (classes, units)."""
         return self.counts / np.maximum(self.n_words, 1)[:, None]
@@ -209,7 +225,7 @@ class KeyNeurons:
     """Per-class key units over the attributed sites, with the overlap and depth views."""
 
     classes: list[str]
-    units: dict[str, UnitSet]
+    units: LabeledUnits
     method: str
     scores: np.ndarray | None = None  # (classes, units) ranking score: frequency or Welch t
     n_words: dict[str, int] = field(default_factory=dict)
@@ -218,28 +234,23 @@ class KeyNeurons:
     def from_indices(cls, indices: Mapping[str, np.ndarray], sites: list[Site], widths: list[int], *,
                      method: str, model: dict | None = None, scores: np.ndarray | None = None,
                      n_words: Mapping[str, int] | None = None) -> "KeyNeurons":
-        units = {c: UnitSet.from_flat(np.asarray(idx, dtype=np.int64), sites, widths, model=model)
-                 for c, idx in indices.items()}
+        units = LabeledUnits({c: UnitSet.from_flat(np.asarray(idx, dtype=np.int64), sites, widths, model=model)
+                              for c, idx in indices.items()})
         return cls(list(indices), units, method, scores, dict(n_words or {}))
 
     def union(self) -> UnitSet:
-        sets = list(self.units.values())
-        total = sets[0]
-        for other in sets[1:]:
-            total = total | other
-        return total
+        return self.units.union()
 
     def jaccard_table(self) -> pd.DataFrame:
         """Pairwise Jaccard overlap of the classes' key sets (a symmetric class × class frame)."""
-        values = [[self.units[a].jaccard(self.units[b]) for b in self.classes] for a in self.classes]
-        frame = pd.DataFrame(values, index=pd.Index(self.classes, name="class"),
-                             columns=pd.Index(self.classes, name="class"))
+        frame = self.units.jaccard()
+        frame.index.name = frame.columns.name = "class"
         return frame
 
     def layer_table(self) -> pd.DataFrame:
         """Rows of class, site, layer, n_units, n_selected."""
-        rows = [{"class": c, **row} for c in self.classes for row in self.units[c].per_layer_counts()]
-        return pd.DataFrame(rows, columns=["class", "site", "layer", "n_units", "n_selected"])
+        return self.units.per_layer_counts().rename(columns={"label": "class"})[
+            ["class", "site", "layer", "n_units", "n_selected"]]
 
     def to_json(self) -> dict:
         layers = self.layer_table()
@@ -260,11 +271,12 @@ class KeyNeurons:
         }
 
     def save(self, directory) -> None:
-        """One UnitSet folder per class: `<directory>/<CLASS>/units.safetensors` + `units.json`
-        (load with `UnitSet.load(directory / CLASS)`)."""
+        """The `LabeledUnits` of every class in `directory` (`LabeledUnits.load(directory)`), and one
+        UnitSet folder per class, `<directory>/<CLASS>/` (`UnitSet.load(directory / CLASS)`)."""
         from pathlib import Path
 
         directory = Path(directory)
+        self.units.save(directory)
         for c in self.classes:
             self.units[c].save(directory / safe_name(c))
 
@@ -276,31 +288,22 @@ def safe_name(label: str) -> str:
 
 # ------------------------------------------------------------------------------ contrast alternative
 def contrast_scores(stats, classes: Sequence[str], sites: Sequence[Site]) -> np.ndarray:
-    """Welch t (class minus all other words) per class and unit, from `ConditionStats` whose conditions
-    are word labels and whose sites are `sites` (by name). Returns (classes, units) over the sites laid
-    end to end. Every class needs two words, and so do the other words together."""
-    from ...record.accumulators import Moments
+    """Welch t (class minus all other words) per class and unit, from a `StatsStore` whose labels are
+    word labels and whose sites are `sites` (by name): the core's one-vs-rest Welch score. Returns
+    (classes, units) over the sites laid end to end. Every class needs two words, and so do the other
+    words together."""
+    from ...localize.score_functions import one_vs_rest_welch
+    from ...stimuli.design import Design
 
-    conditions = stats.conditions
-    rows = []
+    present = stats.labels("moments")
+    total = sum(stats.count(c) for c in present)
     for c in classes:
-        if c not in conditions or stats.count(c) < 2:
-            raise NeurolocError(f"contrast: class {c!r} has {stats.count(c) if c in conditions else 0} words; "
-                                "a t test needs at least 2")
-        parts = []
-        for site in sites:
-            a = stats.get(c, site.name)
-            rest = None
-            for other in conditions:
-                if other == c:
-                    continue
-                moments = stats.get(other, site.name)
-                rest = Moments.from_state_dict(moments.state_dict()) if rest is None else rest.merge(moments)
-            if rest is None or rest.n < 2:
-                raise NeurolocError(f"contrast: fewer than 2 words outside class {c!r}")
-            parts.append(welch_t_test(a.n, a.mean.numpy(), a.m2.numpy(), rest.n, rest.mean.numpy(), rest.m2.numpy()).t)
-        rows.append(np.concatenate(parts))
-    return np.stack(rows)
+        n = stats.count(c) if c in present else 0
+        if n < 2:
+            raise NeurolocError(f"contrast: class {c!r} has {n} words; a t test needs at least 2")
+        if total - n < 2:
+            raise NeurolocError(f"contrast: fewer than 2 words outside class {c!r}")
+    return one_vs_rest_welch(stats, Design.one_vs_rest(classes)).values
 
 
 def contrast_key_neurons(
@@ -323,24 +326,24 @@ def contrast_key_neurons(
     predicts the word, as the attribution uses; or "word-first" / "word-last" / "word-mean" over the
     word's own tokens) and streamed into moments per UPOS tag; nothing per word is kept.
     """
-    from ...record.accumulators import ConditionStats
     from ...record.recorder import Recorder
+    from ...record.stats import StatsStore
 
     sites = sorted(sites) if sites is not None else lm.layout.sites("mlp")
     labels = [s.upos for s in corpus]
     chosen = resolve_classes(classes, [t for tags in labels for t in tags])
     recorder = Recorder(lm, sites, pooling=pooling, batch_size=batch_size, progress=progress,
                         description="recording word activations")
-    stats = ConditionStats()
+    stats = StatsStore()
     texts = corpus.texts()
     for batch in recorder.iter_batches(texts, corpus.word_spans()):
         tags = np.array([labels[t][w] for t, w in batch.rows])
         for tag in np.unique(tags):
             picks = torch.as_tensor(np.flatnonzero(tags == tag))
             for site, values in batch.features.items():
-                stats.update(str(tag), site.name, values[picks.to(values.device)])
+                stats.update("moments", str(tag), site.name, values[picks.to(values.device)])
     if skip_rare:
-        chosen = [c for c in chosen if c in stats.conditions and stats.count(c) >= 2]
+        chosen = [c for c in chosen if stats.count(c) >= 2]
         if not chosen:
             raise NeurolocError("contrast: no class has at least 2 words")
     scores = contrast_scores(stats, chosen, sites)

@@ -40,7 +40,7 @@ def word_logprobs(lm: LoadedModel, corpus: TaggedCorpus, *, batch_size: int = 16
     logprob = ln p(first subword | BOS, preceding tokens), in nats. Lesions active around the call
     apply."""
     texts = corpus.texts()
-    scored = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=batch_size, prepend_bos=True)
+    scored = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=batch_size)
     rows = []
     for i, (sentence, score) in enumerate(zip(corpus, scored)):
         if not len(sentence) or not len(score):

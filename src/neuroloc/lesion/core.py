@@ -1,0 +1,113 @@
+"""Install interventions on units through hooks, at every layer and position of the selected units.
+
+Masks and per-site values are moved to the device and dtype of the tensor each hook sees (once per
+device), never to "the model's device", so a model dispatched over several devices works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Mapping, Union
+
+import torch
+
+from ..errors import NeurolocError
+from ..models.hooks import HookContext, hooks, takes_context
+from ..models.layout import ModelLayout, Site
+from ..models.loading import LoadedModel
+from ..units import UnitSet
+from .registry import Intervention
+
+UnitFunction = Union[Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                     Callable[[torch.Tensor, torch.Tensor, HookContext], torch.Tensor]]
+
+
+def coordinate_mask(layout: ModelLayout, site: Site, unit_mask: torch.Tensor) -> torch.Tensor:
+    """Expand a per-unit mask to the hooked tensor's coordinates (a head covers head_dim of them)."""
+    return unit_mask.repeat_interleave(layout.head_dim) if site.kind == "attn" else unit_mask
+
+
+class _PerDevice:
+    """A tensor copied to each (device, dtype) it is asked for, once."""
+
+    def __init__(self, tensor: torch.Tensor, keep_dtype: bool = False) -> None:
+        self.tensor, self.keep_dtype, self.copies = tensor, keep_dtype, {}
+
+    def like(self, x: torch.Tensor) -> torch.Tensor:
+        key = (x.device, None if self.keep_dtype else x.dtype)
+        if key not in self.copies:
+            self.copies[key] = self.tensor.to(device=x.device, dtype=None if self.keep_dtype else x.dtype)
+        return self.copies[key]
+
+
+@contextlib.contextmanager
+def intervene_per_site(lm: LoadedModel, units: UnitSet, make_fn: Callable[[Site], UnitFunction]) -> Iterator[None]:
+    """Like `intervene`, with a function chosen per site (e.g. per-site replacement values)."""
+    units.check_compatible(lm.layout, lm.identity)
+    editors = {}
+    for site, mask in units.masks.items():
+        if mask.any():
+            coords = _PerDevice(coordinate_mask(lm.layout, site, mask), keep_dtype=True)
+            fn = make_fn(site)
+            if takes_context(fn, 2):
+                editors[site] = lambda x, ctx, coords=coords, fn=fn: fn(x, coords.like(x), ctx)
+            else:
+                editors[site] = lambda x, coords=coords, fn=fn: fn(x, coords.like(x))
+    with hooks(lm.layout, edit=editors):
+        yield
+
+
+def intervene(lm: LoadedModel, units: UnitSet, fn: UnitFunction) -> contextlib.AbstractContextManager:
+    """Replace each selected site's activation x by fn(x, mask) — or fn(x, mask, context), a
+    `HookContext` with the site and the batch — where mask is a boolean over x's last dim (True at the
+    selected units' coordinates) on x's device. Only sites with a selected unit are hooked."""
+    return intervene_per_site(lm, units, lambda site: fn)
+
+
+def _site_values(lm: LoadedModel, units: UnitSet, spec: Intervention,
+                 data: Mapping[str, torch.Tensor] | None) -> dict[Site, _PerDevice]:
+    """Per hooked site, the intervention's data as a tensor over the site's coordinates."""
+    name = spec.method.data
+    if data is None:
+        hint = " (the unit means stored by `neuroloc localize`)" if name == "means" else ""
+        raise NeurolocError(f"lesion mode {spec.kind!r} needs {name}=: a tensor per site name{hint}")
+    out = {}
+    for site, mask in units.masks.items():
+        if not mask.any():
+            continue
+        if site.name not in data:
+            raise NeurolocError(f"lesion mode {spec.kind!r}: no {name} for site {site.name} (have {sorted(data)})")
+        value = torch.as_tensor(data[site.name]).flatten()
+        width = lm.layout.coordinate_width(site.kind)
+        if site.kind == "attn" and value.numel() == lm.layout.n_heads:
+            value = value.repeat_interleave(lm.layout.head_dim)
+        if value.numel() != width:
+            raise NeurolocError(f"lesion mode {spec.kind!r}: {name} for {site.name} has {value.numel()} values; "
+                                f"the site has {width} coordinates")
+        out[site] = _PerDevice(value)
+    return out
+
+
+@contextlib.contextmanager
+def lesion(lm: LoadedModel, units: UnitSet, mode: str | Intervention = "zero",
+           means: Mapping[str, torch.Tensor] | None = None, **data: Mapping[str, torch.Tensor]) -> Iterator[None]:
+    """Apply a registered intervention to `units` for the duration of the block.
+
+    `mode`: "zero", "mean", "scale:K", "value", "add[:K]" or any registered identifier
+    (`neuroloc.lesion.INTERVENTIONS`). Kinds that read per-site data take it as a keyword: `means=`
+    (mean), `values=` (value), `vectors=` (add) — per site name, one value per unit or per hooked
+    coordinate.
+    """
+    spec = Intervention.parse(mode)
+    kind = spec.method
+    values: dict[Site, _PerDevice] = {}
+    if kind.data is not None:
+        data = {**data, "means": means} if means is not None else data
+        values = _site_values(lm, units, spec, data.get(kind.data))
+
+    def make(site: Site) -> UnitFunction:
+        value = values.get(site)
+        return lambda x, m, ctx: kind.edit(x, m, spec.factor, None if value is None else value.like(x), ctx)
+
+    with intervene_per_site(lm, units, make):
+        yield

@@ -1,0 +1,213 @@
+"""Context-aware hooks and the intervention registry: activation patching by example id, per-unit values,
+added vectors, new kinds, and interventions on a model dispatched over several devices."""
+
+import pytest
+import torch
+
+from neuroloc import NeurolocError, Site, UnitSet, lesion, token_logprobs
+from neuroloc.lesion import INTERVENTIONS, Intervention, InterventionKind, intervene, register_intervention
+from neuroloc.models.hooks import HookContext, batch_context, current_batch, hooks, record, run_forward
+from neuroloc.models.loading import wrap_model
+from tests.tiny import tiny_model, tiny_tokenizer
+
+TEXTS = ["the quick brown fox jumps over", "she looked for the keys in", "what is the answer"]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return wrap_model(tiny_model("llama"), tiny_tokenizer())
+
+
+def _pair(lm):
+    """Two texts of the same token length (so positions line up), as one batch."""
+    enc = lm.tokenizer(["the lazy dog jumps", "she looked for the"], return_tensors="pt", padding=True)
+    assert enc["attention_mask"].all()
+    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+def test_observers_receive_site_example_ids_mask_and_positions(lm):
+    enc = lm.tokenizer(["a dog", "the quick brown fox jumps"], return_tensors="pt", padding=True,
+                       padding_side="left")
+    seen = []
+    with torch.no_grad(), hooks(lm.layout, observe={Site(1, "mlp"): lambda x, ctx: seen.append((x.shape, ctx))}):
+        run_forward(lm.model, example_ids=[7, 3], input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    (shape, ctx), = seen
+    assert isinstance(ctx, HookContext) and ctx.site == Site(1, "mlp")
+    assert ctx.example_ids == (7, 3) and ctx.batch.row(3) == 1 and ctx.batch.row(5) is None
+    assert torch.equal(ctx.attention_mask, enc["attention_mask"])
+    # left padding: positions count real tokens only, so the short text starts at 0 after its pads
+    n_pad = int((enc["attention_mask"][0] == 0).sum())
+    assert ctx.positions[0, n_pad:].tolist() == list(range(enc["attention_mask"][0].sum()))
+    assert shape == (2, enc["input_ids"].shape[1], lm.layout.width("mlp"))
+    assert current_batch().example_ids is None  # the context ends with the pass
+
+
+def test_batch_context_nests_and_run_forward_keeps_outer_example_ids(lm):
+    batch = _pair(lm)
+    got = []
+    with batch_context(example_ids=[4, 9]), hooks(lm.layout, observe={Site(0, "residual"): lambda x, c: got.append(c)}):
+        run_forward(lm.model, **batch)
+    assert got[0].example_ids == (4, 9) and torch.equal(got[0].attention_mask, batch["attention_mask"])
+    with pytest.raises(ValueError, match="3 example ids"):
+        with batch_context(example_ids=[1, 2, 3], attention_mask=batch["attention_mask"]):
+            pass
+
+
+def test_patching_one_example_from_another_input(lm):
+    """Activation patching: example 10's last-layer residual at position p is replaced by example 11's.
+    Final norm and LM head act per position, so example 10's logits at p must equal example 11's plain
+    logits at p, every other position and example 11 must be untouched."""
+    batch = _pair(lm)
+    last = lm.layout.n_layers - 1
+    with torch.no_grad():
+        plain = lm.model(**batch).logits
+        with record(lm.layout, [Site(last, "residual")], stop_early=False) as got:
+            lm.model(**batch)
+    donor = got[f"layers.{last}.residual"][1]  # example 11's activations
+    p = 2
+
+    def patch(x, mask, ctx):
+        row = ctx.batch.row(10)
+        if row is None:
+            return x
+        x = x.clone()
+        x[row, p] = donor[p].to(x.device)
+        return x
+
+    every = UnitSet({Site(last, "residual"): torch.ones(lm.layout.width("residual"), dtype=torch.bool)})
+    with torch.no_grad(), intervene(lm, every, patch):
+        patched = run_forward(lm.model, example_ids=[10, 11], **batch).logits
+        unnamed = lm.model(**batch).logits  # no example ids declared: the patch finds no row
+    torch.testing.assert_close(patched[0, p], plain[1, p])
+    torch.testing.assert_close(patched[0, :p], plain[0, :p])
+    torch.testing.assert_close(patched[0, p + 1:], plain[0, p + 1:])
+    torch.testing.assert_close(patched[1], plain[1])
+    assert not torch.allclose(plain[0, p], plain[1, p])
+    torch.testing.assert_close(unnamed, plain)
+
+
+def test_patching_mid_layer_matches_a_plain_torch_hook(lm):
+    """A mid-layer patch keyed by example id inside the scorer's length-sorted batches equals the same
+    patch done with a bare PyTorch hook on a batch of that one text."""
+    texts = ["a dog", "the quick brown fox jumps over", "she looked"]
+    target, p, unit = 1, 3, 5
+    with torch.no_grad(), record(lm.layout, [Site(0, "mlp")], stop_early=False) as got:
+        lm.model(**lm.tokenizer(["<|endoftext|>" + texts[2]], return_tensors="pt"))
+    donor_value = got["layers.0.mlp"][0, 2, unit]
+
+    def patch(x, mask, ctx):
+        row = ctx.batch.row(target)
+        if row is not None:
+            x = x.clone()
+            x[row, p + 1, unit] = donor_value  # position p + 1: after the BOS the scorer prepends
+        return x
+
+    units = UnitSet.from_names([f"layers.0.mlp[{unit}]"], lm.layout)
+    with intervene(lm, units, patch):
+        scores = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=3)
+    plain = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=3)
+
+    def bare(_module, args):
+        value = args[0].clone()
+        value[0, p + 1, unit] = donor_value
+        return (value,)
+
+    ids = torch.tensor([[lm.tokenizer.bos_token_id] + lm.tokenizer(texts[target])["input_ids"]])
+    handle = lm.layout.mlp_modules[0].register_forward_pre_hook(bare)
+    try:
+        with torch.no_grad():
+            logits = lm.model(input_ids=ids).logits[0, :-1].double()
+    finally:
+        handle.remove()
+    expected = logits.log_softmax(-1).gather(-1, ids[0, 1:, None]).squeeze(-1).numpy()
+    assert scores[target].logprobs == pytest.approx(expected, abs=1e-5)
+    assert scores[target].logprobs[p:] != pytest.approx(plain[target].logprobs[p:], abs=1e-6)
+    for other in (0, 2):
+        assert scores[other].logprobs == pytest.approx(plain[other].logprobs, abs=1e-6)
+
+
+def test_value_and_add_interventions(lm):
+    batch = _pair(lm)
+    units = UnitSet.from_names(["layers.0.residual[3]", "layers.0.residual[8]", "layers.1.mlp[2]"], lm.layout)
+    values = {"layers.0.residual": torch.linspace(-1, 1, 32), "layers.1.mlp": torch.full((48,), 0.25)}
+    vectors = {"layers.0.residual": torch.arange(32.0), "layers.1.mlp": torch.ones(48)}
+    sites = [Site(0, "residual"), Site(1, "mlp")]
+    with torch.no_grad():
+        with record(lm.layout, sites, stop_early=False) as plain:
+            lm.model(**batch)
+        plain = dict(plain)
+        with lesion(lm, units, "value", values=values), record(lm.layout, sites, stop_early=False) as fixed:
+            lm.model(**batch)
+        fixed = dict(fixed)
+        with lesion(lm, units, "add:0.5", vectors=vectors), record(lm.layout, [Site(0, "residual")],
+                                                                   stop_early=False) as added:
+            lm.model(**batch)
+    residual = fixed["layers.0.residual"]
+    assert torch.all(residual[..., 3] == values["layers.0.residual"][3])
+    assert torch.all(residual[..., 8] == values["layers.0.residual"][8])
+    torch.testing.assert_close(residual[..., :3], plain["layers.0.residual"][..., :3])
+    assert torch.all(fixed["layers.1.mlp"][..., 2] == 0.25)
+    expected = plain["layers.0.residual"].clone()
+    expected[..., 3] += 0.5 * 3
+    expected[..., 8] += 0.5 * 8
+    torch.testing.assert_close(added["layers.0.residual"], expected)
+
+
+def test_intervention_specs_parse_and_explain():
+    assert str(Intervention.parse("scale:2")) == "scale:2" and Intervention.parse("scale:2").factor == 2.0
+    assert str(Intervention.parse("add")) == "add" and Intervention.parse("add").factor == 1.0
+    assert str(Intervention.parse("add:3")) == "add:3"
+    assert {"zero", "mean", "scale", "value", "add"} <= set(INTERVENTIONS)
+    for spec, message in [("scale", "needs a number"), ("zero:2", "takes no argument"), ("scale:x", "not a number"),
+                          ("ablate", "unknown lesion mode")]:
+        with pytest.raises(NeurolocError, match=message):
+            Intervention.parse(spec)
+
+
+def test_data_errors_name_the_site(lm):
+    units = UnitSet.from_names(["layers.1.mlp[2]"], lm.layout)
+    with pytest.raises(NeurolocError, match="needs values="):
+        with lesion(lm, units, "value"):
+            pass
+    with pytest.raises(NeurolocError, match="no values for site layers.1.mlp"):
+        with lesion(lm, units, "value", values={"layers.0.mlp": torch.zeros(48)}):
+            pass
+    with pytest.raises(NeurolocError, match="has 5 values"):
+        with lesion(lm, units, "value", values={"layers.1.mlp": torch.zeros(5)}):
+            pass
+
+
+def test_a_new_intervention_is_one_class_and_one_registration(lm):
+    class Negate(InterventionKind):
+        name = "negate"
+
+        def edit(self, x, mask, factor, value, context):
+            return torch.where(mask, -x, x)
+
+    register_intervention(Negate())
+    try:
+        batch = _pair(lm)
+        units = UnitSet.from_names(["layers.0.residual[4]"], lm.layout)
+        with torch.no_grad():
+            with record(lm.layout, [Site(0, "residual")], stop_early=False) as plain:
+                lm.model(**batch)
+            plain = dict(plain)
+            with lesion(lm, units, "negate"), record(lm.layout, [Site(0, "residual")], stop_early=False) as got:
+                lm.model(**batch)
+        torch.testing.assert_close(got["layers.0.residual"][..., 4], -plain["layers.0.residual"][..., 4])
+        torch.testing.assert_close(got["layers.0.residual"][..., 5], plain["layers.0.residual"][..., 5])
+    finally:
+        INTERVENTIONS.pop("negate")
+
+
+def test_flattened_mlp_values_are_seen_per_token_when_the_batch_is_declared():
+    """OPT flattens tokens before its MLP: editors and observers still get (batch, tokens, width)."""
+    lm = wrap_model(tiny_model("opt"), tiny_tokenizer())
+    enc = lm.tokenizer(["the quick brown fox", "a dog"], return_tensors="pt", padding=True)
+    seen = []
+    units = UnitSet.from_names(["layers.0.mlp[1]"], lm.layout)
+    with torch.no_grad(), lesion(lm, units, "zero"), \
+            hooks(lm.layout, observe={Site(0, "mlp"): lambda x, ctx: seen.append(x)}):
+        run_forward(lm.model, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    assert seen[0].shape == (2, enc["input_ids"].shape[1], 48)
+    assert torch.all(seen[0][..., 1] == 0) and seen[0][..., 2].abs().sum() > 0
