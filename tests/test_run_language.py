@@ -108,3 +108,27 @@ def test_run_language_config_and_overrides(setup, tmp_path):
     assert set(results.condition) == {"intact", "target", "random"}
     with pytest.raises(Exception, match="LanguageConfig"):
         run_language(lm, stimuli, benchmarks, tmp_path / "b", n_control=3)
+
+
+def test_run_language_with_recordings_adds_the_alignment(setup, tmp_path):
+    """With recordings, the language units are aligned against matched random sets and the report
+    gains a 'Brain alignment' section; the alignment outputs sit in align/."""
+    from neuroloc.align.simulate import simulate_recordings
+    import numpy as np
+
+    data, model_dir = setup
+    lm = wrap_model(tiny_model("llama"), tiny_tokenizer())
+    texts = [f"the {w} looked for the keys" for w in _WORDS] + [f"she saw a {w} in the drawer" for w in _WORDS]
+    groups = [f"p{i // 4}" for i in range(len(texts))]
+    recordings = simulate_recordings(np.random.default_rng(0).normal(size=(len(texts), 8)), texts, groups,
+                                     n_subjects=2, n_neuroids=4)
+    suite = build_benchmarks(["perplexity"], data_dir=data, perplexity_limit=2)
+    report = run_language(lm, get_stimuli("language", path=str(data / "fedorenko2010")), suite, tmp_path / "out",
+                          percents=[10], n_controls=1, control_kinds=("random",), progress=False,
+                          recordings=recordings, align_controls=2,
+                          align_options={"folds": 3, "ceiling": "none", "layers": None, "confounds": ()})
+    html = report.read_text()
+    assert "Brain alignment" in html
+    summary = pd.read_csv(tmp_path / "out" / "align" / "summary.csv")
+    assert {"units", "random"} <= set(summary.kind) and (summary.kind == "random").sum() == 2
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["timings"]["align_s"] >= 0

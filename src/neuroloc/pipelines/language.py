@@ -1,8 +1,9 @@
 """`neuroloc run language`: the paper end to end — localize the language network, lesion it against
 random and magnitude-matched controls at several sizes, and write a self-contained HTML report.
 
-Stages: `localize_stage` (writes localize/) → `lesion_stage` (writes lesion/) → `write_language_report`
-(report.html, manifest.json), configured by one `LanguageConfig`.
+Stages: `localize_stage` (writes localize/) → `lesion_stage` (writes lesion/) → with recordings,
+`align_stage` (writes align/) → `write_language_report` (report.html, manifest.json), configured by one
+`LanguageConfig`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pandas as pd
 
+from ..align.alignment import AlignmentResult
 from ..errors import NeurolocError
 from ..evaluate.benchmark import Benchmark
 from ..evaluate.controls import summarize
@@ -23,17 +25,20 @@ from ..models.loading import LoadedModel
 from ..report.figures import plot_dose_response, plot_lesion, plot_layer_distribution
 from ..report.html import Section, write_report
 from ..stimuli.base import StimulusSet
+from .align import align, alignment_section
 from .lesion import run_lesion_study
 from .localize import layer_table, run_localize
 
-__all__ = ["LanguageConfig", "lesion_stage", "localize_stage", "run_language", "write_language_report"]
+__all__ = ["LanguageConfig", "align_stage", "lesion_stage", "localize_stage", "run_language", "write_language_report"]
 
 
 @dataclass(frozen=True)
 class LanguageConfig:
     """What `run_language` does: lesion sizes (`percents` of units, re-selected from one localizer
     fit), `n_controls` control sets per kind and size, the lesion `mode`, the control kinds, the first
-    control seed, and extra `parameters` recorded in the manifests."""
+    control seed, extra `parameters` recorded in the manifests, and optionally brain `recordings` (a path,
+    table or DataArray; see `neuroloc.align`) that the language units are aligned with, against
+    `align_controls` matched random unit sets (`align_options` go to `score_alignment`)."""
 
     percents: Sequence[float] = (0.25, 0.5, 1.0)
     n_controls: int = 2
@@ -42,6 +47,9 @@ class LanguageConfig:
     seed: int = 0
     progress: bool = True
     parameters: dict = field(default_factory=dict)
+    recordings: Any = None
+    align_controls: int = 10
+    align_options: dict = field(default_factory=dict)
 
     def check(self) -> None:
         if not self.percents:
@@ -71,8 +79,18 @@ def lesion_stage(lm: LoadedModel, localizer: Localizer, benchmarks: Sequence[Ben
         extra_parameters=config.parameters)
 
 
+def align_stage(lm: LoadedModel, localizer: Localizer, out: Path, config: LanguageConfig) -> AlignmentResult:
+    """Stage 3 (with recordings): align the largest unit set with the recordings against matched random
+    sets, per layer too, and write `out/align/`."""
+    units = localizer.select(percent=max(config.percents))
+    options = {"layers": "all", "bos": localizer.bos, "progress": config.progress, **config.align_options}
+    return align(lm, config.recordings, units, controls=config.align_controls, out=out / "align",
+                 extra_parameters=config.parameters, **options)
+
+
 def write_language_report(lm: LoadedModel, localizer: Localizer, benchmarks: Sequence[Benchmark],
-                          results: pd.DataFrame, out: Path, config: LanguageConfig, timings: dict) -> Path:
+                          results: pd.DataFrame, out: Path, config: LanguageConfig, timings: dict,
+                          alignment: AlignmentResult | None = None) -> Path:
     """Stage 3: the manifest and a self-contained report.html in `out`."""
     summary = summarize(results)
     overall = summary[(summary.subset == "overall") | (summary.benchmark == "perplexity")]
@@ -99,6 +117,8 @@ def write_language_report(lm: LoadedModel, localizer: Localizer, benchmarks: Seq
     if len(config.percents) > 1:
         sections.append(Section("Dose–response", text="Each size re-selected from the same localizer scores.",
                                 figures=[plot_dose_response(results)]))
+    if alignment is not None:
+        sections.append(alignment_section(alignment))
     with staged_output(out) as staging:
         atomic_write_json(staging / "manifest.json", manifest)
         write_report(staging / "report.html", f"The language network of {lm.identity.get('spec')}", sections,
@@ -129,4 +149,8 @@ def run_language(lm: LoadedModel, stimuli: StimulusSet, benchmarks: Sequence[Ben
     results = lesion_stage(lm, localizer, benchmarks, out, config)
     finished = time.perf_counter()
     timings = {"localize_s": round(localized - started, 1), "lesion_s": round(finished - localized, 1)}
-    return write_language_report(lm, localizer, benchmarks, results, out, config, timings)
+    alignment = None
+    if config.recordings is not None:
+        alignment = align_stage(lm, localizer, out, config)
+        timings["align_s"] = round(time.perf_counter() - finished, 1)
+    return write_language_report(lm, localizer, benchmarks, results, out, config, timings, alignment)

@@ -1,0 +1,128 @@
+"""Feature matrices: for each stimulus, the model's pooled activations at chosen sites or units.
+
+The one public way to get a stimuli × units matrix (for encoding models, probes, RSA). Texts stream
+through `Recorder.iter_batches` (batched, length-sorted) and rows are put back in stimulus order.
+With `context`, each stimulus is read after the preceding stimuli of its passage (brain-score reads
+passages cumulatively) and only the current stimulus's tokens are pooled: its last token ("last")
+or the mean over its own tokens ("mean"; a BOS token is never among them, with or without context).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import NeurolocError
+from ..models.layout import Site
+from ..models.loading import LoadedModel
+from ..units import UnitSet
+from .recorder import Recorder
+
+CONTEXT_SEPARATOR = " "
+
+
+@dataclass
+class Features:
+    """Pooled activations per site, (n_stimuli, width) float32 on the CPU, rows in stimulus order."""
+
+    values: dict[Site, torch.Tensor]
+
+    @property
+    def sites(self) -> list[Site]:
+        return list(self.values)
+
+    @property
+    def n_stimuli(self) -> int:
+        return next(iter(self.values.values())).shape[0]
+
+    def site(self, site: Site | str) -> torch.Tensor:
+        site = site if isinstance(site, Site) else Site.parse(site)
+        if site not in self.values:
+            raise NeurolocError(f"site {site.name} was not recorded; recorded: {[s.name for s in self.values]}")
+        return self.values[site]
+
+    def layer(self, layer: int, kinds: Iterable[str] | None = None) -> torch.Tensor:
+        """Every unit of one layer (the listed kinds, or all recorded ones), side by side."""
+        picked = [s for s in self.values if s.layer == layer and (kinds is None or s.kind in kinds)]
+        if not picked:
+            raise NeurolocError(f"layer {layer} was not recorded")
+        return torch.cat([self.values[s] for s in picked], dim=1)
+
+    def units(self, units: UnitSet) -> torch.Tensor:
+        """The columns of the units in `units` (sites in UnitSet order, units by index)."""
+        columns = []
+        for site, mask in units.masks.items():
+            if not mask.any():
+                continue
+            values = self.site(site)
+            if values.shape[1] != mask.numel():
+                raise NeurolocError(f"site {site.name}: the UnitSet has width {mask.numel()} but the model "
+                                    f"{values.shape[1]}; were the units localized in this model?")
+            columns.append(values[:, mask])
+        if not columns:
+            raise NeurolocError("the UnitSet selects no units")
+        return torch.cat(columns, dim=1)
+
+    def all(self) -> torch.Tensor:
+        return torch.cat(list(self.values.values()), dim=1)
+
+
+def _context_texts(texts: Sequence[str], passages: Sequence[str], positions: Sequence[int] | None,
+                   max_context: int | None) -> tuple[list[str], list[tuple[int, int]]]:
+    """Each stimulus preceded by the earlier stimuli of its passage (the last `max_context` of them when
+    given), and the character span of its own text."""
+    order = sorted(range(len(texts)), key=lambda i: (positions[i] if positions is not None else i, i))
+    read_so_far: dict[str, list[str]] = {}
+    full, spans = [""] * len(texts), [(0, 0)] * len(texts)
+    for i in order:
+        earlier = read_so_far.setdefault(passages[i], [])
+        kept = earlier if max_context is None else earlier[len(earlier) - max_context:] if max_context else []
+        prefix = CONTEXT_SEPARATOR.join(kept + [""]) if kept else ""
+        full[i] = prefix + texts[i]
+        spans[i] = (len(prefix), len(full[i]))
+        earlier.append(texts[i])
+    return full, spans
+
+
+def extract_features(lm: LoadedModel, texts: Sequence[str], sites: Site | str | Sequence[Site | str] | UnitSet, *,
+                     pooling: str = "last", passages: Sequence[str] | None = None,
+                     positions: Sequence[int] | None = None, max_context: int | None = None, batch_size: int = 32,
+                     max_tokens: int | None = None, bos: str = "prepend", progress: bool = False) -> Features:
+    """Pooled activations of `sites` (a Site, its name, a list, a kind such as "residual" for every
+    layer, or a UnitSet's sites) for each text; with `passages`, each text is read in the context of
+    the earlier texts of its passage (ordered by `positions`, else by appearance)."""
+    if pooling not in ("last", "mean"):
+        raise NeurolocError(f"feature pooling must be 'last' or 'mean', got {pooling!r}")
+    if isinstance(sites, UnitSet):
+        wanted = sites.sites
+    elif isinstance(sites, str) and "." not in sites:
+        wanted = lm.layout.sites(sites)
+    else:
+        wanted = [sites] if isinstance(sites, (Site, str)) else list(sites)
+        wanted = [s if isinstance(s, Site) else Site.parse(s) for s in wanted]
+    texts = list(texts)
+    spans = [[(0, len(text))] for text in texts]  # pool the text's own tokens (never a BOS) in every mode
+    if passages is not None:
+        if len(passages) != len(texts) or (positions is not None and len(positions) != len(texts)):
+            raise NeurolocError(f"{len(texts)} texts but {len(passages)} passages/positions")
+        if max_tokens is not None:
+            raise NeurolocError("max_tokens would cut the current stimulus off its context; leave it unset")
+        if max_context is not None and max_context < 0:
+            raise NeurolocError(f"max_context must be ≥ 0, got {max_context}")
+        texts, own = _context_texts(texts, [str(p) for p in passages], positions, max_context)
+        spans = [[span] for span in own]
+    recorder = Recorder(lm, wanted, pooling=f"word-{pooling}", batch_size=batch_size,
+                        max_tokens=max_tokens, bos=bos, progress=progress, description="features")
+    values = {s: torch.empty(len(texts), lm.layout.width(s.kind), dtype=torch.float32) for s in recorder.sites}
+    seen = np.zeros(len(texts), dtype=bool)
+    for batch in recorder.iter_batches(texts, spans):
+        rows = torch.tensor([text for text, _ in batch.rows])
+        seen[rows.numpy()] = True
+        for site, pooled in batch.features.items():
+            values[site][rows] = pooled.float().cpu()
+    if not seen.all():
+        raise NeurolocError(f"stimulus {int(np.flatnonzero(~seen)[0])} produced no features")
+    return Features(values)
