@@ -64,8 +64,8 @@ class PosResult:
 
 # ------------------------------------------------------------------------------------- features
 def record_word_features(lm: LoadedModel, corpus: TaggedCorpus, columns: Mapping[Site, np.ndarray], *,
-                         pooling: str = "word-mean", batch_size: int = 16, progress: bool = False,
-                         description: str = "recording probe features") -> tuple[pd.DataFrame, np.ndarray]:
+                         pooling: str = "word-mean", batch_size: int = 16, bos: str = "prepend",
+                         progress: bool = False, description: str = "recording probe features") -> tuple[pd.DataFrame, np.ndarray]:
     """Word-level activations of selected units: (words table, features).
 
     `columns[site]` lists the unit indices wanted at `site`; features are float32 (words, Σ columns),
@@ -79,7 +79,8 @@ def record_word_features(lm: LoadedModel, corpus: TaggedCorpus, columns: Mapping
     row_of = {(s, w): i for i, (s, w) in enumerate(zip(table["sent_index"], table["word_index"]))}
     index = {s: torch.as_tensor(np.asarray(columns[s], dtype=np.int64)) for s in sites}
     features = np.full((len(table), sum(len(columns[s]) for s in sites)), np.nan, dtype=np.float32)
-    recorder = Recorder(lm, sites, pooling=pooling, batch_size=batch_size, progress=progress, description=description)
+    recorder = Recorder(lm, sites, pooling=pooling, batch_size=batch_size, bos=bos, progress=progress,
+                        description=description)
     seen = np.zeros(len(table), dtype=bool)
     for batch in recorder.iter_batches(corpus.texts(), corpus.word_spans()):
         rows = np.array([row_of[r] for r in batch.rows], dtype=np.int64)
@@ -211,6 +212,7 @@ class PosConfig:
     probe_pooling: str = "word-mean"
     contrast_pooling: str = "word-predict"
     n_bootstrap: int = 1000
+    bos: str = "prepend"
     extra_parameters: dict | None = None
 
     def check(self) -> None:
@@ -236,7 +238,7 @@ class PosConfig:
             "max_eval_sentences": self.max_eval_sentences, "specificity_sentences": self.specificity_sentences,
             "probe_pooling": self.probe_pooling,
             "contrast_pooling": self.contrast_pooling if self.method == "contrast" else None,
-            "n_bootstrap": self.n_bootstrap, "sites": [s.name for s in sites], **(self.extra_parameters or {}),
+            "n_bootstrap": self.n_bootstrap, "bos": self.bos, "sites": [s.name for s in sites], **(self.extra_parameters or {}),
         }
 
 
@@ -274,12 +276,12 @@ def find_key_neurons(lm: LoadedModel, data: PosData, config: PosConfig) -> tuple
     if config.method == "contrast":
         key = contrast_key_neurons(lm, data.fit, classes=data.classes, k=config.k, pooling=config.contrast_pooling,
                                    batch_size=config.batch_size, skip_rare=config.every_class,
-                                   progress=config.progress)
+                                   bos=config.bos, progress=config.progress)
         summary = None
     else:
         summary = attribute(lm, data.fit, classes=data.classes, method=config.method, top_percent=config.top_percent,
                             absolute=config.absolute, steps=config.steps, rule=config.rule, baseline=config.baseline,
-                            batch_size=config.attribution_batch_size, progress=config.progress)
+                            batch_size=config.attribution_batch_size, bos=config.bos, progress=config.progress)
         key = summary.key_neurons(config.k, skip_empty=config.every_class)
     if not len(key.union()):
         raise NeurolocError("no key neurons were found; use more sentences")
@@ -302,7 +304,8 @@ def probe_key_neurons(lm: LoadedModel, data: PosData, key: KeyNeurons,
     tables, X = {}, {}
     for split, part in parts.items():
         tables[split], X[split] = record_word_features(lm, part, columns, pooling=config.probe_pooling,
-                                                       batch_size=config.batch_size, progress=config.progress,
+                                                       batch_size=config.batch_size, bos=config.bos,
+                                                       progress=config.progress,
                                                        description=f"probe features ({split})")
     y = {split: tables[split]["upos"].to_numpy() for split in parts}
     types = np.concatenate([tables[split]["word"].str.lower().to_numpy() for split in parts])
@@ -332,7 +335,7 @@ def lesion_key_neurons(lm: LoadedModel, data: PosData, key: KeyNeurons,
     corpus = _limit(data.test, config.specificity_sentences)
     result = specificity(lm, corpus, {c: u for c, u in key.units.items() if len(u)}, n_random=config.n_random,
                          seed=config.seed, batch_size=config.batch_size, skip_absent=config.every_class,
-                         progress=config.progress)
+                         bos=config.bos, progress=config.progress)
     return result, corpus
 
 

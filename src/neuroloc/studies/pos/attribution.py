@@ -20,6 +20,8 @@ words of a group of sentences share batches of `batch_size` rows; one backward p
 every row's gradient (rows are independent, so the summed target separates exactly). Padding and
 batch sizes change nothing beyond float noise.
 
+The generic pieces (checks, IG quadrature, baselines, `Completeness`) live in `neuroloc.localize.attribution`.
+
 Memory: a batch yields one row of unit attributions per word; `attribute` folds them into per-class
 top-percent counts and attribution sums on the fly (`key_neurons.ClassFrequency`) and keeps only
 small per-word summaries.
@@ -27,7 +29,6 @@ small per-word summaries.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import time
@@ -39,22 +40,21 @@ import pandas as pd
 import torch
 
 from ...errors import NeurolocError
+from ...localize.attribution import (ATTRIBUTION_METHODS, IG_RULES, Completeness, check_attribution,
+                                      frozen_parameters, ig_quadrature, site_baselines)
 from ...models.hooks import hooks
 from ...models.layout import Site
 from ...models.loading import LoadedModel
 from ...progress import progress_bar
 from ...text.alignment import align_words
+from ...text.encoding import encode
 from .key_neurons import ClassFrequency, KeyNeurons, resolve_classes
 from ...stimuli.treebank import TaggedCorpus
 
 __all__ = [
     "ATTRIBUTION_METHODS", "IG_RULES", "AttributionBatch", "AttributionSummary", "Completeness",
-    "WordTarget", "attribute", "bos_id", "iter_attributions", "word_targets",
+    "WordTarget", "attribute", "iter_attributions", "word_targets",
 ]
-
-ATTRIBUTION_METHODS = ("ig", "gradxact")
-IG_RULES = ("midpoint", "trapezoid")
-
 
 # ------------------------------------------------------------------------------------ word targets
 @dataclass(frozen=True)
@@ -68,43 +68,27 @@ class WordTarget:
     target: int  # token id of that subword
 
 
-def bos_id(tokenizer) -> int:
-    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return int(token_id)
-    raise NeurolocError(
-        f"{type(tokenizer).__name__} has neither a BOS nor an EOS token to put before each sentence; "
-        "set tokenizer.bos_token"
-    )
-
-
-def word_targets(lm: LoadedModel, corpus: TaggedCorpus, classes: Iterable[str] | None = None
-                 ) -> tuple[list[list[int]], list[list[WordTarget]]]:
-    """Token ids (BOS first, no other special tokens) and the attributable words of each sentence.
+def word_targets(lm: LoadedModel, corpus: TaggedCorpus, classes: Iterable[str] | None = None, *,
+                 bos: str = "prepend") -> tuple[list[list[int]], list[list[WordTarget]]]:
+    """Token ids (under the BOS policy `bos`, `neuroloc.text.encoding`) and the attributable words of
+    each sentence (without a BOS, a sentence's first word has no predicting position and is skipped).
 
     A word is attributable when its class is in `classes` (all when None) and no token it touches is
     shared with another word (`WordTokens.merged`, e.g. "didn" of "did n't").
     """
     texts = corpus.texts()
     wanted = None if classes is None else set(classes)
-    try:
-        encoded = lm.tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    except NotImplementedError as err:
-        raise NeurolocError(
-            f"{type(lm.tokenizer).__name__} cannot report character offsets; load a fast tokenizer"
-        ) from err
-    bos = bos_id(lm.tokenizer)
+    encoded = encode(lm.tokenizer, texts, bos=bos)
     limit = getattr(lm.model.config, "max_position_embeddings", None)
     all_ids, all_words = [], []
     for i, sentence in enumerate(corpus):
-        ids = [bos] + list(encoded["input_ids"][i])
+        ids = encoded.input_ids[i]
         if isinstance(limit, int) and len(ids) > limit:
-            raise NeurolocError(f"sentence {sentence.sent_id} is {len(ids)} tokens long (with BOS) but the model "
+            raise NeurolocError(f"sentence {sentence.sent_id} is {len(ids)} tokens long but the model "
                                 f"takes at most {limit}")
         words = []
-        if len(sentence) and len(ids) > 1:
-            offsets = [(0, 0)] + [tuple(o) for o in encoded["offset_mapping"][i]]
-            aligned = align_words(offsets, sentence.spans, special_mask=[1] + [0] * (len(ids) - 1))
+        if len(sentence) and any(not s for s in encoded.special[i]):
+            aligned = align_words(encoded.offsets[i], sentence.spans, special_mask=encoded.special[i])
             for w, (tokens, tag) in enumerate(zip(aligned, sentence.upos)):
                 if tokens.merged or tokens.predict is None or (wanted is not None and tag not in wanted):
                     continue
@@ -130,62 +114,7 @@ class AttributionBatch:
     site_deltas: np.ndarray | None = None
 
 
-@dataclass
-class Completeness:
-    """Completeness of integrated gradients: per (word, site), Σ attributions vs f(x) − f(baseline)."""
-
-    sites: list[str] = field(default_factory=list)
-    totals: list[np.ndarray] = field(default_factory=list)
-    deltas: list[np.ndarray] = field(default_factory=list)
-
-    def update(self, totals: np.ndarray, deltas: np.ndarray) -> None:
-        """Add (words, sites) arrays of summed attributions and of f(x) − f(baseline)."""
-        self.totals.append(np.asarray(totals, dtype=np.float64).reshape(-1, max(len(self.sites), 1)))
-        self.deltas.append(np.asarray(deltas, dtype=np.float64).reshape(-1, max(len(self.sites), 1)))
-
-    @staticmethod
-    def _stats(total: np.ndarray, delta: np.ndarray, floor: float) -> dict:
-        error = np.abs(total - delta)
-        big = np.abs(delta) > floor
-        per_pair = error[big] / np.abs(delta[big])
-        denominator = np.abs(delta).sum()
-        return {
-            "n_pairs": int(total.size),
-            "relative_error": float(error.sum() / denominator) if denominator > 0 else None,
-            "median_relative_error": float(np.median(per_pair)) if per_pair.size else None,
-            "p95_relative_error": float(np.percentile(per_pair, 95)) if per_pair.size else None,
-            "max_abs_error": float(error.max()) if error.size else None,
-            "mean_abs_delta": float(np.abs(delta).mean()) if delta.size else None,
-        }
-
-    def summary(self, floor: float = 1e-3) -> dict:
-        """`relative_error` = Σ|total − delta| / Σ|delta| over all (word, site) pairs; the median and
-        95th percentile of per-pair relative errors over pairs with |delta| > `floor` nats; the largest
-        absolute error (nats); and `by_site`, the relative error of each site alone."""
-        if not self.totals:
-            return {"n_pairs": 0, "relative_error": None, "median_relative_error": None,
-                    "p95_relative_error": None, "max_abs_error": None, "mean_abs_delta": None, "by_site": {}}
-        total, delta = np.concatenate(self.totals), np.concatenate(self.deltas)
-        out = self._stats(total.ravel(), delta.ravel(), floor)
-        out["by_site"] = {name: self._stats(total[:, j], delta[:, j], floor)["relative_error"]
-                          for j, name in enumerate(self.sites)}
-        return out
-
-
 # ---------------------------------------------------------------------------------------- the engine
-@contextlib.contextmanager
-def _frozen(model: torch.nn.Module) -> Iterator[None]:
-    """Parameters stop requiring grad for the block (no weight-gradient graph), then are restored."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
 def _sliding_window(config) -> int | None:
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     window = getattr(config, "sliding_window", None)
@@ -194,50 +123,16 @@ def _sliding_window(config) -> int | None:
     return window
 
 
-def _baselines(lm: LoadedModel, sites: Sequence[Site], baseline) -> dict[Site, torch.Tensor]:
-    """Per site, the baseline vector over the hooked coordinates (zeros unless given by site name)."""
-    out = {}
-    given = {} if baseline is None or (isinstance(baseline, str) and baseline == "zero") else baseline
-    if isinstance(given, str):
-        raise NeurolocError(f"unknown baseline {baseline!r}; use 'zero' or a mapping site name → vector")
-    for site in sites:
-        width = lm.layout.coordinate_width(site.kind)
-        value = given.get(site.name) if isinstance(given, Mapping) else None
-        if value is None:
-            out[site] = torch.zeros(width, dtype=lm.dtype, device=lm.device)
-            continue
-        value = torch.as_tensor(value).flatten()
-        if value.numel() != width:
-            raise NeurolocError(
-                f"baseline for {site.name} has {value.numel()} values; the site has {width} coordinates"
-            )
-        out[site] = value.to(lm.device, lm.dtype)
-    unknown = set(given) - {s.name for s in sites} if isinstance(given, Mapping) else set()
-    if unknown:
-        raise NeurolocError(f"baselines given for sites that are not attributed: {sorted(unknown)}")
-    return out
-
-
 class _Engine:
     def __init__(self, lm: LoadedModel, sites: Sequence[Site], method: str, steps: int, rule: str, baseline,
                  batch_size: int) -> None:
-        if method not in ATTRIBUTION_METHODS:
-            raise NeurolocError(
-                f"unknown attribution method {method!r}; choose one of {', '.join(ATTRIBUTION_METHODS)}"
-            )
-        if rule not in IG_RULES:
-            raise NeurolocError(f"unknown integration rule {rule!r}; choose one of {', '.join(IG_RULES)}")
-        fewest = 2 if rule == "trapezoid" else 1
-        if method == "ig" and (isinstance(steps, bool) or not isinstance(steps, int) or steps < fewest):
-            raise NeurolocError(f"steps must be an int >= {fewest}, got {steps!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise NeurolocError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_attribution(method, steps, rule, batch_size)
         if not sites:
             raise NeurolocError("no sites to attribute")
         self.lm = lm
         self.sites = sorted(lm.layout.check(s) for s in sites)
         self.method, self.steps, self.rule, self.batch_size = method, steps, rule, batch_size
-        self.base = _baselines(lm, self.sites, baseline)
+        self.base = site_baselines(lm, self.sites, baseline)
         self.widths = [lm.layout.width(s.kind) for s in self.sites]
         self.window = _sliding_window(lm.model.config)
         if "position_ids" not in inspect.signature(lm.model.forward).parameters:
@@ -246,14 +141,7 @@ class _Engine:
                 "to place each single-token row at the position of the word it predicts"
             )
         if method == "ig":
-            if rule == "midpoint":
-                alphas = (np.arange(steps) + 0.5) / steps
-                weights = np.full(steps, 1.0 / steps)
-            else:
-                alphas = np.arange(steps) / (steps - 1)
-                weights = np.full(steps, 1.0 / (steps - 1))
-                weights[[0, -1]] *= 0.5
-            self.alphas, self.weights = alphas, weights
+            self.alphas, self.weights = ig_quadrature(steps, rule)
 
     # -- the row plan of a group of sentences -------------------------------------------------------
     def _rows(self, n_words: int) -> dict[str, np.ndarray]:
@@ -373,7 +261,7 @@ class _Engine:
                 return out.reshape(x.shape)
             return edit
 
-        with _frozen(lm.model), torch.enable_grad():
+        with frozen_parameters(lm.model), torch.enable_grad():
             with hooks(lm.layout, edit={s: editor(j, s) for j, s in enumerate(self.sites)}):
                 logits = lm.model(**batch).logits[:, -1]
             logits = logits if logits.dtype == torch.float64 else logits.float()
@@ -405,6 +293,7 @@ def iter_attributions(
     baseline: str | Mapping[str, torch.Tensor] | None = "zero",
     batch_size: int = 64,
     words_per_group: int = 64,
+    bos: str = "prepend",
     progress: bool = False,
 ) -> Iterator[AttributionBatch]:
     """Yield attributions for the words of `corpus` (those of `classes`; all when None), a group of
@@ -417,7 +306,7 @@ def iter_attributions(
     """
     sites = list(sites) if sites is not None else lm.layout.sites("mlp")
     engine = _Engine(lm, sites, method, steps, rule, baseline, batch_size)
-    ids, words = word_targets(lm, corpus, classes)
+    ids, words = word_targets(lm, corpus, classes, bos=bos)
     with progress_bar(f"attributing ({method})", len(corpus), progress) as advance:
         group: list[int] = []
         count = 0
@@ -505,6 +394,7 @@ def attribute(
     batch_size: int = 64,
     words_per_group: int = 64,
     keep_scores: bool = False,
+    bos: str = "prepend",
     progress: bool = False,
 ) -> AttributionSummary:
     """Attribute the words of `classes` and fold them into per-class top-`top_percent` % counts.
@@ -521,7 +411,7 @@ def attribute(
     started = time.perf_counter()
     for batch in iter_attributions(lm, corpus, method=method, sites=sites, classes=chosen, steps=steps, rule=rule,
                                    baseline=baseline, batch_size=batch_size, words_per_group=words_per_group,
-                                   progress=progress):
+                                   bos=bos, progress=progress):
         frequency.update([w.upos for w in batch.words], batch.scores)
         if completeness is not None and batch.site_deltas is not None:
             completeness.update(batch.site_totals, batch.site_deltas)

@@ -316,6 +316,7 @@ def contrast_key_neurons(
     pooling: str = "word-predict",
     batch_size: int = 16,
     skip_rare: bool = False,
+    bos: str = "prepend",
     progress: bool = False,
 ) -> KeyNeurons:
     """Key units by contrast: per class, the `k` units with the largest Welch t of word-level
@@ -332,7 +333,7 @@ def contrast_key_neurons(
     sites = sorted(sites) if sites is not None else lm.layout.sites("mlp")
     labels = [s.upos for s in corpus]
     chosen = resolve_classes(classes, [t for tags in labels for t in tags])
-    recorder = Recorder(lm, sites, pooling=pooling, batch_size=batch_size, progress=progress,
+    recorder = Recorder(lm, sites, pooling=pooling, batch_size=batch_size, bos=bos, progress=progress,
                         description="recording word activations")
     stats = StatsStore()
     texts = corpus.texts()

@@ -35,12 +35,12 @@ SUMMARY_COLUMNS = ["lesioned_class", "evaluated_class", "n_units", "n_words", "i
                    "control_mean", "control_sd", "n_controls", "effect_sd"]
 
 
-def word_logprobs(lm: LoadedModel, corpus: TaggedCorpus, *, batch_size: int = 16) -> pd.DataFrame:
+def word_logprobs(lm: LoadedModel, corpus: TaggedCorpus, *, batch_size: int = 16, bos: str = "prepend") -> pd.DataFrame:
     """One row per word whose tokens it shares with no other word: sent_index, word_index, upos and
     logprob = ln p(first subword | BOS, preceding tokens), in nats. Lesions active around the call
     apply."""
     texts = corpus.texts()
-    scored = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=batch_size)
+    scored = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=batch_size, bos=bos)
     rows = []
     for i, (sentence, score) in enumerate(zip(corpus, scored)):
         if not len(sentence) or not len(score):
@@ -101,6 +101,7 @@ def specificity(
     mode: str = "zero",
     batch_size: int = 16,
     skip_absent: bool = False,
+    bos: str = "prepend",
     progress: bool = False,
 ) -> SpecificityResult:
     """Lesion each class's key units (and `n_random` matched random sets, seeds seed…seed+n−1) and
@@ -116,7 +117,7 @@ def specificity(
     plan = [(c, "target", seed, key_units[c]) for c in lesioned]
     plan += [(c, "random", seed + i, random_matched(key_units[c], seed + i)) for c in lesioned for i in range(n_random)]
     with progress_bar("specificity lesions", len(plan) + 1, progress) as advance:
-        intact = _class_means(word_logprobs(lm, corpus, batch_size=batch_size), columns)
+        intact = _class_means(word_logprobs(lm, corpus, batch_size=batch_size, bos=bos), columns)
         advance(1)
         absent = [c for c, (_, n) in intact.items() if n == 0]
         if absent and not skip_absent:
@@ -128,7 +129,7 @@ def specificity(
         for c, condition, s, units in plan:
             if len(units):
                 with lesion(lm, units, mode):
-                    means = _class_means(word_logprobs(lm, corpus, batch_size=batch_size), columns)
+                    means = _class_means(word_logprobs(lm, corpus, batch_size=batch_size, bos=bos), columns)
             else:
                 means = intact
             for e in columns:

@@ -1,0 +1,118 @@
+"""Does the model know the answer? Exact match, multiple choice and log p(answer | prompt), batched.
+
+For every item, the prompt followed by its answer (and by each of its choices, when it has some) is
+scored in one teacher-forced forward pass (`stimuli.prompts.encode_continuations`: BOS first, prompt
+and continuation encoded jointly):
+
+* `logprob`: ln p(answer | prompt), summed over every answer token (`n_tokens` of them);
+* `exact`: greedy decoding would produce the answer — every answer token is the argmax given the
+  prompt and the answer tokens before it (this equals generating `n_tokens` tokens greedily);
+* `correct`: for multiple-choice items, whether the answer has the highest total log-probability among
+  the choices (ties go to the first choice listed); else `exact`.
+
+Sequences are length-sorted and right-padded with an attention mask and position ids over real tokens,
+so padding and batch size never change an answer. The model may carry hooks (interventions).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import NeurolocError
+from ..models.loading import LoadedModel
+from ..progress import progress_bar
+from ..record.recorder import takes_position_ids
+from ..stimuli.prompts import EncodedContinuation, PromptSet, encode_continuations
+
+__all__ = ["ANSWER_COLUMNS", "answer_accuracy", "score_answers", "score_continuations"]
+
+ANSWER_COLUMNS = ["item", "label", "split", "logprob", "n_tokens", "exact", "correct", "choice"]
+
+
+def score_continuations(lm: LoadedModel, encoded: Sequence[EncodedContinuation], *, batch_size: int = 32,
+                        progress: bool = False, description: str = "scoring answers"
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(logprob, exact) per encoded sequence: Σ ln p over its continuation tokens, and whether each of
+    them is the argmax of its position's logits."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise NeurolocError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    logprob = np.zeros(len(encoded))
+    exact = np.zeros(len(encoded), dtype=bool)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i].ids), i))
+    positions = takes_position_ids(lm.model)
+    with progress_bar(description, len(encoded), progress) as advance, torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            width = max(len(encoded[i].ids) for i in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            target = torch.zeros((len(rows), width - 1), dtype=torch.bool)
+            for b, i in enumerate(rows):
+                e = encoded[i]
+                ids[b, :len(e.ids)] = torch.tensor(e.ids)
+                mask[b, :len(e.ids)] = 1
+                target[b, e.start - 1:len(e.ids) - 1] = True
+            inputs = {"input_ids": ids.to(lm.device), "attention_mask": mask.to(lm.device), "use_cache": False}
+            if positions:
+                inputs["position_ids"] = ((mask.cumsum(-1) - 1).clamp(min=0)).to(lm.device)
+            logits = lm.model(**inputs).logits[:, :-1]
+            on = target.to(logits.device)
+            picked = logits[on]  # (answer tokens, vocab): never a full float32 copy of the batch
+            picked = picked if picked.dtype == torch.float64 else picked.float()
+            wanted = ids[:, 1:].to(logits.device)[on]
+            lp = picked.gather(-1, wanted[:, None]).squeeze(-1) - picked.logsumexp(-1)
+            hit = picked.argmax(-1) == wanted
+            counts = target.sum(1).tolist()
+            for b, (part_lp, part_hit) in enumerate(zip(lp.double().cpu().split(counts), hit.cpu().split(counts))):
+                logprob[rows[b]] = float(part_lp.sum())
+                exact[rows[b]] = bool(part_hit.all())
+            advance(len(rows))
+    return logprob, exact
+
+
+def score_answers(lm: LoadedModel, items: PromptSet, *, batch_size: int = 32, bos: str = "prepend",
+                  progress: bool = False) -> pd.DataFrame:
+    """One row per item (`ANSWER_COLUMNS`): log p(answer | prompt), its token count, greedy exact
+    match, correctness (the best choice for multiple-choice items, else exact match) and the index of
+    the chosen choice (−1 without choices)."""
+    prompts, continuations, owner = [], [], []
+    for i, (prompt, answer, choices) in enumerate(zip(items.prompts, items.answers, items.choices)):
+        prompts.append(prompt)
+        continuations.append(answer)
+        owner.append((i, -1))
+        for c, choice in enumerate(choices or ()):
+            prompts.append(prompt)
+            continuations.append(choice)
+            owner.append((i, c))
+    limit = getattr(lm.model.config, "max_position_embeddings", None)
+    encoded = encode_continuations(lm.tokenizer, prompts, continuations, bos=bos,
+                                   max_length=limit if isinstance(limit, int) else None)
+    logprob, exact = score_continuations(lm, encoded, batch_size=batch_size, progress=progress)
+    n_tokens = [e.n_answer for e in encoded]
+    rows, by_item = [], {}
+    for j, (i, c) in enumerate(owner):
+        by_item.setdefault(i, {})[c] = j
+    for i in range(len(items)):
+        own = by_item[i][-1]
+        choices = items.choices[i]
+        if choices:
+            scores = [logprob[by_item[i][c]] for c in range(len(choices))]
+            choice = int(np.argmax(scores))
+            correct = choices[choice] == items.answers[i]
+        else:
+            choice, correct = -1, bool(exact[own])
+        rows.append((i, items.labels[i], items.splits[i], float(logprob[own]), n_tokens[own], bool(exact[own]),
+                     bool(correct), choice))
+    return pd.DataFrame(rows, columns=ANSWER_COLUMNS)
+
+
+def answer_accuracy(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per label: items, accuracy (mean `correct`), exact-match rate and mean log p(answer | prompt)."""
+    grouped = scores.groupby("label", sort=False)
+    return pd.DataFrame({"n_items": grouped.size(), "accuracy": grouped["correct"].mean(),
+                         "exact": grouped["exact"].mean(), "mean_logprob": grouped["logprob"].mean()}).reset_index()

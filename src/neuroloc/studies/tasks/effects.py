@@ -1,0 +1,123 @@
+"""Causal tests of task units: the class × class effect matrix, dose–response and the general-ability guard.
+
+Every intervention (suppress ×0, enhance ×K, set to a value, … — any mode of `neuroloc.lesion`) is
+applied to one label's units and every label's held-out items are scored (accuracy and mean
+ln p(answer | prompt)); the same is done with random units of the same count per layer and site
+(`random_matched`, several seeds) for every row, so a change can be told apart from what any units of
+that size and place would do. Changes are against the intact model.
+
+The guard asks whether an intervention hurts the model in general: perplexity on held-out text and
+BLiMP accuracy under each intervention, target and random.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ...evaluate.answers import answer_accuracy, score_answers
+from ...evaluate.blimp import evaluate_blimp
+from ...evaluate.controls import random_matched
+from ...evaluate.perplexity import evaluate_perplexity
+from ...lesion import Intervention, lesion
+from ...models.loading import LoadedModel
+from ...progress import progress_bar
+from ...stimuli.prompts import PromptSet
+from ...units import UnitSet
+
+__all__ = ["EFFECT_COLUMNS", "GUARD_COLUMNS", "dose_response", "effect_matrix", "general_guard", "intervention_sets"]
+
+EFFECT_COLUMNS = ["intervened", "evaluated", "mode", "condition", "seed", "n_units", "accuracy", "mean_logprob",
+                  "delta_accuracy", "delta_logprob"]
+GUARD_COLUMNS = ["intervened", "mode", "condition", "seed", "n_units", "benchmark", "subset", "metric", "value"]
+Values = Mapping[str, Mapping[str, torch.Tensor]]  # label → site name → value per unit (mode "value")
+
+
+def intervention_sets(units: Mapping[str, UnitSet], n_random: int, seed: int = 0
+                      ) -> list[tuple[str, str, int, UnitSet]]:
+    """(label, condition, seed, units): each label's own units ("target", seed −1) and `n_random`
+    random sets matched to them ("random", seeds seed, seed + 1, …)."""
+    out = []
+    for label, own in units.items():
+        out.append((label, "target", -1, own))
+        out += [(label, "random", seed + s, random_matched(own, seed=seed + s)) for s in range(n_random)]
+    return out
+
+
+def _apply(lm: LoadedModel, units: UnitSet, mode: str, values: Mapping[str, torch.Tensor] | None):
+    kind = Intervention.parse(mode).method
+    return lesion(lm, units, mode, **({kind.data: values} if kind.data and values is not None else {}))
+
+
+def _per_label(lm: LoadedModel, items: PromptSet, batch_size: int) -> pd.DataFrame:
+    return answer_accuracy(score_answers(lm, items, batch_size=batch_size)).set_index("label")
+
+
+def effect_matrix(lm: LoadedModel, units: Mapping[str, UnitSet], items: PromptSet, *,
+                  modes: Sequence[str] = ("scale:0",), n_random: int = 2, seed: int = 0,
+                  values: Values | None = None, intact: pd.DataFrame | None = None, batch_size: int = 32,
+                  progress: bool = False) -> pd.DataFrame:
+    """Long table (`EFFECT_COLUMNS`): one row per intervened label × evaluated label × mode × condition.
+    `values[label]` gives the per-unit values of mode `value` (per site name, over every unit of the
+    site, so random units get theirs too). `intact` is `answer_accuracy` of the unmodified model."""
+    base = intact.set_index("label") if intact is not None else _per_label(lm, items, batch_size)
+    sets = intervention_sets(units, n_random, seed)
+    rows = []
+    with progress_bar("effect matrix", len(sets) * len(modes), progress) as advance:
+        for mode in modes:
+            for label, condition, s, chosen in sets:
+                with _apply(lm, chosen, mode, None if values is None else values.get(label)):
+                    scored = _per_label(lm, items, batch_size)
+                for evaluated, row in scored.iterrows():
+                    rows.append((label, evaluated, mode, condition, s, len(chosen), row["accuracy"],
+                                 row["mean_logprob"], row["accuracy"] - base.loc[evaluated, "accuracy"],
+                                 row["mean_logprob"] - base.loc[evaluated, "mean_logprob"]))
+                advance(1)
+    return pd.DataFrame(rows, columns=EFFECT_COLUMNS)
+
+
+def dose_response(lm: LoadedModel, rankings: Mapping[str, np.ndarray], make_units: Callable[[np.ndarray], UnitSet],
+                  items: PromptSet, ks: Sequence[int], *, mode: str = "scale:0", n_random: int = 1, seed: int = 0,
+                  values: Values | None = None, intact: pd.DataFrame | None = None, batch_size: int = 32,
+                  progress: bool = False) -> pd.DataFrame:
+    """The effect matrix at several sizes: for each k, each label's first k ranked units (flat indices,
+    best first) and matched random units; `EFFECT_COLUMNS` plus `k`."""
+    frames = []
+    base = intact if intact is not None else answer_accuracy(score_answers(lm, items, batch_size=batch_size))
+    for k in ks:
+        units = {label: make_units(order[:k]) for label, order in rankings.items() if len(order)}
+        frame = effect_matrix(lm, units, items, modes=[mode], n_random=n_random, seed=seed, values=values,
+                              intact=base, batch_size=batch_size, progress=progress)
+        frames.append(frame.assign(k=k))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=EFFECT_COLUMNS + ["k"])
+
+
+def general_guard(lm: LoadedModel, units: Mapping[str, UnitSet], *, texts: Sequence[str] | None = None,
+                  blimp=None, modes: Sequence[str] = ("scale:0",), n_random: int = 1, seed: int = 0,
+                  values: Values | None = None, batch_size: int = 32, progress: bool = False) -> pd.DataFrame:
+    """Perplexity on `texts` and BLiMP (`blimp`: pairs from `load_blimp`) intact and under every
+    intervention (`GUARD_COLUMNS`; the intact rows have intervened "none")."""
+    def measure() -> pd.DataFrame:
+        parts = []
+        if texts:
+            parts.append(evaluate_perplexity(lm.model, lm.tokenizer, list(texts), name="heldout",
+                                             batch_size=batch_size))
+        if blimp:
+            parts.append(evaluate_blimp(lm.model, lm.tokenizer, blimp, batch_size=batch_size))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    if not texts and not blimp:
+        return pd.DataFrame(columns=GUARD_COLUMNS)
+    frames = [measure().assign(intervened="none", mode="none", condition="intact", seed=-1, n_units=0)]
+    sets = intervention_sets(units, n_random, seed)
+    with progress_bar("general-ability guard", len(sets) * len(modes), progress) as advance:
+        for mode in modes:
+            for label, condition, s, chosen in sets:
+                with _apply(lm, chosen, mode, None if values is None else values.get(label)):
+                    frames.append(measure().assign(intervened=label, mode=mode, condition=condition, seed=s,
+                                                   n_units=len(chosen)))
+                advance(1)
+    return pd.concat(frames, ignore_index=True)[GUARD_COLUMNS]
