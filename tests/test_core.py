@@ -221,8 +221,7 @@ def test_token_stats_on_mlp_gate_match_a_direct_computation(lm, three):
                 ids = encode(lm.tokenizer, [text]).input_ids[0]
                 with record(lm.layout, [Site(layer, "mlp_gate")], stop_early=False) as got, torch.no_grad():
                     run_forward(lm.model, input_ids=torch.tensor([ids]))
-                gate = got[f"layers.{layer}.mlp_gate"][0]
-                # act(gate) recomputed from the layer's own modules
+                gate = got[f"layers.{layer}.mlp_gate"][0][1:]  # the text's own tokens: not the prepended BOS
                 positive = positive + (gate > 0).sum(0)
                 tokens += gate.shape[0]
                 sums = sums + gate.double().sum(0)

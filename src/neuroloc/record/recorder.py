@@ -26,9 +26,10 @@ from .pooling import WORD_POOLINGS, PoolPlan, check_pooling, head_norms, pool, t
 @dataclass
 class PooledBatch:
     """One batch's reductions. `rows[i]` = (text index, word index or -1) of row i of every site's
-    `features`; `texts` lists the batch's text indices, which index the per-text token statistics:
-    `token_positive[site][j]` counts text j's real tokens with activation > 0 per coordinate,
-    `token_sums[site][j]` sums its activations (float64), `token_counts[j]` counts its real tokens."""
+    `features`; `texts` lists the batch's text indices, which index the per-text token statistics over
+    each text's own tokens (never padding, nor special tokens such as a prepended BOS):
+    `token_positive[site][j]` counts text j's tokens with activation > 0 per coordinate,
+    `token_sums[site][j]` sums its activations (float64), `token_counts[j]` counts its tokens."""
 
     rows: list[tuple[int, int]]
     features: dict[Site, torch.Tensor]
@@ -36,6 +37,15 @@ class PooledBatch:
     token_positive: dict[Site, torch.Tensor] = field(default_factory=dict)
     token_sums: dict[Site, torch.Tensor] = field(default_factory=dict)
     token_counts: torch.Tensor | None = None
+
+
+def own_tokens(batch: Batch) -> torch.Tensor:
+    """(batch, tokens) bool: real tokens that belong to the text (not padding, not special tokens)."""
+    own = batch.attention_mask.bool().clone()
+    for row, special in enumerate(batch.special):
+        columns = batch.real_positions(row)
+        own[row, columns] = torch.tensor([not flag for flag in special], dtype=torch.bool)
+    return own
 
 
 def takes_position_ids(model: torch.nn.Module) -> bool:
@@ -122,13 +132,14 @@ class Recorder:
                     plan, rows = None, []
                 else:
                     plan, rows = text_plan(mask, self.pooling), [(i, -1) for i in batch.example_ids]
-                reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=mask.sum(1))
+                own = own_tokens(batch).to(mask.device)  # the texts' own tokens: no padding, no BOS
+                reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=own.sum(1))
 
                 def observer(site: Site):
                     def observe(value: torch.Tensor) -> None:
                         value = value.reshape(*mask.shape, value.shape[-1])  # some models flatten tokens
                         if token_stats:
-                            real = mask.to(value.device)[..., None]
+                            real = own.to(value.device)[..., None]
                             reduced.token_positive[site] = ((value > 0) & real).sum(1)
                             reduced.token_sums[site] = (value.double() * real).sum(1)
                         if plan is not None:

@@ -24,7 +24,6 @@ import pandas as pd
 import torch
 
 from ...errors import NeurolocError
-from ...localize.scores import welch_t_test
 from ...localize.selection import select_top
 from ...models.layout import Site
 from ...units import LabeledUnits, UnitSet
