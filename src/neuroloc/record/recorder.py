@@ -14,12 +14,13 @@ from typing import Iterator, Sequence
 import torch
 
 from ..errors import NeurolocError
+from ..models.batching import MicroBatcher
 from ..models.hooks import hooks, run_forward
 from ..models.layout import Site
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
 from ..text.alignment import align_words
-from ..text.encoding import Batch, batches, check_bos, encode, pad_id
+from ..text.encoding import Batch, batches, check_bos, encode, length_order, pad_id
 from .pooling import WORD_POOLINGS, PoolPlan, check_pooling, head_norms, pool, text_plan, word_plan
 
 
@@ -82,6 +83,7 @@ class Recorder:
         self.bos = check_bos(bos)
         self.progress = progress
         self.description = description
+        self.batcher = MicroBatcher(batch_size, what="recording batch")  # halves the batch on out-of-memory
 
     def _word_plan(self, batch: Batch, spans: Sequence[Sequence[tuple[int, int]]],
                    device: torch.device) -> tuple[PoolPlan, list[tuple[int, int]]]:
@@ -116,43 +118,50 @@ class Recorder:
         if any(not t.strip() for t in texts):
             raise NeurolocError(f"text {next(i for i, t in enumerate(texts) if not t.strip())} is empty")
         token_stats = token_stats or self.pooling == "tokens"
-        layout = self.lm.layout
         encoded = encode(self.lm.tokenizer, texts, bos=self.bos, max_tokens=self.max_tokens)
-        positions = takes_position_ids(self.lm.model)
-        device = self.lm.device
-        stop = max(s.layer for s in self.sites)
+        pad = pad_id(self.lm.tokenizer)
+
+        def forward(ids: Sequence[int]) -> PooledBatch:
+            batch = next(batches(encoded, len(ids), pad=pad, padding_side=self.padding_side, order=ids))
+            return self._reduce(batch, word_spans, token_stats)
+
         with progress_bar(self.description, len(texts), self.progress) as advance, torch.inference_mode():
-            for batch in batches(encoded, self.batch_size, pad=pad_id(self.lm.tokenizer),
-                                 padding_side=self.padding_side):
-                inputs = batch.inputs(device, position_ids=positions)
-                mask = inputs["attention_mask"].bool()
-                if words:
-                    plan, rows = self._word_plan(batch, [word_spans[i] for i in batch.example_ids], mask.device)
-                elif self.pooling == "tokens":
-                    plan, rows = None, []
-                else:
-                    plan, rows = text_plan(mask, self.pooling), [(i, -1) for i in batch.example_ids]
-                own = own_tokens(batch).to(mask.device)  # the texts' own tokens: no padding, no BOS
-                reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=own.sum(1))
-
-                def observer(site: Site):
-                    def observe(value: torch.Tensor) -> None:
-                        value = value.reshape(*mask.shape, value.shape[-1])  # some models flatten tokens
-                        if token_stats:
-                            real = own.to(value.device)[..., None]
-                            reduced.token_positive[site] = ((value > 0) & real).sum(1)
-                            reduced.token_sums[site] = (value.double() * real).sum(1)
-                        if plan is not None:
-                            heads = site.kind == "attn" and not self.coordinates
-                            reduced.features[site] = pool(head_norms(value, layout.n_heads) if heads else value,
-                                                          plan.to(value.device))
-                    return observe
-
-                with hooks(layout, observe={s: observer(s) for s in self.sites}, stop_after_layer=stop):
-                    run_forward(self.lm.model, example_ids=batch.example_ids, **inputs)
-                ran = reduced.features if plan is not None else reduced.token_sums
-                missing = [s.name for s in self.sites if s not in ran]
-                if missing:
-                    raise NeurolocError(f"sites never ran during the forward pass: {missing}")
+            for ids, reduced in self.batcher.map(length_order(encoded), forward):
                 yield reduced
-                advance(len(batch.example_ids))
+                advance(len(ids))
+
+    def _reduce(self, batch: Batch, word_spans, token_stats: bool) -> PooledBatch:
+        """One forward pass over `batch`, reduced to pooled rows and per-text token statistics."""
+        layout = self.lm.layout
+        inputs = batch.inputs(self.lm.device, position_ids=takes_position_ids(self.lm.model))
+        mask = inputs["attention_mask"].bool()
+        if self.pooling in WORD_POOLINGS:
+            plan, rows = self._word_plan(batch, [word_spans[i] for i in batch.example_ids], mask.device)
+        elif self.pooling == "tokens":
+            plan, rows = None, []
+        else:
+            plan, rows = text_plan(mask, self.pooling), [(i, -1) for i in batch.example_ids]
+        own = own_tokens(batch).to(mask.device)  # the texts' own tokens: no padding, no BOS
+        reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=own.sum(1))
+
+        def observer(site: Site):
+            def observe(value: torch.Tensor) -> None:
+                value = value.reshape(*mask.shape, value.shape[-1])  # some models flatten tokens
+                if token_stats:
+                    real = own.to(value.device)[..., None]
+                    reduced.token_positive[site] = ((value > 0) & real).sum(1)
+                    reduced.token_sums[site] = (value.double() * real).sum(1)
+                if plan is not None:
+                    heads = site.kind == "attn" and not self.coordinates
+                    reduced.features[site] = pool(head_norms(value, layout.n_heads) if heads else value,
+                                                  plan.to(value.device))
+            return observe
+
+        with hooks(layout, observe={s: observer(s) for s in self.sites},
+                   stop_after_layer=max(s.layer for s in self.sites)):
+            run_forward(self.lm.model, example_ids=batch.example_ids, **inputs)
+        ran = reduced.features if plan is not None else reduced.token_sums
+        missing = [s.name for s in self.sites if s not in ran]
+        if missing:
+            raise NeurolocError(f"sites never ran during the forward pass: {missing}")
+        return reduced

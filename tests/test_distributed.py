@@ -1,0 +1,104 @@
+"""Data-parallel recording on torch.distributed (gloo, two processes) equals a single-process run."""
+
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from neuroloc import Localizer, StimulusSet
+from neuroloc.models.loading import wrap_model
+from neuroloc.record.distributed import DistContext, gather_to_main, merge_to_main, shard_items, shard_stimuli
+from neuroloc.record.stats import StatsStore
+from tests.tiny import tiny_model, tiny_tokenizer
+
+SENTENCES = ["the quick brown fox jumps over the lazy dog", "she looked for the keys in the drawer",
+             "sentences and strings are contrasted here", "the dog jumps over the fox", "what is the answer",
+             "she didn't know that the keys were there", "the lazy dog looked elsewhere",
+             "the fox looked for the answer", "keys and strings are in the drawer"]
+NONWORDS = ["pome oy ree holily shourn", "ne sleoming whimp ree rere", "os ofuke pome shourn oy",
+            "whimp holily ree ne os", "rere ofuke sleoming pome", "oy oy ree whimp", "shourn ne holily ofuke rere",
+            "holily pome os", "ree rere whimp ne sleoming ofuke"]
+
+
+def _stimuli() -> StimulusSet:
+    return StimulusSet("toy", tuple(SENTENCES + NONWORDS), tuple(["S"] * 9 + ["N"] * 9), ("S", "N"))
+
+
+def _localizer() -> Localizer:
+    return Localizer(["residual", "mlp"], percent=5, batch_size=4)
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    ctx = DistContext.from_env()
+    assert (ctx.rank, ctx.world_size, ctx.backend) == (rank, world, "gloo")
+    lm = wrap_model(tiny_model("llama"), tiny_tokenizer())
+    shard = shard_stimuli(_stimuli(), ctx)
+    localizer = _localizer()
+    merged = merge_to_main(localizer.record(lm, shard), ctx)
+    rows = gather_to_main([(rank, job) for job in shard_items(["a", "b", "c"], ctx)], ctx)
+    if ctx.is_main:
+        merged.save(out)
+        torch.save(rows, out + ".rows")
+    else:
+        assert merged is None and rows is None
+    ctx.barrier()
+    ctx.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one(tmp_path):
+    out = str(tmp_path / "merged.safetensors")
+    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    lm = wrap_model(tiny_model("llama"), tiny_tokenizer())
+    single = _localizer().fit(lm, _stimuli())
+    merged = StatsStore.load(out)
+    # every rank recorded its half: the counts add up to the whole set
+    assert merged.count("S") == 9 and merged.count("N") == 9
+    parallel = _localizer().fit_stats(merged, design=single.design_,
+                                      widths={s.name: lm.layout.width(s.kind) for s in single.sites_})
+    # float32 activations in other batch compositions: equal up to float32 rounding
+    np.testing.assert_allclose(parallel.t_, single.t_, rtol=1e-5, atol=1e-5)
+    assert parallel.units_.names() == single.units_.names()
+    # independent jobs (lesion conditions): shared out, every one done once, gathered on rank 0
+    assert sorted(torch.load(out + ".rows")) == [(0, "a"), (0, "c"), (1, "b")]
+
+
+def test_single_process_needs_no_launcher(monkeypatch):
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    ctx = DistContext.from_env()
+    assert not ctx.enabled and ctx.is_main
+    stimuli = _stimuli()
+    assert shard_stimuli(stimuli, ctx) is stimuli
+    store = StatsStore()
+    assert merge_to_main(store, ctx) is store
+
+
+def test_shards_partition_the_stimuli():
+    stimuli = _stimuli()
+    shards = [shard_stimuli(stimuli, DistContext(rank=r, world_size=3)) for r in range(3)]
+    texts = [t for s in shards for t in s.texts]
+    assert sorted(texts) == sorted(stimuli.texts) and len(texts) == len(stimuli)
+    assert max(len(s) for s in shards) - min(len(s) for s in shards) <= 1
+
+
+def test_world_size_without_master_address_is_a_clear_error(monkeypatch):
+    from neuroloc import NeurolocError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    with pytest.raises(NeurolocError, match="torchrun"):
+        DistContext.from_env(backend="gloo")
