@@ -24,10 +24,12 @@ from ..models.layout import SITE_KINDS, Site
 from ..models.loading import LoadedModel
 from ..record.checkpoint import Checkpoint, collect_resumable
 from ..record.collect import collect
+from ..record.pooling import check_pooling
 from ..record.recorder import Recorder
 from ..record.stats import StatsStore
 from ..stimuli.base import StimulusSet
 from ..stimuli.design import Design
+from ..text.encoding import check_bos
 from ..units import LabeledUnits, UnitSet, unit_name
 from .score_functions import ScoreCallable, ScoreFunction, Scores, get_score
 from .scores import benjamini_hochberg
@@ -110,6 +112,23 @@ class Localizer:
             return self.design
         return Design.parse(self.design)
 
+    def check_params(self) -> None:
+        """Refuse bad parameters before any recording (so a failed run writes nothing)."""
+        site_kinds(self.site)
+        check_pooling(self.pooling)
+        check_bos(self.bos)
+        self._design_spec()
+        _ = self.score_function
+        if self.percent is not None and (isinstance(self.percent, bool) or not 0 < self.percent <= 100):
+            raise NeurolocError(f"percent must be in (0, 100], got {self.percent!r}")
+        if self.count is not None and (isinstance(self.count, bool) or not isinstance(self.count, int)
+                                       or self.count < 1):
+            raise NeurolocError(f"count must be an int >= 1, got {self.count!r}")
+        if self.percent is not None and self.count is not None:
+            raise NeurolocError("give at most one of percent and count")
+        if not 0 <= self.quantile < 1:
+            raise NeurolocError(f"quantile must be in [0, 1), got {self.quantile!r}")
+
     def statistic_kinds(self) -> tuple[str, ...]:
         """What to record: the score's needs, token statistics always (unit means for mean lesions)."""
         needs = set(self.score_function.needs) | {"tokens"}
@@ -131,6 +150,7 @@ class Localizer:
                checkpoint: Checkpoint | None = None) -> StatsStore:
         """Stream `stimuli` into (new or given) statistics; nothing is scored. With a `checkpoint`, the
         statistics are saved every few batches and a rerun with the same inputs resumes from them."""
+        self.check_params()
         sites = lm.layout.sites(site_kinds(self.site), self.layers)
         recorder = Recorder(lm, sites, pooling=self.pooling, batch_size=self.batch_size, max_tokens=self.max_tokens,
                             padding_side=self.padding_side, bos=self.bos, progress=self.progress,
