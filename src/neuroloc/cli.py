@@ -55,7 +55,7 @@ def _fail(error: Exception) -> None:
     """Print `error` verbatim (never as rich markup: `neuroloc[datasets]` keeps its brackets) and exit 2."""
     from rich.text import Text
 
-    console.print(Text.assemble(("error:", "bold red"), " ", str(error)))
+    console.print(Text.assemble(("error:", "bold red"), " ", str(error)), soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(code=2)
 
 
