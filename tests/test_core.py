@@ -348,3 +348,21 @@ def test_class_frequency_follows_the_statistics_protocol():
     restored.to("cpu").merge(second)
     for key, value in whole.state_dict().items():
         torch.testing.assert_close(restored.state_dict()[key], value)
+
+
+def test_a_neuroloc_01_output_folder_still_loads(lm, tmp_path):
+    """0.1 wrote `condition|site|field` statistics, a `contrast` and no BOS policy (it used the
+    tokenizer's defaults): such folders load, score the same and keep that policy for lesions."""
+    stimuli = StimulusSet("ab", tuple(TEXTS["a"] + TEXTS["b"]), tuple("a" * 4 + "b" * 4), ("a", "b"))
+    fitted = Localizer("residual", percent=5, bos="tokenizer").fit(lm, stimuli)
+    fitted.save(tmp_path)
+    info = json.loads((tmp_path / "localizer.json").read_text())
+    info["params"].pop("bos"), info["params"].pop("score"), info["params"].pop("design"), info.pop("widths")
+    info["contrast"] = list(info.pop("design")["labels"])
+    (tmp_path / "localizer.json").write_text(json.dumps(info))
+    state = {k.split("|", 1)[1]: v for k, v in fitted.stats_.state_dict().items() if k.startswith("moments|")}
+    from safetensors.torch import save_file
+    save_file(state, str(tmp_path / "stats.safetensors"))
+    loaded = Localizer.load(tmp_path)
+    np.testing.assert_array_equal(loaded.t_, fitted.t_)
+    assert loaded.bos == "tokenizer" and loaded.units_ == fitted.units_

@@ -368,6 +368,7 @@ class Localizer:
                                 f"run `neuroloc localize --out {directory}` first")
         info = json.loads(info_path.read_text())
         params = dict(info["params"])
+        params.setdefault("bos", "tokenizer")  # neuroloc 0.1 recorded with the tokenizer's defaults
         if score is not None:
             params["score"] = score
         localizer = cls(**params)
