@@ -366,3 +366,19 @@ def test_a_neuroloc_01_output_folder_still_loads(lm, tmp_path):
     loaded = Localizer.load(tmp_path)
     np.testing.assert_array_equal(loaded.t_, fitted.t_)
     assert loaded.bos == "tokenizer" and loaded.units_ == fitted.units_
+
+
+def test_completeness_follows_the_statistics_protocol():
+    from neuroloc.localize.attribution import Completeness
+
+    rng = np.random.default_rng(5)
+    totals, deltas = rng.normal(size=(9, 2)), rng.normal(size=(9, 2))
+    whole = Completeness(["a", "b"])
+    whole.update(totals, deltas)
+    first, second = Completeness(["a", "b"]), Completeness(["a", "b"])
+    first.update(totals[:4], deltas[:4])
+    second.update(totals[4:], deltas[4:])
+    restored = Completeness(["a", "b"])
+    restored.load_state_dict(first.state_dict())
+    restored.to("cpu").merge(second)
+    assert restored.summary() == whole.summary()

@@ -116,6 +116,27 @@ class Completeness:
         self.totals.append(np.asarray(totals, dtype=np.float64).reshape(-1, max(len(self.sites), 1)))
         self.deltas.append(np.asarray(deltas, dtype=np.float64).reshape(-1, max(len(self.sites), 1)))
 
+    def merge(self, other: "Completeness") -> "Completeness":
+        """The statistics protocol (`neuroloc.record.stats`): concatenation, exact."""
+        if other.sites != self.sites:
+            raise NeurolocError(f"cannot merge completeness over sites {other.sites} into {self.sites}")
+        self.totals.extend(other.totals)
+        self.deltas.extend(other.deltas)
+        return self
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        width = max(len(self.sites), 1)
+        stack = lambda parts: torch.from_numpy(np.concatenate(parts) if parts else np.zeros((0, width)))  # noqa: E731
+        return {"totals": stack(self.totals), "deltas": stack(self.deltas)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.totals = [state["totals"].double().cpu().numpy()] if state["totals"].shape[0] else []
+        self.deltas = [state["deltas"].double().cpu().numpy()] if state["deltas"].shape[0] else []
+
+    def to(self, device: torch.device | str) -> "Completeness":
+        """Per-pair sums live in host memory (a few numbers per item and site)."""
+        return self
+
     @staticmethod
     def _stats(total: np.ndarray, delta: np.ndarray, floor: float) -> dict:
         error = np.abs(total - delta)
