@@ -31,7 +31,7 @@ from ..stimuli.base import StimulusSet
 from ..stimuli.design import Design
 from ..text.encoding import check_bos
 from ..units import LabeledUnits, UnitSet, unit_name
-from .score_functions import ScoreCallable, ScoreFunction, Scores, get_score
+from .score_functions import ScoreCallable, ScoreFunction, Scores, get_score, ordered_sites
 from .scores import benjamini_hochberg
 from .selection import select_band, select_fdr, select_top
 
@@ -193,9 +193,9 @@ class Localizer:
         restored from disk, or just recorded."""
         kind = next(k for k in ("moments", "rows", "tokens") if k in self.statistic_kinds())
         kinds = site_kinds(self.site)
-        names = [s.name for s in sorted(Site.parse(n) for n in stats.sites(kind))]
-        self.sites_ = [Site.parse(n) for n in names if Site.parse(n).kind in kinds
-                       and (self.layers is None or Site.parse(n).layer in self.layers)]
+        names = ordered_sites(stats, kind)
+        self.sites_ = [site for site in map(Site.parse, names)
+                       if site.kind in kinds and (self.layers is None or site.layer in self.layers)]
         if not self.sites_:
             raise NeurolocError(f"the statistics hold no {'/'.join(kinds)} sites ({kind}: {names or 'none'})")
         if len(self.sites_) != len(names):  # score only the sites asked for

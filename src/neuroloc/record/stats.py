@@ -119,12 +119,6 @@ class Moments:
         for f in self.FIELDS:
             setattr(self, f, state[f].clone().to(self.mean.device))
 
-    @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor]) -> "Moments":
-        moments = cls(state["mean"].numel(), device=state["mean"].device)
-        moments.load_state_dict(state)
-        return moments
-
     def to(self, device: torch.device | str) -> "Moments":
         for f in self.FIELDS:
             setattr(self, f, getattr(self, f).to(device))
@@ -289,9 +283,6 @@ class StatsStore:
             if kind is None or k == kind:
                 seen.setdefault(site)
         return list(seen)
-
-    def width(self, site: str) -> int:
-        return next(e.width for (_, _, s), e in self.entries.items() if s == site)
 
     def count(self, label: str, kind: str = "moments") -> int:
         """Rows (or tokens) of `label` seen by the first site of `kind`."""

@@ -10,7 +10,6 @@ tokens only, as Zhang et al. do).
 
 from __future__ import annotations
 
-import inspect
 from typing import Mapping, Sequence
 
 import torch
@@ -20,6 +19,7 @@ from ...models.hooks import hooks, run_forward
 from ...models.layout import Site
 from ...models.loading import LoadedModel
 from ...progress import progress_bar
+from ...record.recorder import own_tokens, takes_position_ids
 from ...text.encoding import batches, encode, pad_id
 
 __all__ = ["ActivationCounts", "count_language"]
@@ -99,14 +99,10 @@ def _count(lm: LoadedModel, texts: Sequence[str], sites: Sequence[Site], batch_s
     layout = lm.layout
     counts = ActivationCounts({s: layout.width(s.kind) for s in sites}, device=lm.device)
     encoded = encode(lm.tokenizer, texts, bos=bos)
-    takes_positions = "position_ids" in inspect.signature(lm.model.forward).parameters
+    takes_positions = takes_position_ids(lm.model)
     with torch.inference_mode():
         for batch in batches(encoded, batch_size, pad=pad_id(lm.tokenizer)):
-            special = torch.zeros_like(batch.attention_mask)
-            for row, flags in enumerate(batch.special):
-                columns = batch.real_positions(row)
-                special[row, columns] = torch.tensor(flags, dtype=special.dtype)
-            own = (batch.attention_mask.bool() & ~special.bool()).to(lm.device)
+            own = own_tokens(batch).to(lm.device)
 
             def observer(site: Site):
                 return lambda value: counts.update(site, value, own)
