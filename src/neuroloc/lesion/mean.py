@@ -3,15 +3,12 @@ one value per hooked coordinate; the localizer stores them for its target condit
 
 from __future__ import annotations
 
-import torch
-
-from .registry import InterventionKind
+from .value import Value
 
 
-class Mean(InterventionKind):
+class Mean(Value):
+    """Replace by the stored unit means: `value` with the localizer's means as its data."""
+
     name = "mean"
     data = "means"
     usage = "mean"
-
-    def edit(self, x, mask, factor, value, context):
-        return torch.where(mask, value, x)
