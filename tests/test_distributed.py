@@ -10,7 +10,8 @@ import torch.multiprocessing as mp
 
 from neuroloc import Localizer, StimulusSet
 from neuroloc.models.loading import wrap_model
-from neuroloc.record.distributed import DistContext, gather_to_main, merge_to_main, shard_items, shard_stimuli
+from neuroloc.record.distributed import (DistContext, gather_across_ranks, merge_across_ranks, shard_items,
+                                         shard_stimuli)
 from neuroloc.record.stats import StatsStore
 from tests.tiny import tiny_model, tiny_tokenizer
 
@@ -40,13 +41,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     lm = wrap_model(tiny_model("llama"), tiny_tokenizer())
     shard = shard_stimuli(_stimuli(), ctx)
     localizer = _localizer()
-    merged = merge_to_main(localizer.record(lm, shard), ctx)
-    rows = gather_to_main([(rank, job) for job in shard_items(["a", "b", "c"], ctx)], ctx)
-    if ctx.is_main:
-        merged.save(out)
-        torch.save(rows, out + ".rows")
-    else:
-        assert merged is None and rows is None
+    merged = merge_across_ranks(localizer.record(lm, shard), ctx)
+    rows = gather_across_ranks([(rank, job) for job in shard_items(["a", "b", "c"], ctx)], ctx)
+    merged.save(f"{out}.rank{rank}")  # every rank holds the merged statistics and every row
+    torch.save(rows, f"{out}.rows{rank}")
     ctx.barrier()
     ctx.close()
 
@@ -62,7 +60,11 @@ def test_two_gloo_processes_equal_one(tmp_path):
     mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
     lm = wrap_model(tiny_model("llama"), tiny_tokenizer())
     single = _localizer().fit(lm, _stimuli())
-    merged = StatsStore.load(out)
+    merged = StatsStore.load(out + ".rank0")
+    other = StatsStore.load(out + ".rank1")
+    assert other.state_dict().keys() == merged.state_dict().keys()
+    for key, value in merged.state_dict().items():
+        torch.testing.assert_close(other.state_dict()[key], value, rtol=0, atol=0)
     # every rank recorded its half: the counts add up to the whole set
     assert merged.count("S") == 9 and merged.count("N") == 9
     parallel = _localizer().fit_stats(merged, design=single.design_,
@@ -70,8 +72,8 @@ def test_two_gloo_processes_equal_one(tmp_path):
     # float32 activations in other batch compositions: equal up to float32 rounding
     np.testing.assert_allclose(parallel.t_, single.t_, rtol=1e-5, atol=1e-5)
     assert parallel.units_.names() == single.units_.names()
-    # independent jobs (lesion conditions): shared out, every one done once, gathered on rank 0
-    assert sorted(torch.load(out + ".rows")) == [(0, "a"), (0, "c"), (1, "b")]
+    # independent jobs (lesion conditions): shared out, every one done once, gathered in rank order everywhere
+    assert torch.load(out + ".rows0") == torch.load(out + ".rows1") == [(0, "a"), (0, "c"), (1, "b")]
 
 
 def test_single_process_needs_no_launcher(monkeypatch):
@@ -82,7 +84,8 @@ def test_single_process_needs_no_launcher(monkeypatch):
     stimuli = _stimuli()
     assert shard_stimuli(stimuli, ctx) is stimuli
     store = StatsStore()
-    assert merge_to_main(store, ctx) is store
+    assert merge_across_ranks(store, ctx) is store
+    assert gather_across_ranks([1, 2], ctx) == [1, 2]
 
 
 def test_shards_partition_the_stimuli():
@@ -102,3 +105,15 @@ def test_world_size_without_master_address_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("MASTER_PORT", raising=False)
     with pytest.raises(NeurolocError, match="torchrun"):
         DistContext.from_env(backend="gloo")
+
+
+def test_commands_that_do_not_share_work_refuse_a_launcher(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from neuroloc.cli import app
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    result = CliRunner().invoke(app, ["info", "--model", str(tmp_path / "anything")])
+    assert result.exit_code == 2
+    assert "`neuroloc info` runs in one process: launch it without torchrun" in " ".join(result.output.split())

@@ -1,5 +1,6 @@
-"""`neuroloc localize` at scale: checkpoint/resume through the pipeline, and a two-process torchrun run of
-the real command equal to one process."""
+"""`neuroloc localize` at scale: checkpoint/resume through the pipeline, and two-process torchrun runs of
+the real commands (localize: a share of the stimuli per rank; lesion: a share of the conditions) equal to
+one process."""
 
 import json
 import os
@@ -55,15 +56,39 @@ def test_torchrun_two_processes_equal_one(tmp_path):
                "--percent", "5", "--batch-size", "2", "--dtype", "float32", "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
     torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    two = subprocess.run([torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "neuroloc", *command,
-                          "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True, timeout=300)
-    assert two.returncode == 0, two.stderr[-2000:]
-    one = subprocess.run([sys.executable, "-m", "neuroloc", *command, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
+
+    def launch(processes: int, *arguments: str) -> None:
+        prefix = ([torchrun, "--nproc_per_node", str(processes), "--master_port", "29517"] if processes > 1
+                  else [sys.executable])
+        done = subprocess.run([*prefix, "-m", "neuroloc", *arguments], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    launch(2, *command, "--out", str(tmp_path / "two"))
+    launch(1, *command, "--out", str(tmp_path / "one"))
     a = pd.read_parquet(tmp_path / "one" / "scores.parquet")
     b = pd.read_parquet(tmp_path / "two" / "scores.parquet")
     np.testing.assert_allclose(b.t, a.t, rtol=1e-5, atol=1e-6)
     assert (a.selected == b.selected).all()
     assert json.loads((tmp_path / "two" / "manifest.json").read_text())["parameters"]["world_size"] == 2
     assert list((tmp_path / "two" / CHECKPOINT_DIR).glob("stats-rank*.safetensors"))  # each rank checkpointed
+
+    # lesion: 1 intact + (target + 2 random + 2 magnitude) × 2 sizes = 11 conditions shared by 2 ranks
+    blimp = tmp_path / "blimp"
+    blimp.mkdir()
+    (blimp / "toy.jsonl").write_text("".join(
+        json.dumps({"sentence_good": good, "sentence_bad": bad, "UID": "toy"}) + "\n"
+        for good, bad in [("the dog jumps", "the dog jump"), ("she looked", "she look"), ("keys were", "keys was")]))
+    (tmp_path / "text.txt").write_text("\n".join(SENTENCES) + "\n")
+    lesion = ["lesion", "--units", str(tmp_path / "one"), "--model", str(model_dir), "--benchmarks", "blimp,perplexity",
+              "--blimp", str(blimp), "--perplexity-text", str(tmp_path / "text.txt"), "--percent", "2,5",
+              "--controls", "2", "--control-kind", "random,magnitude", "--batch-size", "2", "--dtype", "float32",
+              "--quiet"]
+    launch(2, *lesion, "--out", str(tmp_path / "lesion-two"))
+    launch(1, *lesion, "--out", str(tmp_path / "lesion-one"))
+    single = pd.read_csv(tmp_path / "lesion-one" / "results.csv")
+    shared = pd.read_csv(tmp_path / "lesion-two" / "results.csv")
+    assert single.groupby("condition").seed.nunique().to_dict() == {"intact": 1, "magnitude": 2, "random": 2,
+                                                                    "target": 1}
+    pd.testing.assert_frame_equal(shared, single)  # same rows, same order, same values
+    assert json.loads((tmp_path / "lesion-two" / "manifest.json").read_text())["parameters"]["world_size"] == 2

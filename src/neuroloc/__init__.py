@@ -20,7 +20,7 @@ from .pipelines.lesion import build_benchmarks, run_lesion_study
 from .pipelines.lm_eval import lm_eval
 from .models.batching import MicroBatcher
 from .record.checkpoint import Checkpoint, checkpoint_key, collect_resumable, model_fingerprint
-from .record.distributed import DistContext, merge_to_main, shard_stimuli
+from .record.distributed import DistContext, merge_across_ranks, shard_stimuli
 from .pipelines.localize import run_localize
 from .pipelines.pos import PosConfig, run_pos
 from .pipelines.language import LanguageConfig, run_language
@@ -61,7 +61,7 @@ __all__ = [
     "BENCHMARKS", "BatchContext", "Benchmark", "BenchmarkOptions", "CONTROLS", "ControlData", "HookContext",
     "INTERVENTIONS", "InterventionKind", "LanguageConfig", "PosConfig", "STIMULI", "batch_context", "draw_control",
     "register_benchmark", "register_control", "register_intervention", "register_stimuli", "run_language",
-    "Checkpoint", "DistContext", "MicroBatcher", "checkpoint_key", "collect_resumable", "lm_eval", "merge_to_main",
+    "Checkpoint", "DistContext", "MicroBatcher", "checkpoint_key", "collect_resumable", "lm_eval", "merge_across_ranks",
     "model_fingerprint", "shard_stimuli",
     "LanguageSelection", "MultilingualCorpus", "count_language", "deactivation_matrix", "load_corpus",
     "run_languages", "specific_related", "split_corpus", "steer",

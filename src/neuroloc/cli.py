@@ -26,19 +26,39 @@ DeviceOpt = typer.Option(None, "--device", help="e.g. cpu, cuda, cuda:1 (default
 QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
-def _load(model: str, dtype: str, device: Optional[str], quiet: bool):
+SHARED_COMMANDS = ("localize", "lesion", "run language")
+
+
+def _load(model: str, dtype: str, device: Optional[str], quiet: bool, command: str):
+    """The model, on this rank's device under torchrun; `command`s that do not share their work
+    across processes refuse to run under a launcher instead of repeating it in every process."""
     from transformers.utils import logging as hf_logging
 
     from .models.loading import load_model
     from .record.distributed import DistContext
 
+    if command not in SHARED_COMMANDS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise NeurolocError(f"`neuroloc {command}` runs in one process: launch it without torchrun or accelerate "
+                            f"(these share work across processes: {', '.join(SHARED_COMMANDS)})")
     device = DistContext.from_env().device(device)  # under torchrun with NCCL: this rank's GPU
     if quiet:
         hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
-    if not quiet:
+    if not quiet and _is_main():
         console.print(f"loading {model} ({dtype})", markup=False)
     return load_model(model, dtype=dtype, device=device)
+
+
+def _is_main() -> bool:
+    """Rank 0 of a torchrun launch, or the only process: the one that reports."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _leave_process_group() -> None:
+    """End a torchrun run cleanly (nothing to do in a single process)."""
+    from .record.distributed import DistContext
+
+    DistContext.from_env().close()
 
 
 def _percents(text: str) -> list[float]:
@@ -124,19 +144,17 @@ def localize(
                               path=stimuli_path)
         estimator = _localizer(site, pooling, percent, count, per_layer, absolute, fdr, batch_size, max_tokens, quiet,
                                score=score, design=chosen, bos=bos, quantile=quantile)
-        lm = _load(model, dtype, device, quiet)
+        lm = _load(model, dtype, device, quiet, "localize")
         started = time.perf_counter()
         fitted = run_localize(lm, stimuli, estimator, out, seed=seed, extra_parameters={"dtype": dtype})
     except NeurolocError as error:
         _fail(error)
     from .pipelines.localize import selection_summary
-    from .record.distributed import DistContext
 
-    ctx = DistContext.from_env()
-    if ctx.is_main:
+    if _is_main():
         console.print(f"{selection_summary(fitted)['n_selected']} units selected in "
                       f"{time.perf_counter() - started:.1f} s → {out}", markup=False)
-    ctx.close()
+    _leave_process_group()
 
 
 def _read_units(path: Path):
@@ -201,7 +219,7 @@ def lesion_command(
             from .evaluate.lm_eval import lm_eval_benchmark
 
             suite.append(lm_eval_benchmark(lm_eval_tasks, batch_size=batch_size, limit=limit))
-        lm = _load(model, dtype, device, quiet)
+        lm = _load(model, dtype, device, quiet, "lesion")
         results = run_lesion_study(
             lm, unit_set, suite, out, localizer=fitted, percents=_percents(percent) if percent else None, mode=mode,
             n_controls=controls, control_kinds=[k.strip() for k in control_kind.split(",")], seed=seed,
@@ -210,7 +228,9 @@ def lesion_command(
                                                   "units": str(units), "lm_eval": lm_eval_tasks, "bos": bos})
     except NeurolocError as error:
         _fail(error)
-    console.print(f"{len(results)} result rows → {out / 'results.csv'}", markup=False)
+    if _is_main():
+        console.print(f"{len(results)} result rows → {out / 'results.csv'}", markup=False)
+    _leave_process_group()
 
 
 def _language_benchmarks(data: Optional[Path], blimp: Optional[str], perplexity_text: Optional[str]) -> str:
@@ -269,7 +289,7 @@ def run_language_command(
         estimator = _localizer(site, pooling, max(sizes), None, False, False, None, batch_size, None, quiet, bos=bos)
         suite = _benchmarks(_language_benchmarks(data, blimp, perplexity_text), data, blimp, syntaxgym, perplexity_text, limit,
                             syntaxgym_limit, perplexity_limit, batch_size, bos)
-        lm = _load(model, dtype, device, quiet)
+        lm = _load(model, dtype, device, quiet, "run language")
         started = time.perf_counter()
         report = run_language(lm, stimuli, suite, out, localizer=estimator, percents=sizes, n_controls=controls,
                               mode=mode, seed=seed, progress=not quiet, recordings=recordings,
@@ -278,7 +298,9 @@ def run_language_command(
                                           "perplexity_limit": perplexity_limit, "dtype": dtype, "full": full})
     except NeurolocError as error:
         _fail(error)
-    console.print(f"done in {time.perf_counter() - started:.0f} s; report: {report.resolve()}", markup=False)
+    if _is_main():
+        console.print(f"done in {time.perf_counter() - started:.0f} s; report: {report.resolve()}", markup=False)
+    _leave_process_group()
 
 
 def _tagged_corpus(path: Path, limit: Optional[int]):
@@ -322,7 +344,7 @@ def pos(
     try:
         train = _tagged_corpus(data, None)
         fresh = _tagged_corpus(eval_data, None) if eval_data else None
-        lm = _load(model, dtype, device, quiet)
+        lm = _load(model, dtype, device, quiet, "pos")
         started = time.perf_counter()
         result = run_pos(lm, train, out, eval_corpus=fresh, method=method,
                          classes=None if classes.lower() == "all" else [c.strip() for c in classes.split(",")],
@@ -392,7 +414,7 @@ def align_command(
             level = float(ceiling)
         except ValueError:
             level = ceiling
-        lm = _load(model, dtype, device, quiet)
+        lm = _load(model, dtype, device, quiet, "align")
         result = align(lm, data, unit_set, controls=controls if unit_set is not None else 0, layers=layers, site=site,
                        pooling=pooling, context=not no_context, max_context=max_context, bos=bos, metric=metric,
                        alpha_per_target=alpha_per_target, folds=folds, ceiling=level, seed=seed,
@@ -454,7 +476,7 @@ def languages(
         wanted = [code.strip() for code in languages_.split(",") if code.strip()] if languages_ else None
         corpus = load_corpus(data, wanted)
         pairs = _language_pairs(steer_pairs)
-        lm = _load(model, dtype, device, quiet)
+        lm = _load(model, dtype, device, quiet, "languages")
         result = run_languages(
             lm, corpus, out, method=method, percent=percent, quantile=quantile, n_identify=n_identify,
             n_heldout=n_heldout, deactivate=not no_deactivation, n_deactivation=deactivation_texts, n_controls=controls, steering=not no_steering,
@@ -525,7 +547,7 @@ def task(
             raise NeurolocError(f"--dose takes integers separated by commas, got {dose!r}") from None
         texts = load_texts(guard_texts, limit=guard_texts_n) if guard_texts else None
         pairs = load_blimp(blimp, limit=guard_pairs) if blimp else None
-        lm = _load(model, dtype, device, quiet)
+        lm = _load(model, dtype, device, quiet, "task")
         started = time.perf_counter()
         result = run_task(lm, items, out, score=score, k=k, bottom_k=bottom_k,
                           modes=[m.strip() for m in mode.split(",") if m.strip()],
@@ -552,7 +574,7 @@ def info(model: str = ModelOpt, dtype: str = DtypeOpt, quiet: bool = QuietOpt) -
     import json
 
     try:
-        lm = _load(model, dtype, None, quiet)
+        lm = _load(model, dtype, None, quiet, "info")
     except NeurolocError as error:
         _fail(error)
     print(json.dumps({"identity": lm.identity, "layout": lm.layout.describe()}, indent=2))

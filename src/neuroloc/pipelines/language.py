@@ -22,6 +22,7 @@ from ..evaluate.controls import summarize
 from ..io import atomic_write_json, build_manifest, staged_output
 from ..localize.localizer import Localizer
 from ..models.loading import LoadedModel
+from ..record.distributed import DistContext
 from ..report.figures import plot_dose_response, plot_lesion, plot_layer_distribution
 from ..report.html import Section, write_report
 from ..stimuli.base import StimulusSet
@@ -133,7 +134,8 @@ def run_language(lm: LoadedModel, stimuli: StimulusSet, benchmarks: Sequence[Ben
 
     `config` is a `LanguageConfig`; keyword `options` override its fields (`percents=[0.5, 1]`). The
     `localizer` (default: residual units, last-token pooling) is fitted once; every lesion size is
-    re-selected from its scores. Returns the report's path.
+    re-selected from its scores. Under torchrun the ranks share the stimuli, then the lesion conditions;
+    rank 0 aligns and writes the report. Returns the report's path.
     """
     try:
         config = replace(config or LanguageConfig(), **options)
@@ -149,8 +151,12 @@ def run_language(lm: LoadedModel, stimuli: StimulusSet, benchmarks: Sequence[Ben
     results = lesion_stage(lm, localizer, benchmarks, out, config)
     finished = time.perf_counter()
     timings = {"localize_s": round(localized - started, 1), "lesion_s": round(finished - localized, 1)}
-    alignment = None
-    if config.recordings is not None:
-        alignment = align_stage(lm, localizer, out, config)
-        timings["align_s"] = round(time.perf_counter() - finished, 1)
-    return write_language_report(lm, localizer, benchmarks, results, out, config, timings, alignment)
+    ctx = DistContext.from_env()
+    if ctx.is_main:
+        alignment = None
+        if config.recordings is not None:
+            alignment = align_stage(lm, localizer, out, config)
+            timings["align_s"] = round(time.perf_counter() - finished, 1)
+        write_language_report(lm, localizer, benchmarks, results, out, config, timings, alignment)
+    ctx.barrier()
+    return out / "report.html"

@@ -22,6 +22,7 @@ from ..lesion import Intervention, lesion
 from ..localize.localizer import Localizer
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
+from ..record.distributed import DistContext, gather_across_ranks, shard_items
 from ..report.figures import plot_dose_response, plot_lesion, save_figure
 from ..units import UnitSet
 
@@ -56,9 +57,13 @@ def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Bench
                      localizer: Localizer | None = None, percents: Sequence[float] | None = None,
                      mode: str = "zero", n_controls: int = 5, control_kinds: Sequence[str] = ("random",),
                      seed: int = 0, progress: bool = True, extra_parameters: dict | None = None,
-                     intervention_data: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> pd.DataFrame:
+                     intervention_data: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+                     dist: DistContext | None = None) -> pd.DataFrame:
     """Evaluate intact, target and control lesions; write results.csv, summary.csv, lesion.png
     (and dose_response.png with several sizes) and manifest.json into `out_dir`.
+
+    Under torchrun the conditions (independent) are shared out over the ranks; every rank returns the
+    whole results table, rank 0 writes.
 
     `intervention_data` holds the per-site data of modes that read it (`{"values": {...}}` for
     `value`, `{"vectors": {...}}` for `add`); `mean` reads the localizer's stored means."""
@@ -82,18 +87,33 @@ def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Bench
     for percent, target in sizes:
         plan += [(c, s, percent, u) for c, s, u in lesion_conditions(
             target, n_controls=n_controls, control_kinds=control_kinds, seed=seed, data=data)]
+    ctx = dist or DistContext.from_env()
+    mine = shard_items(list(enumerate(plan)), ctx)
     frames = []
-    with progress_bar("lesion conditions", len(plan), progress) as advance:
-        for condition, s, percent, selected in plan:
+    with progress_bar("lesion conditions", len(mine), progress) as advance:
+        for index, (condition, s, percent, selected) in mine:
             if selected is None:
                 frame = evaluate(lm, benchmarks)
             else:
                 with lesion(lm, selected, intervention, **data_kwargs):
                     frame = evaluate(lm, benchmarks)
-            frames.append(frame.assign(condition=condition, seed=s, percent=percent,
-                                       n_units=0 if selected is None else len(selected)))
+            frames.append((index, frame.assign(condition=condition, seed=s, percent=percent,
+                                               n_units=0 if selected is None else len(selected))))
             advance(1)
-    results = pd.concat(frames, ignore_index=True)[RESULT_COLUMNS + ["n_units"]]
+    frames = sorted(gather_across_ranks(frames, ctx), key=lambda pair: pair[0])  # the plan's order
+    results = pd.concat([frame for _, frame in frames], ignore_index=True)[RESULT_COLUMNS + ["n_units"]]
+    if ctx.is_main:
+        _write_lesion_outputs(lm, units, benchmarks, results, out_dir, localizer=localizer, percents=percents,
+                              intervention=intervention, n_controls=n_controls, control_kinds=control_kinds,
+                              seed=seed, extra_parameters=extra_parameters, world_size=ctx.world_size)
+    ctx.barrier()
+    return results
+
+
+def _write_lesion_outputs(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Benchmark], results: pd.DataFrame,
+                          out_dir: str | Path, *, localizer: Localizer | None, percents: Sequence[float] | None,
+                          intervention: Intervention, n_controls: int, control_kinds: Sequence[str], seed: int,
+                          extra_parameters: dict | None, world_size: int) -> None:
     summary = summarize(results)
     with staged_output(out_dir) as staging:
         atomic_write_with(staging / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
@@ -106,10 +126,10 @@ def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Bench
         atomic_write_json(staging / "manifest.json", build_manifest(
             "lesion",
             {"mode": str(intervention), "n_controls": n_controls, "control_kinds": list(control_kinds),
-             "percents": list(percents) if percents else None, "seed": seed, **(extra_parameters or {})},
+             "percents": list(percents) if percents else None, "seed": seed, "world_size": world_size,
+             **(extra_parameters or {})},
             model=lm.identity,
             units={"n_units": len(units), "model": units.model,
                    "localizer": localizer.stimuli_ if localizer is not None else None},
             benchmarks=[{"name": b.name, "source": b.source} for b in benchmarks],
         ))
-    return results

@@ -15,7 +15,7 @@ from ..io import atomic_write_json, build_manifest, staged_output
 from ..localize.localizer import Localizer
 from ..models.loading import LoadedModel
 from ..record.checkpoint import Checkpoint, checkpoint_key, model_fingerprint
-from ..record.distributed import DistContext, merge_to_main, shard_stimuli
+from ..record.distributed import DistContext, merge_across_ranks, shard_stimuli
 from ..report.figures import plot_layer_distribution, save_figure
 from ..stimuli.base import StimulusSet
 from ..units import LabeledUnits
@@ -49,14 +49,14 @@ def recording_checkpoint(lm: LoadedModel, stimuli: StimulusSet, localizer: Local
 def run_localize(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, out_dir: str | Path,
                  *, seed: int = 0, extra_parameters: dict | None = None, checkpoint_every: int | None = 20,
                  dist: DistContext | None = None) -> Localizer:
-    """Fit `localizer` on `stimuli` and write its outputs into `out_dir` (all or nothing; with several
-    ranks, rank 0 writes). `checkpoint_every` batches the statistics are saved (None: never)."""
+    """Fit `localizer` on `stimuli` and write its outputs into `out_dir` (all or nothing). With several
+    ranks each records a share of the stimuli, every rank gets the same fitted localizer, rank 0 writes. `checkpoint_every` batches the statistics are saved (None: never)."""
     ctx = dist or DistContext.from_env()
     checkpoint = (recording_checkpoint(lm, stimuli, localizer, out_dir, ctx, checkpoint_every)
                   if checkpoint_every else None)
-    stats = merge_to_main(localizer.record(lm, shard_stimuli(stimuli, ctx), checkpoint=checkpoint), ctx)
+    stats = merge_across_ranks(localizer.record(lm, shard_stimuli(stimuli, ctx), checkpoint=checkpoint), ctx)
+    localizer.fit_recorded(lm, stimuli, stats)  # on every rank: the next stage may shard lesion conditions
     if ctx.is_main:
-        localizer.fit_recorded(lm, stimuli, stats)
         _write(lm, stimuli, localizer, out_dir, seed, extra_parameters, world_size=ctx.world_size)
     ctx.barrier()
     return localizer

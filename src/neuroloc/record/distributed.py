@@ -1,11 +1,13 @@
-"""Data-parallel recordings on torch.distributed: shard the stimuli, merge the statistics on rank 0.
+"""Data-parallel runs on torch.distributed: shard the stimuli or the jobs, merge the statistics exactly.
 
 Launch any neuroloc command under `torchrun --nproc_per_node N -m neuroloc ...` (or `accelerate
 launch -m neuroloc ...`): the launcher sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT.
 Each rank records a strided shard of the stimuli (strided, so every rank gets a similar length mix)
-into its own statistics object; `merge_to_main` gathers every rank's `state_dict()` on rank 0 and
-merges them there in rank order with the statistics' exact `merge`. Statistics that are not sums
-(per-stimulus rows) travel the same way, so nothing needs to be summable. Rank 0 alone writes outputs.
+into its own statistics object; `merge_across_ranks` gathers every rank's `state_dict()` on every rank and
+merges them in rank order with the statistics' exact `merge` — on every rank, so every rank holds the
+same fitted localizer for the next stage. Statistics that are not sums (per-stimulus rows) travel the same
+way, so nothing needs to be summable. Independent jobs (lesion conditions) are shared out with
+`shard_items` and their results gathered with `gather_across_ranks`. Rank 0 alone writes outputs.
 Backends: NCCL when every rank has a CUDA device, gloo otherwise (CPU clusters, CI).
 
 Use (what `Localizer.fit` / the pipelines call):
@@ -13,8 +15,9 @@ Use (what `Localizer.fit` / the pipelines call):
     ctx = DistContext.from_env()            # world_size 1 without a launcher: everything is a no-op
     lm = load_model(..., device=ctx.device(requested_device))
     store = collect(recorder, shard_stimuli(stimuli, ctx))
-    store = merge_to_main(store, ctx)       # the merged store on rank 0, None on the other ranks
-    if ctx.is_main: localizer.fit_stats(store); write outputs
+    store = merge_across_ranks(store, ctx)  # the same merged store on every rank
+    localizer.fit_stats(store)
+    if ctx.is_main: write outputs
     ctx.barrier(); ctx.close()
 """
 
@@ -117,22 +120,24 @@ def _empty_like(stats: Any) -> Any:
     try:
         return type(stats)()
     except TypeError:
-        raise NeurolocError(f"{type(stats).__name__} needs constructor arguments; merge_to_main needs "
+        raise NeurolocError(f"{type(stats).__name__} needs constructor arguments; merge_across_ranks needs "
                             "statistics that can be created empty and filled by load_state_dict") from None
 
 
-def merge_to_main(stats: S, ctx: DistContext) -> S | None:
-    """Gather every rank's statistics on rank 0 and merge them there (exact, rank order).
+def _all_gather(obj: Any, ctx: DistContext) -> list[Any]:
+    gathered: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
-    Returns the merged statistics on rank 0 and None on the other ranks; in a single process, `stats`."""
+
+def merge_across_ranks(stats: S, ctx: DistContext) -> S:
+    """Every rank's statistics merged (exactly, in rank order), returned on every rank.
+
+    Every rank gets the same merged statistics, so every rank can fit the same localizer and go on to
+    the next stage (e.g. shard lesion conditions); only rank 0 writes. In a single process, `stats`."""
     if not ctx.enabled:
         return stats
-    state = {k: v.detach().cpu() for k, v in stats.state_dict().items()}
-    gathered: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
-    dist.gather_object(state, gathered, dst=0)
-    if not ctx.is_main:
-        return None
-    assert gathered is not None
+    gathered = _all_gather({k: v.detach().cpu() for k, v in stats.state_dict().items()}, ctx)
     total = _empty_like(stats)
     for part_state in gathered:
         part = _empty_like(stats)
@@ -141,10 +146,9 @@ def merge_to_main(stats: S, ctx: DistContext) -> S | None:
     return total
 
 
-def gather_to_main(items: list[S], ctx: DistContext) -> list[S] | None:
-    """Concatenate per-rank lists (e.g. result rows of independent lesion conditions) on rank 0."""
+def gather_across_ranks(items: list[S], ctx: DistContext) -> list[S]:
+    """Every rank's list (e.g. the results of its lesion conditions), concatenated in rank order, on
+    every rank; in a single process, `items`."""
     if not ctx.enabled:
         return items
-    gathered: list[Any] | None = [None] * ctx.world_size if ctx.is_main else None
-    dist.gather_object(items, gathered, dst=0)
-    return [x for part in gathered for x in part] if ctx.is_main and gathered is not None else None
+    return [x for part in _all_gather(items, ctx) for x in part]
