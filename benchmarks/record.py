@@ -5,7 +5,9 @@ recording every residual site into streamed statistics, then scoring and selecti
 forward pass over the same texts in the same length-sorted batches of the same size and dtype
 (tokenized by the tokenizer alone, so the localizer's BOS token is the only difference), and prints
 tokens/s of both, their ratio, and the peak-RSS growth between localizing the stimuli once and ten times
-over (`partial_fit`, each in a fresh process).
+over (`partial_fit`, each in a fresh process). It also counts the torch operations per batch of both
+(torch.profiler): on a GPU each is a kernel launch, and a small model's step is launch-bound, so the
+count predicts the recording overhead there better than CPU time does.
 
     python benchmarks/record.py [--batch-size 32] [--dtype float32] [--repeats 3]
 """
@@ -70,6 +72,24 @@ def time_record(lm, stim, batch_size, repeats):
     return tokens / best
 
 
+def ops_per_batch(lm, stim, batch_size) -> tuple[float, float]:
+    """torch operations per batch: bare forward vs `Localizer.fit` (residual, last-token), 4 batches."""
+    from torch.profiler import profile
+
+    subset = stim.subset(list(range(0, len(stim), max(1, len(stim) // (4 * batch_size))))[:4 * batch_size])
+    prepared = batches(lm, subset.texts, batch_size)
+
+    def count(run) -> float:
+        with profile() as prof:
+            run()
+        return sum(e.count for e in prof.key_averages()) / len(prepared)
+
+    with torch.inference_mode():
+        bare = count(lambda: [lm.model(**b) for b in prepared])
+    fitted = count(lambda: Localizer("residual", pooling="last", batch_size=batch_size).fit(lm, subset))
+    return bare, fitted
+
+
 def peak_rss_child(times: int, batch_size: int, dtype: str) -> None:
     """Run in a fresh process: localize the stimuli `times` over, print peak RSS in MiB."""
     lm = load_model("smollm2", dtype=dtype)
@@ -106,6 +126,9 @@ def main() -> None:
     print(f"bare forward: {bare:,.0f} tokens/s")
     print(f"Localizer.fit residual (30 sites, last-token): {recorded:,.0f} tokens/s")
     print(f"localize/bare ratio: {recorded / bare:.2f}")
+    bare_ops, fit_ops = ops_per_batch(lm, stim, args.batch_size)
+    print(f"torch ops per batch: bare forward {bare_ops:,.0f}, Localizer.fit {fit_ops:,.0f} "
+          f"({fit_ops / bare_ops:.2f}x)")
     once, ten = peak_rss(1, args.batch_size, args.dtype), peak_rss(10, args.batch_size, args.dtype)
     print(f"peak RSS: once {once:,.0f} MiB, ten times {ten:,.0f} MiB")
     print(f"rss growth 10x: {100 * (ten - once) / once:.1f}%")

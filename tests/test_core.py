@@ -8,7 +8,7 @@ import scipy.stats
 import torch
 from sklearn.metrics import average_precision_score
 
-from neuroloc import (Design, LabeledUnits, Localizer, NeurolocError, Recorder, Rows, Scores, StatsStore,
+from neuroloc import (Design, LabeledUnits, Localizer, Moments, NeurolocError, Recorder, Rows, Scores, StatsStore,
                       StimulusSet, TokenStats, collect, encode, lesion, load_contrast_file)
 from neuroloc.localize.score_functions import SCORES, average_precision, get_score
 from neuroloc.localize.scores import lape_scores
@@ -296,6 +296,48 @@ def test_stats_protocol_roundtrip_merge_and_device():
     store = StatsStore(rows_limit_bytes=100)
     with pytest.raises(NeurolocError, match="restrict --site"):
         store.update("rows", "a", "layers.0.mlp", torch.zeros(10, 4))
+
+
+def test_sites_side_by_side_equal_sites_one_by_one():
+    """`update_sites` keeps several sites in one block; reading splits it into exactly what per-site
+    updates give, and a store that was read, saved or resumed goes on accumulating correctly."""
+    rng = np.random.default_rng(4)
+    sites, widths = ["layers.0.mlp", "layers.1.mlp", "layers.1.residual"], [3, 5, 2]
+    batches = [torch.tensor(rng.normal(size=(n, sum(widths))), dtype=torch.float32) for n in (4, 1, 6)]
+
+    def per_site(store, kind, label, values):
+        for site, piece in zip(sites, values.split(widths, dim=1)):
+            if kind == "tokens":
+                store.update(kind, label, site, values.shape[0], (piece > 0).sum(0), piece.double().sum(0))
+            else:
+                store.update(kind, label, site, piece)
+
+    def side_by_side(store, kind, label, values):
+        if kind == "tokens":
+            store.update_sites(kind, label, sites, widths, values.shape[0], (values > 0).sum(0), values.double().sum(0))
+        else:
+            store.update_sites(kind, label, sites, widths, values)
+
+    expected, blocked = StatsStore(), StatsStore()
+    for kind in ("moments", "tokens", "rows"):
+        for i, values in enumerate(batches):
+            per_site(expected, kind, "a", values)
+            side_by_side(blocked, kind, "a", values)
+            if i == 0:  # read in the middle (as a checkpoint does): the block splits, then regroups
+                assert blocked.count("a", kind) == values.shape[0]
+    resumed = StatsStore()
+    resumed.load_state_dict(blocked.state_dict())
+    side_by_side(resumed, "moments", "a", batches[0])
+    per_site(expected, "moments", "a", batches[0])
+    assert sorted(resumed.state_dict()) == sorted(expected.state_dict())
+    for key, value in expected.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key].double(), value.double(), rtol=1e-12, atol=1e-12)
+    moments = resumed.get("moments", "a", "layers.1.mlp")
+    everything = torch.cat([*batches, batches[0]])[:, 3:8].double()
+    torch.testing.assert_close(moments.mean, everything.mean(0))  # against a direct computation
+    torch.testing.assert_close(moments.variance(), everything.var(0))
+    with pytest.raises(ValueError, match="side by side"):  # sites that saw different rows cannot be joined
+        Moments.concat([Moments(2).update(torch.zeros(1, 2)), Moments(2)])
 
 
 def test_save_load_multilabel_localizer(lm, three, tmp_path):

@@ -199,7 +199,7 @@ class Localizer:
         if not self.sites_:
             raise NeurolocError(f"the statistics hold no {'/'.join(kinds)} sites ({kind}: {names or 'none'})")
         if len(self.sites_) != len(names):  # score only the sites asked for
-            stats = _restrict(stats, [s.name for s in self.sites_])
+            stats = stats.restricted(s.name for s in self.sites_)
         self.stats_ = stats
         self.design_ = design or self._resolve_design(stats.labels(kind))
         self.widths_ = [(widths or {}).get(s.name) or stats.get(kind, stats.labels(kind)[0], s.name).width
@@ -382,10 +382,3 @@ class Localizer:
         saved = UnitSet.load(directory) if len(localizer.labels_) == 1 else LabeledUnits.load(directory)
         localizer.units_ = saved
         return localizer
-
-
-def _restrict(stats: StatsStore, sites: Sequence[str]) -> StatsStore:
-    """A view of `stats` with only `sites`."""
-    kept = StatsStore(stats.rows_limit_bytes)
-    kept.entries = {key: entry for key, entry in stats.entries.items() if key[2] in set(sites)}
-    return kept

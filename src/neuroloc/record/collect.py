@@ -7,31 +7,55 @@ from typing import Sequence
 import torch
 
 from ..stimuli.base import StimulusSet
+from ..models.layout import Site
 from .recorder import PooledBatch, Recorder
 from .stats import StatsStore
 
 KINDS = ("moments", "tokens", "rows")
 
 
+def _by_device(values: dict[Site, torch.Tensor]) -> list[list[Site]]:
+    """Sites grouped by the device their values are on (one group unless the model spans devices)."""
+    groups: dict[torch.device, list[Site]] = {}
+    for site, value in values.items():
+        groups.setdefault(value.device, []).append(site)
+    return list(groups.values())
+
+
+def _label_rows(labels: Sequence[str]) -> dict[str, list[int]]:
+    """Label → the positions holding it, labels in order of first appearance."""
+    rows: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        rows.setdefault(label, []).append(i)
+    return rows
+
+
+def _pick(values: torch.Tensor, rows: list[int], n: int) -> torch.Tensor:
+    return values if len(rows) == n else values.index_select(0, torch.tensor(rows, device=values.device))
+
+
 def add_batch(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kinds: Sequence[str]) -> None:
-    """Route one reduced batch into `store`; `labels[i]` is text i's label."""
-    row_labels = [labels[text] for text, _ in batch.rows]
-    for label in dict.fromkeys(row_labels):
-        picks = [i for i, lab in enumerate(row_labels) if lab == label]
-        for site, values in batch.features.items():
-            chosen = values[torch.tensor(picks, device=values.device)]
+    """Route one reduced batch into `store`; `labels[i]` is text i's label. The sites of a device go
+    in side by side (`StatsStore.update_sites`): a few tensor operations per label, whatever the sites."""
+    row_labels = _label_rows([labels[text] for text, _ in batch.rows])
+    for group in _by_device(batch.features):
+        names, widths = [s.name for s in group], [batch.features[s].shape[1] for s in group]
+        joined = torch.cat([batch.features[s] for s in group], dim=1)
+        for label, rows in row_labels.items():
+            chosen = _pick(joined, rows, joined.shape[0])
             for kind in ("moments", "rows"):
                 if kind in kinds:
-                    store.update(kind, label, site.name, chosen)
+                    store.update_sites(kind, label, names, widths, chosen)
     if "tokens" in kinds and batch.token_sums:
-        text_labels = [labels[text] for text in batch.texts]
-        for label in dict.fromkeys(text_labels):
-            picks = torch.tensor([j for j, lab in enumerate(text_labels) if lab == label])
-            n_tokens = int(batch.token_counts[picks.to(batch.token_counts.device)].sum())
-            for site, sums in batch.token_sums.items():
-                rows = picks.to(sums.device)
-                store.update("tokens", label, site.name, n_tokens, batch.token_positive[site][rows].sum(0),
-                             sums[rows].sum(0))
+        text_labels = _label_rows([labels[text] for text in batch.texts])
+        counts = batch.token_counts.tolist()
+        for group in _by_device(batch.token_sums):
+            names, widths = [s.name for s in group], [batch.token_sums[s].shape[1] for s in group]
+            positive = torch.cat([batch.token_positive[s] for s in group], dim=1)
+            sums = torch.cat([batch.token_sums[s] for s in group], dim=1)
+            for label, texts in text_labels.items():
+                store.update_sites("tokens", label, names, widths, sum(counts[j] for j in texts),
+                                   _pick(positive, texts, len(counts)).sum(0), _pick(sums, texts, len(counts)).sum(0))
 
 
 def collect(recorder: Recorder, stimuli: StimulusSet, store: StatsStore | None = None, *,

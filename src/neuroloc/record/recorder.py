@@ -40,15 +40,6 @@ class PooledBatch:
     token_counts: torch.Tensor | None = None
 
 
-def own_tokens(batch: Batch) -> torch.Tensor:
-    """(batch, tokens) bool: real tokens that belong to the text (not padding, not special tokens)."""
-    own = batch.attention_mask.bool().clone()
-    for row, special in enumerate(batch.special):
-        columns = batch.real_positions(row)
-        own[row, columns] = torch.tensor([not flag for flag in special], dtype=torch.bool)
-    return own
-
-
 def takes_position_ids(model: torch.nn.Module) -> bool:
     return "position_ids" in inspect.signature(model.forward).parameters
 
@@ -141,8 +132,8 @@ class Recorder:
             plan, rows = None, []
         else:
             plan, rows = text_plan(mask, self.pooling), [(i, -1) for i in batch.example_ids]
-        own = own_tokens(batch).to(mask.device)  # the texts' own tokens: no padding, no BOS
-        reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=own.sum(1))
+        own = batch.own.to(mask.device)  # the texts' own tokens: no padding, no BOS
+        reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=batch.own.sum(1))  # CPU: no sync
 
         def observer(site: Site):
             def observe(value: torch.Tensor) -> None:

@@ -87,7 +87,8 @@ def encode(tokenizer, texts: Sequence[str], *, bos: str = "prepend", max_tokens:
 
 @dataclass
 class Batch:
-    """One padded batch: model inputs plus the example ids (positions in the encoded list) of its rows."""
+    """One padded batch: model inputs plus the example ids (positions in the encoded list) of its rows.
+    `own` marks the texts' own tokens: real (not padding) and not special (not a prepended BOS)."""
 
     example_ids: list[int]
     input_ids: torch.Tensor
@@ -96,6 +97,7 @@ class Batch:
     offsets: list[list[tuple[int, int]]]
     special: list[list[int]]
     padding_side: str
+    own: torch.Tensor
 
     def inputs(self, device: torch.device | str | None = None, *, position_ids: bool = True) -> dict[str, torch.Tensor]:
         """Keyword arguments for the model's forward, on `device`."""
@@ -135,11 +137,14 @@ def batches(encoded: Encoded, batch_size: int, *, pad: int, padding_side: str = 
         width = max(len(encoded.input_ids[i]) for i in ids)
         input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
         mask = torch.zeros((len(ids), width), dtype=torch.long)
+        own = torch.zeros((len(ids), width), dtype=torch.bool)
         for row, i in enumerate(ids):
             tokens = encoded.input_ids[i]
             columns = slice(0, len(tokens)) if padding_side == "right" else slice(width - len(tokens), width)
-            input_ids[row, columns] = torch.tensor(tokens, dtype=torch.long)
+            tokens_and_flags = torch.tensor([tokens, encoded.special[i]], dtype=torch.long)
+            input_ids[row, columns] = tokens_and_flags[0]
+            own[row, columns] = tokens_and_flags[1] == 0
             mask[row, columns] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         yield Batch(ids, input_ids, mask, positions, [encoded.offsets[i] for i in ids],
-                    [encoded.special[i] for i in ids], padding_side)
+                    [encoded.special[i] for i in ids], padding_side, own)

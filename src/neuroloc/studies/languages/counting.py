@@ -19,7 +19,7 @@ from ...models.hooks import hooks, run_forward
 from ...models.layout import Site
 from ...models.loading import LoadedModel
 from ...progress import progress_bar
-from ...record.recorder import own_tokens, takes_position_ids
+from ...record.recorder import takes_position_ids
 from ...text.encoding import batches, encode, pad_id
 
 __all__ = ["ActivationCounts", "count_language"]
@@ -102,7 +102,7 @@ def _count(lm: LoadedModel, texts: Sequence[str], sites: Sequence[Site], batch_s
     takes_positions = takes_position_ids(lm.model)
     with torch.inference_mode():
         for batch in batches(encoded, batch_size, pad=pad_id(lm.tokenizer)):
-            own = own_tokens(batch).to(lm.device)
+            own = batch.own.to(lm.device)
 
             def observer(site: Site):
                 return lambda value: counts.update(site, value, own)
