@@ -3,6 +3,7 @@
 The generic core shared by every attribution study (POS key neurons, task neurons):
 
 * checks and the integration rule of integrated gradients (`ig_quadrature`), per-site baselines,
+  the row plan of a pass (`row_plan`) and its hook edits and gradient bookkeeping (`AttributionRows`),
   the `Completeness` check (Σ attributions = f(x) − f(baseline), up to the quadrature error), and
   `frozen_parameters` (no weight-gradient graph);
 * `iter_answer_attributions`: attribution of f = ln p(answer | prompt) — every answer token — to the
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -36,8 +37,9 @@ from ..progress import progress_bar
 from ..record.recorder import takes_position_ids
 from ..stimuli.prompts import EncodedContinuation
 
-__all__ = ["ATTRIBUTION_METHODS", "IG_RULES", "POSITION_REDUCTIONS", "AnswerAttributionBatch", "Completeness",
-           "check_attribution", "frozen_parameters", "ig_quadrature", "iter_answer_attributions", "site_baselines"]
+__all__ = ["ATTRIBUTION_METHODS", "IG_RULES", "POSITION_REDUCTIONS", "AnswerAttributionBatch", "AttributionRows",
+           "Completeness", "check_attribution", "frozen_parameters", "ig_quadrature", "iter_answer_attributions",
+           "row_plan", "site_baselines"]
 
 ATTRIBUTION_METHODS = ("ig", "gradxact")
 IG_RULES = ("midpoint", "trapezoid")
@@ -101,6 +103,91 @@ def site_baselines(lm: LoadedModel, sites: Sequence[Site], baseline) -> dict[Sit
     if unknown:
         raise NeurolocError(f"baselines given for sites that are not attributed: {sorted(unknown)}")
     return out
+
+
+def row_plan(n: int, n_sites: int, method: str, rule: str, alphas: np.ndarray | None = None,
+             weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The rows of an attribution pass over `n` items: per row its item (`slot`), its site (−1: the
+    plain, unedited row, which gives f(x) and the activations), `alpha` and the quadrature `weight`.
+    Integrated gradients adds, per site, one row per α — and with the midpoint rule one α = 0 row of
+    weight 0, which gives f(baseline)."""
+    slot, site, alpha, weight = [np.arange(n)], [np.full(n, -1)], [np.ones(n)], [np.zeros(n)]
+    if method == "ig":
+        a, w = alphas, weights
+        if rule == "midpoint":
+            a, w = np.concatenate([a, [0.0]]), np.concatenate([w, [0.0]])
+        for j in range(n_sites):
+            slot.append(np.repeat(np.arange(n), len(a)))
+            site.append(np.full(n * len(a), j))
+            alpha.append(np.tile(a, n))
+            weight.append(np.tile(w, n))
+    return {"slot": np.concatenate(slot), "site": np.concatenate(site), "alpha": np.concatenate(alpha),
+            "weight": np.concatenate(weight)}
+
+
+class AttributionRows:
+    """One forward/backward batch of `row_plan` rows, for every attribution engine: the hook edits that
+    expose each site's activation to autograd (`gradxact`: every row) or replace it by
+    baseline + α (activation − baseline) on that site's rows (`ig`), and the bookkeeping after the
+    target is computed (`finish`). `acts` and `grads` map each site to (items, positions, coordinates)
+    float64 CPU tensors that the plain rows' activations and the weighted gradients go into."""
+
+    def __init__(self, part: dict[str, np.ndarray], method: str, base: Mapping[Site, torch.Tensor],
+                 dtype: torch.dtype, device: torch.device | str, acts: dict[Site, torch.Tensor],
+                 grads: dict[Site, torch.Tensor]) -> None:
+        self.part, self.method, self.base, self.dtype, self.device = part, method, base, dtype, device
+        self.acts, self.grads = acts, grads
+        self.slot = torch.as_tensor(part["slot"])
+        self.site_of_row = torch.as_tensor(part["site"])
+        self.n_rows = self.slot.numel()
+        self.plain = torch.nonzero(self.site_of_row < 0).flatten()
+        self.leaves: dict[Site, tuple[torch.Tensor, torch.Tensor]] = {}  # site → (delta leaf, its rows)
+
+    def editors(self, sites: Sequence[Site]) -> dict[Site, Callable[[torch.Tensor], torch.Tensor]]:
+        """The `hooks(edit=...)` mapping for `sites` (in row-plan site order)."""
+        return {site: self._editor(j, site) for j, site in enumerate(sites)}
+
+    def _editor(self, j: int, site: Site) -> Callable[[torch.Tensor], torch.Tensor]:
+        if self.method == "gradxact":
+            chosen, alpha = torch.arange(self.n_rows), None
+        else:
+            chosen = torch.nonzero(self.site_of_row == j).flatten()
+            alpha = torch.as_tensor(self.part["alpha"][chosen.numpy()], dtype=self.dtype, device=self.device)
+        base = self.base[site]
+
+        def edit(x: torch.Tensor) -> torch.Tensor:
+            view = x.reshape(self.n_rows, -1, x.shape[-1])  # some models flatten tokens (OPT's fc2)
+            if self.plain.numel():
+                self.acts[site].index_copy_(0, self.slot[self.plain],
+                                            view[self.plain.to(x.device)].detach().double().cpu())
+            if not chosen.numel():
+                return x
+            rows_on = chosen.to(x.device)
+            current = view[rows_on]
+            value = current if alpha is None else base + alpha[:, None, None] * (current - base)
+            delta = torch.zeros_like(value, requires_grad=True)
+            self.leaves[site] = (delta, chosen)
+            out = view.clone()
+            out[rows_on] = value + delta
+            return out.reshape(x.shape)
+        return edit
+
+    def finish(self, logprob: torch.Tensor, sites: Sequence[Site], f_x: np.ndarray, f_base: np.ndarray) -> None:
+        """Backpropagate the rows' targets (`logprob`, one per row): weighted gradients into `grads`,
+        the plain rows' values into `f_x`, the α = 0 rows' into `f_base` (items × sites)."""
+        order = [s for s in sites if s in self.leaves]
+        gradients = torch.autograd.grad(logprob.sum(), [self.leaves[s][0] for s in order]) if order else []
+        values = logprob.detach().double().cpu().numpy()
+        plain = self.plain.numpy()
+        f_x[self.part["slot"][plain]] = values[plain]
+        for site, gradient in zip(order, gradients):
+            chosen = self.leaves[site][1]
+            weight = torch.ones(chosen.numel(), dtype=torch.float64) if self.method == "gradxact" else \
+                torch.as_tensor(self.part["weight"][chosen.numpy()], dtype=torch.float64)
+            self.grads[site].index_add_(0, self.slot[chosen], gradient.detach().double().cpu() * weight[:, None, None])
+        if self.method == "ig":
+            is_base = (self.part["site"] >= 0) & (self.part["alpha"] == 0.0)
+            f_base[self.part["slot"][is_base], self.part["site"][is_base]] = values[is_base]
 
 
 @dataclass
@@ -196,23 +283,7 @@ class _AnswerEngine:
         self.sites = sorted(lm.layout.check(s) for s in sites)
         self.base = site_baselines(lm, self.sites, baseline)
         self.positions = takes_position_ids(lm.model)
-        if method == "ig":
-            self.alphas, self.weights = ig_quadrature(steps, rule)
-
-    def _plan(self, n: int) -> dict[str, np.ndarray]:
-        """Rows: item slot, site (−1: the plain, unedited row), alpha and quadrature weight."""
-        slot, site, alpha, weight = [np.arange(n)], [np.full(n, -1)], [np.ones(n)], [np.zeros(n)]
-        if self.method == "ig":
-            a, w = self.alphas, self.weights
-            if self.rule == "midpoint":  # one extra row per (item, site) for f(baseline)
-                a, w = np.concatenate([a, [0.0]]), np.concatenate([w, [0.0]])
-            for j in range(len(self.sites)):
-                slot.append(np.repeat(np.arange(n), len(a)))
-                site.append(np.full(n * len(a), j))
-                alpha.append(np.tile(a, n))
-                weight.append(np.tile(w, n))
-        return {"slot": np.concatenate(slot), "site": np.concatenate(site), "alpha": np.concatenate(alpha),
-                "weight": np.concatenate(weight)}
+        self.alphas, self.weights = ig_quadrature(steps, rule) if method == "ig" else (None, None)
 
     def group(self, encoded: Sequence[EncodedContinuation], items: list[int], skip_first: bool
               ) -> AnswerAttributionBatch:
@@ -232,7 +303,7 @@ class _AnswerEngine:
         grads = {s: torch.zeros(n, width, coord[s], dtype=torch.float64) for s in self.sites}
         acts = {s: torch.zeros(n, width, coord[s], dtype=torch.float64) for s in self.sites}
         f_x, f_base = np.full(n, np.nan), np.full((n, len(self.sites)), np.nan)
-        plan = self._plan(n)
+        plan = row_plan(n, len(self.sites), self.method, self.rule, self.alphas, self.weights)
         for start in range(0, len(plan["slot"]), self.batch_size):
             part = {key: value[start:start + self.batch_size] for key, value in plan.items()}
             self._run(part, ids, mask, answer, grads, acts, f_x, f_base)
@@ -252,59 +323,20 @@ class _AnswerEngine:
 
     def _run(self, part, ids, mask, answer, grads, acts, f_x, f_base) -> None:
         lm, device = self.lm, self.lm.device
-        slot = torch.as_tensor(part["slot"])
-        site_of_row = torch.as_tensor(part["site"])
-        r = slot.numel()
-        row_mask = mask[slot]
-        batch = {"input_ids": ids[slot].to(device), "attention_mask": row_mask.long().to(device), "use_cache": False}
+        rows = AttributionRows(part, self.method, self.base, lm.dtype, device, acts, grads)
+        row_mask = mask[rows.slot]
+        batch = {"input_ids": ids[rows.slot].to(device), "attention_mask": row_mask.long().to(device),
+                 "use_cache": False}
         if self.positions:
             batch["position_ids"] = (row_mask.long().cumsum(-1) - 1).clamp(min=0).to(device)
-        plain = torch.nonzero(site_of_row < 0).flatten()
-        leaves: dict[Site, tuple[torch.Tensor, torch.Tensor]] = {}
-
-        def editor(j: int, site: Site):
-            if self.method == "gradxact":
-                chosen, alpha = torch.arange(r), None
-            else:
-                chosen = torch.nonzero(site_of_row == j).flatten()
-                alpha = torch.as_tensor(part["alpha"][chosen.numpy()], dtype=lm.dtype, device=device)
-            base = self.base[site]
-
-            def edit(x: torch.Tensor) -> torch.Tensor:
-                view = x.reshape(r, -1, x.shape[-1])
-                if plain.numel():
-                    acts[site].index_copy_(0, slot[plain], view[plain.to(x.device)].detach().double().cpu())
-                if not chosen.numel():
-                    return x
-                rows_on = chosen.to(x.device)
-                current = view[rows_on]
-                value = current if alpha is None else base + alpha[:, None, None] * (current - base)
-                delta = torch.zeros_like(value, requires_grad=True)
-                leaves[site] = (delta, chosen)
-                out = view.clone()
-                out[rows_on] = value + delta
-                return out.reshape(x.shape)
-            return edit
-
         with frozen_parameters(lm.model), torch.enable_grad():
-            with hooks(lm.layout, edit={s: editor(j, s) for j, s in enumerate(self.sites)}):
+            with hooks(lm.layout, edit=rows.editors(self.sites)):
                 logits = lm.model(**batch).logits[:, :-1]
             logits = logits if logits.dtype == torch.float64 else logits.float()
             targets = batch["input_ids"][:, 1:]
             token_lp = logits.gather(-1, targets[..., None]).squeeze(-1) - logits.logsumexp(-1)
-            logprob = (token_lp * answer[slot][:, :-1].to(token_lp.device)).sum(-1)
-            order = [s for s in self.sites if s in leaves]
-            gradients = torch.autograd.grad(logprob.sum(), [leaves[s][0] for s in order]) if order else []
-        values = logprob.detach().double().cpu().numpy()
-        f_x[part["slot"][plain.numpy()]] = values[plain.numpy()]
-        for site, gradient in zip(order, gradients):
-            chosen = leaves[site][1]
-            weight = torch.ones(chosen.numel(), dtype=torch.float64) if self.method == "gradxact" else \
-                torch.as_tensor(part["weight"][chosen.numpy()], dtype=torch.float64)
-            grads[site].index_add_(0, slot[chosen], gradient.detach().double().cpu() * weight[:, None, None])
-        if self.method == "ig":
-            is_base = (part["site"] >= 0) & (part["alpha"] == 0.0)
-            f_base[part["slot"][is_base], part["site"][is_base]] = values[is_base]
+            logprob = (token_lp * answer[rows.slot][:, :-1].to(token_lp.device)).sum(-1)
+            rows.finish(logprob, self.sites, f_x, f_base)
 
 
 def iter_answer_attributions(

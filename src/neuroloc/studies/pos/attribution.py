@@ -40,8 +40,8 @@ import pandas as pd
 import torch
 
 from ...errors import NeurolocError
-from ...localize.attribution import (ATTRIBUTION_METHODS, IG_RULES, Completeness, check_attribution,
-                                      frozen_parameters, ig_quadrature, site_baselines)
+from ...localize.attribution import (ATTRIBUTION_METHODS, IG_RULES, AttributionRows, Completeness,
+                                      check_attribution, frozen_parameters, ig_quadrature, row_plan, site_baselines)
 from ...models.hooks import hooks
 from ...models.layout import Site
 from ...models.loading import LoadedModel
@@ -140,28 +140,7 @@ class _Engine:
                 f"model type {lm.layout.model_type!r}: its forward takes no position_ids, which attribution needs "
                 "to place each single-token row at the position of the word it predicts"
             )
-        if method == "ig":
-            self.alphas, self.weights = ig_quadrature(steps, rule)
-
-    # -- the row plan of a group of sentences -------------------------------------------------------
-    def _rows(self, n_words: int) -> dict[str, np.ndarray]:
-        """Per row: slot (its word), site (index into the sites; -1 = the plain row, unedited),
-        alpha (interpolation) and weight (quadrature weight; 0 for rows only there for f(baseline))."""
-        slot = [np.arange(n_words)]
-        site = [np.full(n_words, -1)]
-        alpha = [np.ones(n_words)]
-        weight = [np.zeros(n_words)]
-        if self.method == "ig":
-            for j in range(len(self.sites)):
-                a, w = self.alphas, self.weights
-                if self.rule == "midpoint":  # one extra row per (word, site) for f(baseline)
-                    a, w = np.concatenate([a, [0.0]]), np.concatenate([w, [0.0]])
-                slot.append(np.repeat(np.arange(n_words), len(a)))
-                site.append(np.full(n_words * len(a), j))
-                alpha.append(np.tile(a, n_words))
-                weight.append(np.tile(w, n_words))
-        return {"slot": np.concatenate(slot), "site": np.concatenate(site), "alpha": np.concatenate(alpha),
-                "weight": np.concatenate(weight)}
+        self.alphas, self.weights = ig_quadrature(steps, rule) if method == "ig" else (None, None)
 
     # -- one group of sentences ---------------------------------------------------------------------
     def group(self, ids: list[list[int]], words: list[WordTarget], row_of_sentence: dict[int, int]
@@ -196,10 +175,10 @@ class _Engine:
         sentence_row = torch.tensor([row_of_sentence[w.sentence] for w in words], dtype=torch.long)
         predict = torch.tensor([w.predict for w in words], dtype=torch.long)
         target = torch.tensor([w.target for w in words], dtype=torch.long)
-        rows = self._rows(n)
+        rows = row_plan(n, len(self.sites), self.method, self.rule, self.alphas, self.weights)
         coord = {s: lm.layout.coordinate_width(s.kind) for s in self.sites}
-        grads = {s: torch.zeros(n, coord[s], dtype=torch.float64) for s in self.sites}
-        acts = {s: torch.zeros(n, coord[s], dtype=torch.float64) for s in self.sites}
+        grads = {s: torch.zeros(n, 1, coord[s], dtype=torch.float64) for s in self.sites}  # one position: p
+        acts = {s: torch.zeros(n, 1, coord[s], dtype=torch.float64) for s in self.sites}
         f_x = np.full(n, np.nan)
         f_base = np.full((n, len(self.sites)), np.nan)
 
@@ -209,7 +188,7 @@ class _Engine:
 
         site_scores, totals = [], []
         for j, site in enumerate(self.sites):
-            coords = (acts[site] - self.base[site].double().cpu()) * grads[site]
+            coords = ((acts[site] - self.base[site].double().cpu()) * grads[site]).squeeze(1)
             if site.kind == "attn":
                 coords = coords.unflatten(-1, (lm.layout.n_heads, -1)).sum(-1)
             site_scores.append(coords)
@@ -220,65 +199,22 @@ class _Engine:
 
     def _run_rows(self, cache, part, sentence_row, predict, target, input_ids, width, grads, acts, f_x, f_base) -> None:
         lm, device = self.lm, self.lm.device
-        slot = torch.as_tensor(part["slot"])
-        site_of_row = torch.as_tensor(part["site"])
-        r = slot.numel()
+        rows = AttributionRows(part, self.method, self.base, lm.dtype, device, acts, grads)
+        slot = rows.slot
         rows_cache = copy.deepcopy(cache)
         rows_cache.batch_select_indices(sentence_row[slot].to(device))
         position = predict[slot]
         step_ids = input_ids[sentence_row[slot], position][:, None]
         keep = torch.arange(width)[None, :] < position[:, None]  # the prefix before the predicting token
-        attention = torch.cat([keep, torch.ones(r, 1, dtype=torch.bool)], dim=1).long()
+        attention = torch.cat([keep, torch.ones(rows.n_rows, 1, dtype=torch.bool)], dim=1).long()
         batch = {"input_ids": step_ids.to(device), "attention_mask": attention.to(device),
                  "position_ids": position[:, None].to(device), "past_key_values": rows_cache, "use_cache": True}
-
-        plain = torch.nonzero(site_of_row < 0).flatten()
-        leaves: dict[Site, tuple[torch.Tensor, torch.Tensor]] = {}  # site → (delta leaf, its rows)
-
-        def editor(j: int, site: Site):
-            if self.method == "gradxact":
-                chosen = torch.arange(r)
-                alpha = None
-            else:
-                chosen = torch.nonzero(site_of_row == j).flatten()
-                alpha = torch.as_tensor(part["alpha"][chosen.numpy()], dtype=lm.dtype, device=device)
-            base = self.base[site]
-
-            def edit(x: torch.Tensor) -> torch.Tensor:
-                # (rows, 1, width) — or (rows, width) for models that flatten tokens (OPT's fc2)
-                view = x.reshape(r, -1, x.shape[-1])
-                if plain.numel():  # the unedited activation at the predicting position
-                    acts[site].index_copy_(0, slot[plain], view[plain.to(x.device), -1].detach().double().cpu())
-                if not chosen.numel():
-                    return x
-                rows_on = chosen.to(x.device)
-                current = view[rows_on, -1]
-                value = current if alpha is None else base + alpha[:, None] * (current - base)
-                delta = torch.zeros_like(value, requires_grad=True)
-                leaves[site] = (delta, chosen)
-                out = view.clone()
-                out[rows_on, -1] = value + delta
-                return out.reshape(x.shape)
-            return edit
-
         with frozen_parameters(lm.model), torch.enable_grad():
-            with hooks(lm.layout, edit={s: editor(j, s) for j, s in enumerate(self.sites)}):
+            with hooks(lm.layout, edit=rows.editors(self.sites)):
                 logits = lm.model(**batch).logits[:, -1]
             logits = logits if logits.dtype == torch.float64 else logits.float()
             logprob = logits.gather(-1, target[slot].to(logits.device)[:, None]).squeeze(-1) - logits.logsumexp(-1)
-            order = [s for s in self.sites if s in leaves]
-            gradients = torch.autograd.grad(logprob.sum(), [leaves[s][0] for s in order]) if order else []
-        values = logprob.detach().double().cpu().numpy()
-        plain_np = plain.numpy()
-        f_x[part["slot"][plain_np]] = values[plain_np]
-        for site, gradient in zip(order, gradients):
-            chosen = leaves[site][1]
-            weight = torch.ones(chosen.numel(), dtype=torch.float64) if self.method == "gradxact" else \
-                torch.as_tensor(part["weight"][chosen.numpy()], dtype=torch.float64)
-            grads[site].index_add_(0, slot[chosen], gradient.detach().double().cpu() * weight[:, None])
-        if self.method == "ig":
-            is_base = (part["site"] >= 0) & (part["alpha"] == 0.0)
-            f_base[part["slot"][is_base], part["site"][is_base]] = values[is_base]
+            rows.finish(logprob, self.sites, f_x, f_base)
 
 
 def iter_attributions(
