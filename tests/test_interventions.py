@@ -211,3 +211,66 @@ def test_flattened_mlp_values_are_seen_per_token_when_the_batch_is_declared():
         run_forward(lm.model, input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
     assert seen[0].shape == (2, enc["input_ids"].shape[1], 48)
     assert torch.all(seen[0][..., 1] == 0) and seen[0][..., 2].abs().sum() > 0
+
+
+def _bare_zeroed(lm, ids: torch.Tensor, chosen: list[int], unit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and layer-1 residual of one unpadded text with layer 0's mlp unit zeroed at `chosen`
+    by a bare PyTorch hook."""
+    def bare(_module, args):
+        value = args[0].clone()
+        value[0, chosen, unit] = 0
+        return (value,)
+
+    handle = lm.layout.mlp_modules[0].register_forward_pre_hook(bare)
+    try:
+        with torch.no_grad(), record(lm.layout, [Site(1, "residual")], stop_early=False) as got:
+            logits = lm.model(input_ids=ids).logits[0].double()
+    finally:
+        handle.remove()
+    return logits, got["layers.1.residual"][0]
+
+
+@pytest.mark.parametrize("positions", ["last", [1, -2]])
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_interventions_at_chosen_positions_match_a_bare_hook_per_text(lm, positions, padding_side):
+    """`positions=` addresses each text's own token positions inside a padded batch (either side):
+    every text's activations — and, through the scorer's length-sorted batches, its scores — equal a
+    bare PyTorch hook zeroing those positions of that text alone."""
+    texts = ["a dog", "the quick brown fox jumps over", "she looked for the keys"]
+    unit = 5
+    units = UnitSet.from_names([f"layers.0.mlp[{unit}]"], lm.layout)
+    bos = lm.tokenizer.bos_token_id
+    ids = [torch.tensor([[bos] + lm.tokenizer(t)["input_ids"]]) for t in texts]
+    width = max(x.shape[1] for x in ids)
+    batch = torch.full((len(texts), width), lm.tokenizer.pad_token_id or 0)
+    mask = torch.zeros(len(texts), width, dtype=torch.long)
+    for row, x in enumerate(ids):
+        columns = slice(0, x.shape[1]) if padding_side == "right" else slice(width - x.shape[1], width)
+        batch[row, columns], mask[row, columns] = x[0], 1
+    with torch.no_grad(), lesion(lm, units, "zero", positions=positions), \
+            record(lm.layout, [Site(1, "residual")], stop_early=False) as got:
+        run_forward(lm.model, input_ids=batch, attention_mask=mask,
+                    position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+    with lesion(lm, units, "zero", positions=positions):
+        scores = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=3)
+    for row, x in enumerate(ids):
+        n = x.shape[1]
+        logits, residual = _bare_zeroed(lm, x, [n - 1] if positions == "last" else [k % n for k in positions], unit)
+        torch.testing.assert_close(got["layers.1.residual"][row][mask[row].bool()], residual, atol=1e-5, rtol=1e-5)
+        expected = logits[:-1].log_softmax(-1).gather(-1, x[0, 1:, None]).squeeze(-1).numpy()
+        assert scores[row].logprobs == pytest.approx(expected, abs=1e-5)
+    if positions == "last":  # the edit reached the last token and nothing before it
+        with torch.no_grad(), record(lm.layout, [Site(1, "residual")], stop_early=False) as plain:
+            run_forward(lm.model, input_ids=batch, attention_mask=mask,
+                        position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+        changed = (got["layers.1.residual"] - plain["layers.1.residual"]).abs().amax(-1) > 1e-6
+        last = mask.bool() & ((mask.cumsum(-1) == mask.sum(1, keepdim=True)))
+        assert torch.equal(changed & mask.bool(), last)  # (padding rows attend to nothing: not compared)
+
+
+def test_positions_must_be_last_or_integers(lm):
+    units = UnitSet.from_names(["layers.0.mlp[5]"], lm.layout)
+    for bad in ("first", [], [1.5], 3):
+        with pytest.raises(NeurolocError, match="positions must be None"):
+            with lesion(lm, units, "zero", positions=bad):
+                pass

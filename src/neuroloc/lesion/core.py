@@ -1,4 +1,6 @@
-"""Install interventions on units through hooks, at every layer and position of the selected units.
+"""Install interventions on units through hooks, at every layer of the selected units — at every
+position, or at the positions asked for (`positions=`: "last", or token positions counted over each
+text's real tokens, negative from its end; like nnsight's per-position interventions).
 
 Masks and per-site values are moved to the device and dtype of the tensor each hook sees (once per
 device), never to "the model's device", so a model dispatched over several devices works.
@@ -7,7 +9,7 @@ device), never to "the model's device", so a model dispatched over several devic
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator, Mapping, Union
+from typing import Callable, Iterator, Mapping, Sequence, Union
 
 import torch
 
@@ -64,6 +66,51 @@ def intervene(lm: LoadedModel, units: UnitSet, fn: UnitFunction) -> contextlib.A
     return intervene_per_site(lm, units, lambda site: fn)
 
 
+Positions = Union[None, str, Sequence[int]]
+
+
+def check_positions(positions: Positions) -> Positions:
+    """None (every position), "last", or a sequence of ints; anything else is a one-line error."""
+    if positions is None or positions == "last":
+        return positions
+    if isinstance(positions, str) or not isinstance(positions, Sequence) or not positions or \
+            not all(isinstance(k, int) and not isinstance(k, bool) for k in positions):
+        raise NeurolocError(f"positions must be None (every position), 'last' or a list of token positions "
+                            f"(ints, negative from the end), got {positions!r}")
+    return tuple(positions)
+
+
+def position_mask(positions: Positions, x: torch.Tensor, context: HookContext) -> torch.Tensor:
+    """(batch, tokens) bool over the hooked tensor `x`: the tokens that `positions` names.
+
+    Positions count each row's real tokens (the batch's position ids, or its attention mask, so padding
+    on either side does not move them; a prepended BOS is position 0); a pass run without a declared
+    batch counts the tokens of its input."""
+    batch, tokens = x.shape[0], x.shape[1]
+    counted = context.positions
+    if counted is None or tuple(counted.shape) != (batch, tokens):
+        counted = torch.arange(tokens, device=x.device).expand(batch, tokens)
+    counted = counted.to(x.device)
+    mask = context.attention_mask
+    real = mask.to(x.device).bool() if mask is not None and tuple(mask.shape) == (batch, tokens) else \
+        torch.ones(batch, tokens, dtype=torch.bool, device=x.device)
+    length = counted.masked_fill(~real, -1).amax(1, keepdim=True) + 1
+    wanted = [length - 1] if positions == "last" else [length + k if k < 0 else torch.full_like(length, k)
+                                                       for k in positions]
+    chosen = torch.zeros_like(real)
+    for target in wanted:
+        chosen |= counted == target
+    return chosen & real
+
+
+def _by_token(x: torch.Tensor, context: HookContext) -> torch.Tensor:
+    """`x` as (batch, tokens, coordinates); some models hook (batch × tokens, coordinates) (OPT's fc2)."""
+    if x.ndim == 3:
+        return x
+    mask = context.attention_mask
+    return x.reshape(*mask.shape, x.shape[-1]) if mask is not None and mask.numel() == x.shape[0] else x[None]
+
+
 def _site_values(lm: LoadedModel, units: UnitSet, spec: Intervention,
                  data: Mapping[str, torch.Tensor] | None) -> dict[Site, _PerDevice]:
     """Per hooked site, the intervention's data as a tensor over the site's coordinates."""
@@ -90,14 +137,17 @@ def _site_values(lm: LoadedModel, units: UnitSet, spec: Intervention,
 
 @contextlib.contextmanager
 def lesion(lm: LoadedModel, units: UnitSet, mode: str | Intervention = "zero",
-           means: Mapping[str, torch.Tensor] | None = None, **data: Mapping[str, torch.Tensor]) -> Iterator[None]:
+           means: Mapping[str, torch.Tensor] | None = None, *, positions: Positions = None,
+           **data: Mapping[str, torch.Tensor]) -> Iterator[None]:
     """Apply a registered intervention to `units` for the duration of the block.
 
     `mode`: "zero", "mean", "scale:K", "value", "add[:K]" or any registered identifier
     (`neuroloc.lesion.INTERVENTIONS`). Kinds that read per-site data take it as a keyword: `means=`
     (mean), `values=` (value), `vectors=` (add) — per site name, one value per unit or per hooked
-    coordinate.
+    coordinate. `positions`: None (every position), "last" (each text's last token) or token positions
+    (ints over each text's real tokens, negative from its end, e.g. [-1, -2]).
     """
+    positions = check_positions(positions)
     spec = Intervention.parse(mode)
     kind = spec.method
     values: dict[Site, _PerDevice] = {}
@@ -107,7 +157,14 @@ def lesion(lm: LoadedModel, units: UnitSet, mode: str | Intervention = "zero",
 
     def make(site: Site) -> UnitFunction:
         value = values.get(site)
-        return lambda x, m, ctx: kind.edit(x, m, spec.factor, None if value is None else value.like(x), ctx)
+
+        def edit(x: torch.Tensor, mask: torch.Tensor, context: HookContext) -> torch.Tensor:
+            edited = kind.edit(x, mask, spec.factor, None if value is None else value.like(x), context)
+            if positions is None:
+                return edited
+            where = position_mask(positions, _by_token(x, context), context).reshape(*x.shape[:-1], 1)
+            return torch.where(where, edited, x)
+        return edit
 
     with intervene_per_site(lm, units, make):
         yield
