@@ -169,12 +169,26 @@ def test_cli_localize_then_lesion(model_dir, data, tmp_path):
     assert set(results.condition) == {"intact", "target", "random", "magnitude"}
     assert json.loads((tmp_path / "les" / "manifest.json").read_text())["parameters"]["mode"] == "mean"
 
+    # Lesioning only each text's last token changes no score (the last token predicts nothing scored),
+    # while the same units lesioned everywhere do change them.
+    result = runner.invoke(app, ["lesion", "--model", str(model_dir), "--units", str(tmp_path / "loc"),
+                                 "--data", str(data), "--benchmarks", "blimp,perplexity", "--controls", "1",
+                                 "--positions", "last", "--out", str(tmp_path / "last"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    last = pd.read_csv(tmp_path / "last" / "results.csv")
+    per_condition = last.pivot_table(index=["benchmark", "subset", "metric"], columns="condition", values="value")
+    np.testing.assert_allclose(per_condition["target"], per_condition["intact"], rtol=1e-6)
+    everywhere = results[results.condition == "target"].set_index(["benchmark", "subset", "metric"]).value
+    assert not np.allclose(everywhere.loc[per_condition.index], per_condition["intact"], rtol=1e-6)
+    assert json.loads((tmp_path / "last" / "manifest.json").read_text())["parameters"]["positions"] == "last"
+
 
 @pytest.mark.parametrize("arguments, message", [
     (["lesion", "--units", "{loc}", "--benchmarks", "glue"], "unknown benchmark"),
     (["lesion", "--units", "{tmp}/nothing-here"], "units"),
     (["localize", "--localizer", "{tmp}/missing.csv"], "missing.csv"),
     (["localize", "--percent", "0"], "percent"),
+    (["lesion", "--units", "{loc}", "--positions", "first"], "--positions takes 'last' or integers"),
 ])
 def test_cli_errors_are_one_clear_line(model_dir, tmp_path, arguments, message):
     loc = tmp_path / "loc"

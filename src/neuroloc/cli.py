@@ -54,6 +54,17 @@ def _is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def _positions(text: Optional[str]):
+    """--positions: None, 'last', or comma-separated integers."""
+    if text is None or text.strip() == "last":
+        return None if text is None else "last"
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise NeurolocError(f"--positions takes 'last' or integers separated by commas (e.g. 1,-2), got {text!r}") \
+            from None
+
+
 def _leave_process_group() -> None:
     """End a torchrun run cleanly (nothing to do in a single process)."""
     from .record.distributed import DistContext
@@ -187,6 +198,8 @@ def lesion_command(
     units: Path = typer.Option(..., "--units", "-u", help="A `neuroloc localize` output (or a UnitSet folder)."),
     model: str = ModelOpt,
     mode: str = typer.Option("zero", "--mode", help="zero, mean, or scale:K (scale:0 suppress, scale:2 enhance)."),
+    positions: Optional[str] = typer.Option(None, "--positions", help="Lesion only these token positions: 'last', "
+                                            "or integers like 1,-2 (negative from each text's end). Default: all."),
     benchmarks: str = typer.Option("blimp,syntaxgym,perplexity", "--benchmarks"),
     controls: int = typer.Option(5, "--controls", help="Control sets (seeds) per kind and size."),
     control_kind: str = typer.Option("random", "--control-kind", help="random, magnitude, or random,magnitude."),
@@ -211,6 +224,7 @@ def lesion_command(
     from .pipelines.lesion import run_lesion_study
 
     try:
+        chosen_positions = _positions(positions)
         fitted, unit_set = _read_units(units)
         bos = bos or (fitted.bos if fitted else "prepend")
         suite = _benchmarks(benchmarks, data, blimp, syntaxgym, perplexity_text, limit, syntaxgym_limit,
@@ -223,6 +237,7 @@ def lesion_command(
         results = run_lesion_study(
             lm, unit_set, suite, out, localizer=fitted, percents=_percents(percent) if percent else None, mode=mode,
             n_controls=controls, control_kinds=[k.strip() for k in control_kind.split(",")], seed=seed,
+            positions=chosen_positions,
             progress=not quiet, extra_parameters={"limit": limit, "syntaxgym_limit": syntaxgym_limit,
                                                   "perplexity_limit": perplexity_limit, "dtype": dtype,
                                                   "units": str(units), "lm_eval": lm_eval_tasks, "bos": bos})

@@ -19,6 +19,7 @@ from ..evaluate.controls import ControlData, draw_control, summarize
 from ..evaluate.registry import build_benchmarks
 from ..io import atomic_write_json, atomic_write_with, build_manifest, staged_output
 from ..lesion import Intervention, lesion
+from ..lesion.core import Positions, check_positions
 from ..localize.localizer import Localizer
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
@@ -58,7 +59,7 @@ def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Bench
                      mode: str = "zero", n_controls: int = 5, control_kinds: Sequence[str] = ("random",),
                      seed: int = 0, progress: bool = True, extra_parameters: dict | None = None,
                      intervention_data: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-                     dist: DistContext | None = None) -> pd.DataFrame:
+                     positions: Positions = None, dist: DistContext | None = None) -> pd.DataFrame:
     """Evaluate intact, target and control lesions; write results.csv, summary.csv, lesion.png
     (and dose_response.png with several sizes) and manifest.json into `out_dir`.
 
@@ -66,8 +67,10 @@ def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Bench
     whole results table, rank 0 writes.
 
     `intervention_data` holds the per-site data of modes that read it (`{"values": {...}}` for
-    `value`, `{"vectors": {...}}` for `add`); `mean` reads the localizer's stored means."""
+    `value`, `{"vectors": {...}}` for `add`); `mean` reads the localizer's stored means. `positions`
+    limits every lesion to some token positions (`neuroloc.lesion.lesion`)."""
     intervention = Intervention.parse(mode)
+    positions = check_positions(positions)
     units.check_compatible(lm.layout, lm.identity)
     if percents and localizer is None:
         raise NeurolocError("--percent re-selects units from localizer scores: pass a `neuroloc localize` output")
@@ -95,7 +98,7 @@ def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Bench
             if selected is None:
                 frame = evaluate(lm, benchmarks)
             else:
-                with lesion(lm, selected, intervention, **data_kwargs):
+                with lesion(lm, selected, intervention, positions=positions, **data_kwargs):
                     frame = evaluate(lm, benchmarks)
             frames.append((index, frame.assign(condition=condition, seed=s, percent=percent,
                                                n_units=0 if selected is None else len(selected))))
@@ -105,7 +108,8 @@ def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Bench
     if ctx.is_main:
         _write_lesion_outputs(lm, units, benchmarks, results, out_dir, localizer=localizer, percents=percents,
                               intervention=intervention, n_controls=n_controls, control_kinds=control_kinds,
-                              seed=seed, extra_parameters=extra_parameters, world_size=ctx.world_size)
+                              seed=seed, extra_parameters={"positions": positions, **(extra_parameters or {})},
+                              world_size=ctx.world_size)
     ctx.barrier()
     return results
 
