@@ -116,4 +116,4 @@ def test_commands_that_do_not_share_work_refuse_a_launcher(monkeypatch, tmp_path
     monkeypatch.setenv("RANK", "1")
     result = CliRunner().invoke(app, ["info", "--model", str(tmp_path / "anything")])
     assert result.exit_code == 2
-    assert "`neuroloc info` runs in one process: launch it without torchrun" in " ".join(result.output.split())
+    assert "error: rank 1: `neuroloc info` runs in one process: launch it without torchrun" in " ".join(result.output.split())

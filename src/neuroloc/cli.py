@@ -83,10 +83,12 @@ def _percents(text: str) -> list[float]:
 
 
 def _fail(error: Exception) -> None:
-    """Print `error` verbatim (never as rich markup: `neuroloc[datasets]` keeps its brackets) and exit 2."""
+    """Print `error` verbatim (never as rich markup: `neuroloc[datasets]` keeps its brackets) and exit 2.
+    Under a launcher every process reports its own error, named by its rank."""
     from rich.text import Text
 
-    console.print(Text.assemble(("error:", "bold red"), " ", str(error)), soft_wrap=True)  # one line, never wrapped
+    rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    console.print(Text.assemble(("error:", "bold red"), " ", rank, str(error)), soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(code=2)
 
 
