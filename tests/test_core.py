@@ -338,6 +338,16 @@ def test_sites_side_by_side_equal_sites_one_by_one():
     torch.testing.assert_close(moments.variance(), everything.var(0))
     with pytest.raises(ValueError, match="side by side"):  # sites that saw different rows cannot be joined
         Moments.concat([Moments(2).update(torch.zeros(1, 2)), Moments(2)])
+    # overlapping site sets (a store filled by two recordings of other sites) add up per site
+    overlapping, each = StatsStore(), StatsStore()
+    x, y = torch.tensor(rng.normal(size=(4, 4))), torch.tensor(rng.normal(size=(3, 4)))
+    overlapping.update_sites("moments", "a", ["s1", "s2"], [2, 2], x)
+    overlapping.update_sites("moments", "a", ["s2", "s3"], [2, 2], y)
+    for site, piece in (("s1", x[:, :2]), ("s2", x[:, 2:]), ("s2", y[:, :2]), ("s3", y[:, 2:])):
+        each.update("moments", "a", site, piece)
+    assert overlapping.get("moments", "a", "s2").n == 7
+    for key, value in each.state_dict().items():
+        torch.testing.assert_close(overlapping.state_dict()[key], value, rtol=1e-12, atol=1e-12)
 
 
 def test_save_load_multilabel_localizer(lm, three, tmp_path):

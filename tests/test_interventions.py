@@ -274,3 +274,33 @@ def test_positions_must_be_last_or_integers(lm):
         with pytest.raises(NeurolocError, match="positions must be None"):
             with lesion(lm, units, "zero", positions=bad):
                 pass
+
+
+def test_positions_on_flattened_tokens_follow_the_declared_batch():
+    """OPT hooks its MLP input as (batch × tokens, width): `positions="last"` still reaches each text's own
+    last token of a right-padded batch, as running every text alone does."""
+    lm = wrap_model(tiny_model("opt"), tiny_tokenizer())
+    units = UnitSet.from_names([f"layers.0.mlp[{i}]" for i in range(48)], lm.layout)
+    texts = ["the lazy dog", "she looked for the keys in the drawer"]
+    enc = lm.tokenizer(texts, return_tensors="pt", padding=True)
+    assert not enc["attention_mask"].all()  # the short text is padded
+    with torch.no_grad(), lesion(lm, units, "zero", positions="last"):
+        batched = run_forward(lm.model, **enc).logits
+        alone = [run_forward(lm.model, **lm.tokenizer([t], return_tensors="pt")).logits[0] for t in texts]
+    for row, single in enumerate(alone):
+        real = enc["attention_mask"][row].bool()
+        torch.testing.assert_close(batched[row][real], single, atol=1e-5, rtol=1e-5)
+
+
+def test_positions_refuse_passes_that_declare_no_batch(lm):
+    """Without a declared batch (a bare call, or a cached generation step) positions cannot be counted
+    per text: a clear error instead of a silently wrong lesion."""
+    units = UnitSet.from_names(["layers.0.mlp[5]"], lm.layout)
+    ids = lm.tokenizer(["the lazy dog"], return_tensors="pt")["input_ids"]
+    with torch.no_grad(), lesion(lm, units, "zero", positions="last"):
+        with pytest.raises(NeurolocError, match="positions= needs each row's real tokens"):
+            lm.model(ids)
+        with pytest.raises(NeurolocError, match="one cached generation step"):
+            with batch_context(attention_mask=torch.ones_like(ids)):
+                lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False,
+                                  pad_token_id=0)

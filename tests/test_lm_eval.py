@@ -4,6 +4,7 @@ numbers (intact and lesioned), the perplexity task gives a hand computation from
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -123,3 +124,24 @@ def test_lesion_cli_runs_harness_tasks_with_controls(tmp_path, blimp_dir):
     assert set(results.condition) == {"intact", "target", "random"}
     summary = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert "random_mean" in summary and (summary.subset == "overall").any()
+
+
+def test_every_rank_of_a_launch_gets_its_own_harness_results(lm, blimp_dir, monkeypatch):
+    """Under torchrun each rank evaluates its own lesion conditions whole: the harness, which keeps results
+    for LOCAL_RANK 0 only, must run as the only process on every rank (and LOCAL_RANK is left as it was)."""
+    tasks = blimp_tasks(blimp_dir, PHENOMENA[:1])
+    alone = evaluate_lm_eval(lm.model, lm.tokenizer, tasks, batch_size=8, limit=5)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    second_rank = evaluate_lm_eval(lm.model, lm.tokenizer, tasks, batch_size=8, limit=5)
+    pd.testing.assert_frame_equal(second_rank, alone)
+    assert os.environ["LOCAL_RANK"] == "1"
+
+
+def test_positions_cannot_reach_harness_tasks(lm, blimp_dir, tmp_path):
+    from neuroloc import run_lesion_study
+
+    units = UnitSet.from_names(["layers.1.mlp[3]"], lm.layout)
+    with pytest.raises(NeurolocError, match="--positions cannot reach lm-eval"):
+        run_lesion_study(lm, units, [lm_eval_benchmark(f"blimp={blimp_dir}")], tmp_path / "out", positions="last",
+                         progress=False)
+    assert not (tmp_path / "out").exists()

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from ..errors import NeurolocError
+from ..models.hooks import run_forward
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
 from ..record.recorder import takes_position_ids
@@ -60,7 +61,7 @@ def score_continuations(lm: LoadedModel, encoded: Sequence[EncodedContinuation],
             inputs = {"input_ids": ids.to(lm.device), "attention_mask": mask.to(lm.device), "use_cache": False}
             if positions:
                 inputs["position_ids"] = ((mask.cumsum(-1) - 1).clamp(min=0)).to(lm.device)
-            logits = lm.model(**inputs).logits[:, :-1]
+            logits = run_forward(lm.model, example_ids=rows, **inputs).logits[:, :-1]  # declares the batch
             on = target.to(logits.device)
             picked = logits[on]  # (answer tokens, vocab): never a full float32 copy of the batch
             picked = picked if picked.dtype == torch.float64 else picked.float()

@@ -21,11 +21,14 @@ RESULT_COLUMNS = ["benchmark", "subset", "metric", "value"]
 
 @dataclass(frozen=True)
 class Benchmark:
-    """A named evaluation: (model, tokenizer) → rows of benchmark, subset, metric, value."""
+    """A named evaluation: (model, tokenizer) → rows of benchmark, subset, metric, value.
+    `declares_batches`: its forward passes declare their batch (`models.hooks.batch_context`: the
+    attention mask), which interventions at chosen token positions need."""
 
     name: str
     source: str
     run: Callable[[object, object], pd.DataFrame]
+    declares_batches: bool = True
 
 
 @dataclass(frozen=True)

@@ -18,11 +18,13 @@ Needs the optional extra: `pip install 'neuroloc[lm-eval]'`.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import logging
+import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
@@ -40,6 +42,21 @@ def _require_lm_eval() -> None:
         import lm_eval  # noqa: F401
     except ImportError:
         raise NeurolocError("the lm-evaluation-harness bridge needs lm-eval: pip install 'neuroloc[lm-eval]'") from None
+
+
+@contextlib.contextmanager
+def _one_process() -> Iterator[None]:
+    """The harness keeps its results for LOCAL_RANK 0 only; under torchrun each neuroloc rank evaluates
+    its own lesion conditions whole, so every rank runs the harness as the only process."""
+    before = os.environ.get("LOCAL_RANK")
+    os.environ["LOCAL_RANK"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["LOCAL_RANK"]
+        else:
+            os.environ["LOCAL_RANK"] = before
 
 
 @functools.lru_cache(maxsize=None)
@@ -133,8 +150,9 @@ def evaluate_lm_eval(model, tokenizer, tasks: Sequence[TaskSpec], *, batch_size:
     for name in ("lm-eval", "lm_eval"):
         logging.getLogger(name).setLevel(logging.ERROR)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, backend="causal")
-    output = simple_evaluate(model=lm, tasks=list(tasks), limit=limit, bootstrap_iters=0, log_samples=False,
-                             verbosity="ERROR")
+    with _one_process():
+        output = simple_evaluate(model=lm, tasks=list(tasks), limit=limit, bootstrap_iters=0, log_samples=False,
+                                 verbosity="ERROR")
     if output is None:
         raise NeurolocError("lm-eval returned no results (a non-zero rank of a distributed harness run?)")
     return _rows(output["results"])
@@ -147,4 +165,5 @@ def lm_eval_benchmark(specs: str | Sequence[str], *, batch_size: int = 32, limit
     names = [t if isinstance(t, str) else t["task"] for t in tasks]
     return Benchmark(name="lm-eval", source=", ".join(names),
                      run=lambda model, tokenizer: evaluate_lm_eval(model, tokenizer, tasks, batch_size=batch_size,
-                                                                   limit=limit))
+                                                                   limit=limit),
+                     declares_batches=False)  # the harness calls the model without an attention mask

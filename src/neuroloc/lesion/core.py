@@ -81,34 +81,31 @@ def check_positions(positions: Positions) -> Positions:
 
 
 def position_mask(positions: Positions, x: torch.Tensor, context: HookContext) -> torch.Tensor:
-    """(batch, tokens) bool over the hooked tensor `x`: the tokens that `positions` names.
+    """Bool over the hooked tensor's tokens, `x.shape[:-1]`: the tokens that `positions` names.
 
     Positions count each row's real tokens (the batch's position ids, or its attention mask, so padding
-    on either side does not move them; a prepended BOS is position 0); a pass run without a declared
-    batch counts the tokens of its input."""
-    batch, tokens = x.shape[0], x.shape[1]
-    counted = context.positions
-    if counted is None or tuple(counted.shape) != (batch, tokens):
-        counted = torch.arange(tokens, device=x.device).expand(batch, tokens)
-    counted = counted.to(x.device)
+    on either side does not move them; a prepended BOS is position 0). They need the batch declared —
+    neuroloc's scorer and recorder, `run_forward` or `batch_context(attention_mask=...)` do — and a
+    pass over the whole texts (not one cached generation step)."""
     mask = context.attention_mask
-    real = mask.to(x.device).bool() if mask is not None and tuple(mask.shape) == (batch, tokens) else \
-        torch.ones(batch, tokens, dtype=torch.bool, device=x.device)
+    tokens = tuple(x.shape[:-1]) if x.ndim == 3 else None
+    if mask is None or (tokens is not None and tuple(mask.shape) != tokens) or \
+            (tokens is None and mask.numel() != x.shape[0]):
+        raise NeurolocError(
+            "positions= needs each row's real tokens: run the model through neuroloc (scorer, recorder, "
+            "run_forward) or inside batch_context(attention_mask=...) with the batch's mask; a pass that "
+            "declares no batch, or one cached generation step, cannot be addressed by position")
+    real = mask.to(x.device).bool()
+    counted = context.positions
+    counted = counted.to(x.device) if tuple(counted.shape) == tuple(real.shape) else \
+        (real.long().cumsum(-1) - 1).clamp(min=0)
     length = counted.masked_fill(~real, -1).amax(1, keepdim=True) + 1
     wanted = [length - 1] if positions == "last" else [length + k if k < 0 else torch.full_like(length, k)
                                                        for k in positions]
     chosen = torch.zeros_like(real)
     for target in wanted:
         chosen |= counted == target
-    return chosen & real
-
-
-def _by_token(x: torch.Tensor, context: HookContext) -> torch.Tensor:
-    """`x` as (batch, tokens, coordinates); some models hook (batch × tokens, coordinates) (OPT's fc2)."""
-    if x.ndim == 3:
-        return x
-    mask = context.attention_mask
-    return x.reshape(*mask.shape, x.shape[-1]) if mask is not None and mask.numel() == x.shape[0] else x[None]
+    return (chosen & real).reshape(x.shape[:-1])
 
 
 def _site_values(lm: LoadedModel, units: UnitSet, spec: Intervention,
@@ -162,8 +159,7 @@ def lesion(lm: LoadedModel, units: UnitSet, mode: str | Intervention = "zero",
             edited = kind.edit(x, mask, spec.factor, None if value is None else value.like(x), context)
             if positions is None:
                 return edited
-            where = position_mask(positions, _by_token(x, context), context).reshape(*x.shape[:-1], 1)
-            return torch.where(where, edited, x)
+            return torch.where(position_mask(positions, x, context)[..., None], edited, x)
         return edit
 
     with intervene_per_site(lm, units, make):

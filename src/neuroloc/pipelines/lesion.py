@@ -71,6 +71,10 @@ def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Bench
     limits every lesion to some token positions (`neuroloc.lesion.lesion`)."""
     intervention = Intervention.parse(mode)
     positions = check_positions(positions)
+    blind = [b.name for b in benchmarks if not b.declares_batches]
+    if positions is not None and blind:
+        raise NeurolocError(f"--positions cannot reach {', '.join(blind)}: its forward passes do not say which "
+                            "tokens are padding; leave it out or lesion every position")
     units.check_compatible(lm.layout, lm.identity)
     if percents and localizer is None:
         raise NeurolocError("--percent re-selects units from localizer scores: pass a `neuroloc localize` output")

@@ -55,9 +55,15 @@ class DistContext:
         return self.world_size > 1
 
     @classmethod
-    def from_env(cls, backend: str | None = None, timeout_s: float = 1800) -> "DistContext":
+    def from_env(cls, backend: str | None = None, timeout_s: float | None = None) -> "DistContext":
         """Read RANK / WORLD_SIZE / LOCAL_RANK (set by torchrun and accelerate) and join the process
-        group when there are several processes; a single process needs no launcher."""
+        group when there are several processes; a single process needs no launcher.
+
+        Ranks meet only between stages, and one may wait there for another's longest lesion condition
+        or for rank 0's alignment, so the collectives' timeout is long: `timeout_s`, else
+        NEUROLOC_DIST_TIMEOUT_S, else 6 hours."""
+        if timeout_s is None:
+            timeout_s = float(os.environ.get("NEUROLOC_DIST_TIMEOUT_S", 6 * 3600))
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", str(rank)))

@@ -333,19 +333,26 @@ class StatsStore:
         `sites` order, `widths` units each), as `update` takes them for one site."""
         key = (kind, label, tuple(sites))
         if key not in self._blocks:
-            stat_class = _stat_class(kind)
+            if any(k == kind and lab == label and set(other) & set(sites) for k, lab, other in self._blocks):
+                self._split_blocks()  # another block holds some of these sites
             present = [(kind, label, site) in self._entries for site in sites]
-            if any(present):  # resumed or read before: continue from the per-site statistics
-                self._split_blocks()
-                parts = [self._entries.pop((kind, label, site)) if here else stat_class(width, values[-1].device)
-                         for site, width, here in zip(sites, widths, present)]
-                block = stat_class.concat(parts)
+            if any(present):  # resumed, read before, or recorded with other sites
+                if not all(present) or len({self._entries[(kind, label, s)].n for s in sites}) > 1:
+                    self._update_each(kind, label, sites, widths, values)  # cannot go side by side
+                    return
+                parts = [self._entries.pop((kind, label, site)) for site in sites]
+                block = _stat_class(kind).concat(parts)
             else:
-                block = stat_class(sum(widths), values[-1].device)
+                block = _stat_class(kind)(sum(widths), values[-1].device)
             self._blocks[key] = (tuple(widths), block)
         self._blocks[key][1].update(*values)
         if kind == "rows":
             self._check_rows()
+
+    def _update_each(self, kind: str, label: str, sites: Sequence[str], widths: Sequence[int], values) -> None:
+        pieces = [v.split(list(widths), dim=-1) if torch.is_tensor(v) else [v] * len(sites) for v in values]
+        for i, site in enumerate(sites):
+            self.update(kind, label, site, *(piece[i] for piece in pieces))
 
     def _split_blocks(self) -> None:
         for (kind, label, sites), (widths, block) in self._blocks.items():
