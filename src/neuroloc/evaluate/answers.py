@@ -27,6 +27,7 @@ from ..models.hooks import run_forward
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
 from ..record.recorder import takes_position_ids
+from ..text.encoding import pad_id
 from ..stimuli.prompts import EncodedContinuation, PromptSet, encode_continuations
 
 __all__ = ["ANSWER_COLUMNS", "answer_accuracy", "score_answers", "score_continuations"]
@@ -43,7 +44,7 @@ def score_continuations(lm: LoadedModel, encoded: Sequence[EncodedContinuation],
         raise NeurolocError(f"batch_size must be an int >= 1, got {batch_size!r}")
     logprob = np.zeros(len(encoded))
     exact = np.zeros(len(encoded), dtype=bool)
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    pad = pad_id(lm.tokenizer)
     order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i].ids), i))
     positions = takes_position_ids(lm.model)
     with progress_bar(description, len(encoded), progress) as advance, torch.inference_mode():

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import NeurolocError
-from ..text.encoding import encode
+from ..text.encoding import encode, pad_id
 from ..models.batching import MicroBatcher
 from ..models.hooks import batch_context, input_device
 
@@ -70,8 +70,7 @@ def token_logprobs(
     # scored positions: every non-special token after the first (the first has no context)
     scored = [[j for j in range(1, len(row)) if not special[j]] for row, special in zip(sequences, encoded.special)]
     _check_length(model, sequences)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    pad_id = 0 if pad_id is None else pad_id
+    pad = pad_id(tokenizer)
     device = input_device(model)
 
     results: list[TextScore | None] = [None] * len(texts)
@@ -80,7 +79,7 @@ def token_logprobs(
     done = 0
     with torch.inference_mode():
         for batch, scores in batcher.map(order, lambda rows: _score_batch(model, [sequences[i] for i in rows],
-                                                                          pad_id, device, rows)):
+                                                                          pad, device, rows)):
             done += len(batch)
             for i, lp in zip(batch, scores):
                 keep = scored[i]

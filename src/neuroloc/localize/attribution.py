@@ -35,6 +35,7 @@ from ..models.layout import Site
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
 from ..record.recorder import takes_position_ids
+from ..text.encoding import pad_id
 from ..stimuli.prompts import EncodedContinuation
 
 __all__ = ["ATTRIBUTION_METHODS", "IG_RULES", "POSITION_REDUCTIONS", "AnswerAttributionBatch", "AttributionRows",
@@ -289,7 +290,7 @@ class _AnswerEngine:
               ) -> AnswerAttributionBatch:
         lm = self.lm
         n, width = len(encoded), max(len(e.ids) for e in encoded)
-        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        pad = pad_id(lm.tokenizer)
         ids = torch.full((n, width), pad, dtype=torch.long)
         mask = torch.zeros((n, width), dtype=torch.bool)
         answer = torch.zeros((n, width), dtype=torch.bool)  # positions whose NEXT token is an answer token

@@ -30,7 +30,6 @@ small per-word summaries.
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -46,8 +45,9 @@ from ...models.hooks import hooks
 from ...models.layout import Site
 from ...models.loading import LoadedModel
 from ...progress import progress_bar
+from ...record.recorder import takes_position_ids
 from ...text.alignment import align_words
-from ...text.encoding import encode
+from ...text.encoding import encode, pad_id
 from .key_neurons import ClassFrequency, KeyNeurons, resolve_classes
 from ...stimuli.treebank import TaggedCorpus
 
@@ -135,7 +135,7 @@ class _Engine:
         self.base = site_baselines(lm, self.sites, baseline)
         self.widths = [lm.layout.width(s.kind) for s in self.sites]
         self.window = _sliding_window(lm.model.config)
-        if "position_ids" not in inspect.signature(lm.model.forward).parameters:
+        if not takes_position_ids(lm.model):
             raise NeurolocError(
                 f"model type {lm.layout.model_type!r}: its forward takes no position_ids, which attribution needs "
                 "to place each single-token row at the position of the word it predicts"
@@ -155,7 +155,7 @@ class _Engine:
                 f"a sentence of {width} tokens does not fit the model's sliding attention window "
                 f"({self.window}); attribution needs the whole prefix in the window — use shorter sentences"
             )
-        pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+        pad = pad_id(lm.tokenizer)
         input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
         mask = torch.zeros((len(ids), width), dtype=torch.long)
         for b, row in enumerate(ids):
