@@ -6,20 +6,25 @@ from typing import Sequence
 
 import torch
 
-from ..stimuli.base import StimulusSet
 from ..models.layout import Site
+from ..stimuli.base import StimulusSet
 from .recorder import PooledBatch, Recorder
 from .stats import StatsStore
 
 KINDS = ("moments", "tokens", "rows")
 
 
-def _by_device(values: dict[Site, torch.Tensor]) -> list[list[Site]]:
-    """Sites grouped by the device their values are on (one group unless the model spans devices)."""
+def _side_by_side(values: dict[Site, torch.Tensor]) -> list[tuple[list[str], list[int], list[Site]]]:
+    """Sites grouped by the device their values are on (one group unless the model spans devices), with
+    their names and widths, for `StatsStore.update_sites`."""
     groups: dict[torch.device, list[Site]] = {}
     for site, value in values.items():
         groups.setdefault(value.device, []).append(site)
-    return list(groups.values())
+    return [([s.name for s in group], [values[s].shape[1] for s in group], group) for group in groups.values()]
+
+
+def _joined(values: dict[Site, torch.Tensor], group: list[Site]) -> torch.Tensor:
+    return torch.cat([values[s] for s in group], dim=1)
 
 
 def _label_rows(labels: Sequence[str]) -> dict[str, list[int]]:
@@ -38,9 +43,8 @@ def add_batch(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kind
     """Route one reduced batch into `store`; `labels[i]` is text i's label. The sites of a device go
     in side by side (`StatsStore.update_sites`): a few tensor operations per label, whatever the sites."""
     row_labels = _label_rows([labels[text] for text, _ in batch.rows])
-    for group in _by_device(batch.features):
-        names, widths = [s.name for s in group], [batch.features[s].shape[1] for s in group]
-        joined = torch.cat([batch.features[s] for s in group], dim=1)
+    for names, widths, group in _side_by_side(batch.features):
+        joined = _joined(batch.features, group)
         for label, rows in row_labels.items():
             chosen = _pick(joined, rows, joined.shape[0])
             for kind in ("moments", "rows"):
@@ -49,10 +53,8 @@ def add_batch(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kind
     if "tokens" in kinds and batch.token_sums:
         text_labels = _label_rows([labels[text] for text in batch.texts])
         counts = batch.token_counts.tolist()
-        for group in _by_device(batch.token_sums):
-            names, widths = [s.name for s in group], [batch.token_sums[s].shape[1] for s in group]
-            positive = torch.cat([batch.token_positive[s] for s in group], dim=1)
-            sums = torch.cat([batch.token_sums[s] for s in group], dim=1)
+        for names, widths, group in _side_by_side(batch.token_sums):
+            positive, sums = _joined(batch.token_positive, group), _joined(batch.token_sums, group)
             for label, texts in text_labels.items():
                 store.update_sites("tokens", label, names, widths, sum(counts[j] for j in texts),
                                    _pick(positive, texts, len(counts)).sum(0), _pick(sums, texts, len(counts)).sum(0))

@@ -51,6 +51,28 @@ def _same_n(parts: Sequence) -> None:
         raise ValueError(f"cannot put side by side statistics of {sorted({p.n for p in parts})} observations")
 
 
+def _concat_fields(cls: type, parts: Sequence):
+    """`concat` of a statistic made of a count `n` and per-unit tensors named in `cls.FIELDS`."""
+    _same_n(parts)
+    joined = cls(0)
+    joined.n = parts[0].n
+    device = getattr(parts[0], cls.FIELDS[0]).device
+    for f in cls.FIELDS:
+        setattr(joined, f, torch.cat([getattr(p, f).to(device) for p in parts]))
+    return joined
+
+
+def _split_fields(stat, widths: Sequence[int]) -> list:
+    """`split` of such a statistic: one per block of `widths` units, each with its own memory."""
+    parts = [type(stat)(0) for _ in widths]
+    for f in stat.FIELDS:
+        for part, piece in zip(parts, getattr(stat, f).split(list(widths))):
+            setattr(part, f, piece.clone())
+    for part in parts:
+        part.n = stat.n
+    return parts
+
+
 def _check_finite(x: torch.Tensor) -> None:
     if not torch.isfinite(x).all():
         bad = int((~torch.isfinite(x)).any(0).sum())
@@ -111,22 +133,11 @@ class Moments:
     @classmethod
     def concat(cls, parts: Sequence["Moments"]) -> "Moments":
         """Side by side (one accumulator over every part's units); the parts must have seen the same rows."""
-        _same_n(parts)
-        joined = cls(0)
-        joined.n = parts[0].n
-        for f in cls.FIELDS:
-            setattr(joined, f, torch.cat([getattr(p, f).to(parts[0].mean.device) for p in parts]))
-        return joined
+        return _concat_fields(cls, parts)
 
     def split(self, widths: Sequence[int]) -> list["Moments"]:
         """The inverse of `concat`: one accumulator per block of `widths` units (own memory each)."""
-        parts = [Moments(0) for _ in widths]
-        for f in self.FIELDS:
-            for part, piece in zip(parts, getattr(self, f).split(list(widths))):
-                setattr(part, f, piece.clone())
-        for part in parts:
-            part.n = self.n
-        return parts
+        return _split_fields(self, widths)
 
     def variance(self, absolute: bool = False) -> torch.Tensor:
         """Unbiased variance per unit."""
@@ -181,18 +192,10 @@ class TokenStats:
     @classmethod
     def concat(cls, parts: Sequence["TokenStats"]) -> "TokenStats":
         """Side by side; the parts must have seen the same tokens."""
-        _same_n(parts)
-        joined = cls(0)
-        joined.n = parts[0].n
-        joined.positive = torch.cat([p.positive.to(parts[0].sum.device) for p in parts])
-        joined.sum = torch.cat([p.sum.to(parts[0].sum.device) for p in parts])
-        return joined
+        return _concat_fields(cls, parts)
 
     def split(self, widths: Sequence[int]) -> list["TokenStats"]:
-        parts = [TokenStats(0) for _ in widths]
-        for part, positive, sums in zip(parts, self.positive.split(list(widths)), self.sum.split(list(widths))):
-            part.n, part.positive, part.sum = self.n, positive.clone(), sums.clone()
-        return parts
+        return _split_fields(self, widths)
 
     def activation_probability(self) -> torch.Tensor:
         """Fraction of tokens on which each unit's activation is > 0 (Tang et al.'s LAPE input)."""
