@@ -37,7 +37,7 @@ def _load(model: str, dtype: str, device: Optional[str], quiet: bool, command: s
     from .models.loading import load_model
     from .record.distributed import DistContext
 
-    if command not in SHARED_COMMANDS and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if command not in SHARED_COMMANDS and DistContext.launched().enabled:
         raise NeurolocError(f"`neuroloc {command}` runs in one process: launch it without torchrun or accelerate "
                             f"(these share work across processes: {', '.join(SHARED_COMMANDS)})")
     device = DistContext.from_env().device(device)  # under torchrun with NCCL: this rank's GPU
@@ -51,13 +51,17 @@ def _load(model: str, dtype: str, device: Optional[str], quiet: bool, command: s
 
 def _is_main() -> bool:
     """Rank 0 of a torchrun launch, or the only process: the one that reports."""
-    return int(os.environ.get("RANK", "0")) == 0
+    from .record.distributed import DistContext
+
+    return DistContext.launched().is_main
 
 
 def _positions(text: Optional[str]):
     """--positions: None, 'last', or comma-separated integers."""
-    if text is None or text.strip() == "last":
-        return None if text is None else "last"
+    if text is None:
+        return None
+    if text.strip() == "last":
+        return "last"
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -87,7 +91,10 @@ def _fail(error: Exception) -> None:
     Under a launcher every process reports its own error, named by its rank."""
     from rich.text import Text
 
-    rank = f"rank {os.environ['RANK']}: " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+    from .record.distributed import DistContext
+
+    launched = DistContext.launched()
+    rank = f"rank {launched.rank}: " if launched.enabled else ""
     console.print(Text.assemble(("error:", "bold red"), " ", rank, str(error)), soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(code=2)
 

@@ -50,7 +50,8 @@ def run_localize(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, ou
                  *, seed: int = 0, extra_parameters: dict | None = None, checkpoint_every: int | None = 20,
                  dist: DistContext | None = None) -> Localizer:
     """Fit `localizer` on `stimuli` and write its outputs into `out_dir` (all or nothing). With several
-    ranks each records a share of the stimuli, every rank gets the same fitted localizer, rank 0 writes. `checkpoint_every` batches the statistics are saved (None: never)."""
+    ranks each records a share of the stimuli, every rank gets the same fitted localizer, rank 0 writes.
+    `checkpoint_every` batches the statistics are saved (None: never)."""
     ctx = dist or DistContext.from_env()
     checkpoint = (recording_checkpoint(lm, stimuli, localizer, out_dir, ctx, checkpoint_every)
                   if checkpoint_every else None)

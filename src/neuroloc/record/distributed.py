@@ -55,6 +55,14 @@ class DistContext:
         return self.world_size > 1
 
     @classmethod
+    def launched(cls) -> "DistContext":
+        """This process's place as the launcher's environment gives it, without joining the process
+        group (no backend yet): for deciding what to do before any collective runs."""
+        rank = int(os.environ.get("RANK", "0"))
+        return cls(rank=rank, world_size=int(os.environ.get("WORLD_SIZE", "1")),
+                   local_rank=int(os.environ.get("LOCAL_RANK", str(rank))))
+
+    @classmethod
     def from_env(cls, backend: str | None = None, timeout_s: float | None = None) -> "DistContext":
         """Read RANK / WORLD_SIZE / LOCAL_RANK (set by torchrun and accelerate) and join the process
         group when there are several processes; a single process needs no launcher.
@@ -64,9 +72,8 @@ class DistContext:
         NEUROLOC_DIST_TIMEOUT_S, else 6 hours."""
         if timeout_s is None:
             timeout_s = float(os.environ.get("NEUROLOC_DIST_TIMEOUT_S", 6 * 3600))
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        rank = int(os.environ.get("RANK", "0"))
-        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+        launched = cls.launched()
+        rank, world, local = launched.rank, launched.world_size, launched.local_rank
         if world <= 1:
             return cls()
         if backend is None:
