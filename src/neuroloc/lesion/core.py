@@ -108,6 +108,22 @@ def position_mask(positions: Positions, x: torch.Tensor, context: HookContext) -
     return (chosen & real).reshape(x.shape[:-1])
 
 
+class _PositionMasks:
+    """`position_mask` once per batch, device and token shape, shared by every hooked site of a pass
+    (a 30-layer lesion would otherwise recount the same positions 30 times per forward)."""
+
+    def __init__(self, positions: Positions) -> None:
+        self.positions, self.batch, self.masks = positions, None, {}
+
+    def like(self, x: torch.Tensor, context: HookContext) -> torch.Tensor:
+        if context.batch is not self.batch:
+            self.batch, self.masks = context.batch, {}
+        key = (x.device, tuple(x.shape[:-1]))
+        if key not in self.masks:
+            self.masks[key] = position_mask(self.positions, x, context)
+        return self.masks[key]
+
+
 def _site_values(lm: LoadedModel, units: UnitSet, spec: Intervention,
                  data: Mapping[str, torch.Tensor] | None) -> dict[Site, _PerDevice]:
     """Per hooked site, the intervention's data as a tensor over the site's coordinates."""
@@ -152,14 +168,14 @@ def lesion(lm: LoadedModel, units: UnitSet, mode: str | Intervention = "zero",
         data = {**data, "means": means} if means is not None else data
         values = _site_values(lm, units, spec, data.get(kind.data))
 
+    where = _PositionMasks(positions) if positions is not None else None
+
     def make(site: Site) -> UnitFunction:
         value = values.get(site)
 
         def edit(x: torch.Tensor, mask: torch.Tensor, context: HookContext) -> torch.Tensor:
             edited = kind.edit(x, mask, spec.factor, None if value is None else value.like(x), context)
-            if positions is None:
-                return edited
-            return torch.where(position_mask(positions, x, context)[..., None], edited, x)
+            return edited if where is None else torch.where(where.like(x, context)[..., None], edited, x)
         return edit
 
     with intervene_per_site(lm, units, make):
