@@ -21,8 +21,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..errors import NeurolocError
-
-BOS_POLICIES = ("prepend", "tokenizer", "none")
+from ..settings import BOS_POLICIES
 
 
 def check_bos(policy: str) -> str:
