@@ -10,7 +10,7 @@ import scipy.stats
 import torch
 from sklearn.linear_model import LinearRegression, RidgeCV
 from sklearn.preprocessing import StandardScaler
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from neuroloc.align import (DEFAULT_ALPHAS, Recordings, cross_validate, fit_predict, group_folds,
                             intersubject_ceiling, oracle_r, permutation_pvalue, score_alignment, simulate_recordings)

@@ -108,7 +108,7 @@ def test_world_size_without_master_address_is_a_clear_error(monkeypatch):
 
 
 def test_commands_that_do_not_share_work_refuse_a_launcher(monkeypatch, tmp_path):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from neuroloc.cli import app
 

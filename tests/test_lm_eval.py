@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from neuroloc import NeurolocError, UnitSet, evaluate_blimp, lesion, lm_eval, token_logprobs
 from neuroloc.evaluate.lm_eval import blimp_tasks, evaluate_lm_eval, lm_eval_benchmark, perplexity_tasks, task_configs

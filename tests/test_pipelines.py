@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from neuroloc import Localizer, NeurolocError, StimulusSet, UnitSet, wrap_model
 from neuroloc.cli import app
 from neuroloc.pipelines.lesion import Benchmark, build_benchmarks, run_lesion_study
 from neuroloc.pipelines.localize import run_localize
+from tests.test_run_language import write_fedorenko
 from tests.tiny import tiny_model, tiny_tokenizer
 
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "she looked for the keys in the drawer",
@@ -239,14 +240,22 @@ def test_cli_pos_on_a_small_treebank(model_dir, tmp_path):
     assert missing.exit_code == 2 and "none.conllu" in missing.output and not (tmp_path / "x").exists()
 
 
-def test_main_job_runs_the_benchmarks_it_has_data_for(data, monkeypatch, capsys):
+def test_main_job_runs_the_benchmarks_it_has_data_for(data, monkeypatch, tmp_path):
     import importlib.util
 
-    from neuroloc.cli import _language_benchmarks
+    from neuroloc.pipelines.language_network import LanguageNetworkConfig
 
-    assert _language_benchmarks(data, None, None) == "blimp,syntaxgym,perplexity"
+    fedorenko = str(tmp_path / "fedorenko")  # the stimuli are not what this test is about
+    write_fedorenko(tmp_path / "fedorenko")
+    monkeypatch.delenv("NEUROLOC_DATA", raising=False)
+    found = LanguageNetworkConfig(data=str(data), stimuli_path=fedorenko).load_inputs()
+    assert [b.name for b in found["benchmarks"]] == ["blimp", "syntaxgym", "perplexity"] and not found["skipped"]
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "datasets" else real(name, *a))
-    assert _language_benchmarks(None, None, None) == "syntaxgym"
-    assert "skipping blimp" in capsys.readouterr().err
-    assert _language_benchmarks(None, "hf", "texts.txt") == "blimp,syntaxgym,perplexity"
+    monkeypatch.chdir(tmp_path)  # no ../shared/data beside the working directory
+    bare = LanguageNetworkConfig(stimuli_path=fedorenko).load_inputs()
+    assert [b.name for b in bare["benchmarks"]] == ["syntaxgym"]
+    assert [s.split()[0] for s in bare["skipped"]] == ["blimp", "perplexity"]
+    given = LanguageNetworkConfig(stimuli_path=fedorenko, benchmarks=f"blimp:path={data / 'blimp'};syntaxgym;"
+                                                                     f"perplexity:path={data / 'ud' / 'en_ewt-ud-dev.conllu'}")
+    assert [b.name for b in given.load_inputs()["benchmarks"]] == ["blimp", "syntaxgym", "perplexity"]

@@ -8,7 +8,7 @@ import random
 
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from neuroloc import Localizer, evaluate_blimp, evaluate_perplexity, evaluate_syntaxgym, get_stimuli, wrap_model
 from neuroloc.cli import app
@@ -50,7 +50,7 @@ def test_cli_run_language_writes_consistent_outputs(setup, tmp_path):
     out = tmp_path / "language"
     result = CliRunner().invoke(app, ["run", "language", "--model", str(model_dir), "--data", str(data),
                                       "--percent", "5,10", "--controls", "2", "--limit", "2", "--syntaxgym-limit",
-                                      "2", "--perplexity-limit", "2", "--batch-size", "4", "--out", str(out),
+                                      "2", "--perplexity-limit", "2", "--batch-size", "4", "--dtype", "float32", "--out", str(out),
                                       "--quiet"])
     assert result.exit_code == 0, result.output
     for name in ("report.html", "manifest.json", "localize/units.json", "localize/scores.parquet",
@@ -58,7 +58,7 @@ def test_cli_run_language_writes_consistent_outputs(setup, tmp_path):
                  "lesion/dose_response.png", "lesion/manifest.json"):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["parameters"]["percents"] == [5.0, 10.0] and manifest["parameters"]["n_controls"] == 2
+    assert manifest["parameters"]["sizes"] == [5.0, 10.0] and manifest["parameters"]["n_controls"] == 2
     assert [b["name"] for b in manifest["benchmarks"]] == ["blimp", "syntaxgym", "perplexity"]
 
     results = pd.read_csv(out / "lesion" / "results.csv")

@@ -161,7 +161,7 @@ def test_errors_keep_their_brackets(capsys):
 
 
 def test_cli_error_about_the_datasets_extra_keeps_its_brackets(tmp_path, monkeypatch, lm, stimuli):
-    from typer.testing import CliRunner
+    from click.testing import CliRunner
 
     from neuroloc.cli import app
 

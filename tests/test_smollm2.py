@@ -9,7 +9,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from neuroloc import Localizer, UnitSet, hooks, load_model
 from neuroloc.cli import app

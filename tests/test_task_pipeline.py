@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from neuroloc.errors import NeurolocError
 from neuroloc.evaluate.answers import answer_accuracy, score_answers

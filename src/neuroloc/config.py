@@ -18,7 +18,8 @@ from typing import Any, Callable, ClassVar, Collection, Iterable, Mapping, TypeV
 
 from .errors import NeurolocError
 
-__all__ = ["Config", "Constraint", "Each", "InstanceOf", "Interval", "Options", "describe", "flag_of", "param"]
+__all__ = ["Config", "Constraint", "Each", "Factory", "InstanceOf", "Interval", "Options", "describe", "flag_of",
+           "iter_fields", "param", "Valid"]
 
 C = TypeVar("C", bound="Config")
 
@@ -85,10 +86,11 @@ class Interval(Constraint):
 
 class Options(Constraint):
     """One of a set of choices: a fixed collection, or a callable returning one (a registry, read when
-    checked so entries registered later count)."""
+    checked so entries registered later count); `noun` names a choice in errors ("a control kind")."""
 
-    def __init__(self, choices: Collection[Any] | Callable[[], Collection[Any]]) -> None:
+    def __init__(self, choices: Collection[Any] | Callable[[], Collection[Any]], noun: str | None = None) -> None:
         self._choices = choices
+        self.noun = noun
 
     @property
     def choices(self) -> list[Any]:
@@ -119,21 +121,72 @@ class Each(Constraint):
         return f"a {'' if self.empty else 'non-empty '}list of " + " or ".join(map(str, self.constraints))
 
 
+class Valid(Constraint):
+    """Accepted by `check`, a function that raises `NeurolocError` (its message reaches the user) for
+    anything else; `what` describes the accepted values."""
+
+    def __init__(self, check: Callable[[Any], Any], what: str) -> None:
+        self.check, self.what = check, what
+
+    def __call__(self, value: Any) -> bool:
+        try:
+            self.check(value)
+        except NeurolocError:
+            return False
+        return True
+
+    def __str__(self) -> str:
+        return self.what
+
+
 def _type_name(t: type) -> str:
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false",
             Path: "a path", dict: "a mapping"}.get(t, t.__name__)
 
 
+class Factory:
+    """A default made fresh for each config (`param(Factory(dict), ...)`), like `default_factory`."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+
+
 def param(default: Any = dataclasses.MISSING, *constraints: Constraint | None, help: str,
-          parse: Callable[[str], Any] | None = None, flag: str | None = None, cli: bool = True,
-          default_factory: Callable[[], Any] | None = None) -> Any:
-    """A config field: its default, the constraints its value must meet (`None` among them: None is
-    allowed), the help text, the parser of its string form, its command-line `flag` (default
-    `--name-with-dashes`; `cli=False`: Python only)."""
-    metadata = {"constraints": constraints, "help": help, "parse": parse, "flag": flag, "cli": cli}
-    if default_factory is not None:
-        return dataclasses.field(default_factory=default_factory, metadata=metadata)
+          parse: Callable[[str], Any] | None = None, coerce: Callable[[Any], Any] | None = None,
+          flag: str | None = None, aliases: Mapping[str, Any] | None = None, cli: bool = True) -> Any:
+    """A config field: its default (`...`/MISSING: required; `Factory(f)`: made by `f()`), the constraints
+    its value must meet (`None` among them: None is allowed), the help text, the parser of its string form
+    (`parse`) and the converter of other given values (`coerce`, e.g. mappings to nested configs), its
+    command-line `flag` (default `--name-with-dashes`), deprecated `aliases` (flag → None: takes a value;
+    flag → a constant: a switch that sets it) and whether the command line offers it (`cli`)."""
+    metadata = {"constraints": constraints, "help": help, "parse": parse, "coerce": coerce, "flag": flag,
+                "aliases": dict(aliases or {}), "cli": cli}
+    if isinstance(default, Factory):
+        return dataclasses.field(default_factory=default.make, metadata=metadata)
+    if default is ...:
+        default = dataclasses.MISSING
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def _named_choice(constraints: tuple, value: Any) -> str | None:
+    """For a value (or a list element) outside a named set of choices: "'x' is not a control kind; choose
+    from ..."."""
+    for constraint in constraints:
+        options = constraint.constraints if isinstance(constraint, Each) else (constraint,)
+        values = value if isinstance(constraint, Each) and isinstance(value, tuple) else (value,)
+        for option in options:
+            if isinstance(option, Options) and option.noun:
+                bad = [v for v in values if not option(v)]
+                if bad and len(options) == 1:
+                    return f"{bad[0]!r} is not a {option.noun}; choose from {', '.join(map(str, option.choices))}"
+    return None
+
+
+def label(field: dataclasses.Field) -> str:
+    """How errors name a field: its flag, with the field's name when the two differ (`--controls
+    (n_controls)`)."""
+    flag = flag_of(field)
+    return flag if flag == "--" + field.name.replace("_", "-") else f"{flag} ({field.name})"
 
 
 def flag_of(field: dataclasses.Field) -> str:
@@ -158,12 +211,14 @@ class Config:
     `command` (the study's name in manifests and on the command line)."""
 
     command: ClassVar[str] = ""
+    flags: ClassVar[bool] = True  # errors name the command-line flag (False: options nested in a value)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
-            value = _coerce(field, getattr(self, field.name))
+            name = label(field) if self.flags else field.name
+            value = _coerce(name, field, getattr(self, field.name))
             object.__setattr__(self, field.name, value)
-            _check(type(self).__name__, field, value)
+            _check(name, field, value)
         self.check()
 
     def check(self) -> None:
@@ -212,15 +267,18 @@ def _nested_type(field: dataclasses.Field) -> type[Config] | None:
     return type(default) if isinstance(default, Config) else None
 
 
-def _coerce(field: dataclasses.Field, value: Any) -> Any:
+def _coerce(name: str, field: dataclasses.Field, value: Any) -> Any:
     """Strings given for structured fields go through the field's parser; lists become tuples; a mapping
     for a nested config becomes that config."""
-    parse = field.metadata.get("parse")
-    if parse is not None and isinstance(value, str):
-        try:
+    parse, coerce = field.metadata.get("parse"), field.metadata.get("coerce")
+    try:
+        if parse is not None and isinstance(value, str):
             return parse(value)
-        except NeurolocError as error:
-            raise NeurolocError(f"{field.name} ({flag_of(field)}): {error}") from None
+        if coerce is not None and value is not None:
+            return coerce(value)
+    except NeurolocError as error:
+        message = str(error)
+        raise NeurolocError(f"{name} {message}" if message.startswith("takes ") else f"{name}: {message}") from None
     nested = _nested_type(field)
     if nested is not None and isinstance(value, Mapping):
         return nested.from_dict(value, where=field.name)
@@ -232,7 +290,7 @@ def _coerce(field: dataclasses.Field, value: Any) -> Any:
     return value
 
 
-def _check(owner: str, field: dataclasses.Field, value: Any) -> None:
+def _check(name: str, field: dataclasses.Field, value: Any) -> None:
     constraints = field.metadata.get("constraints", ())
     if not constraints:
         return
@@ -240,7 +298,16 @@ def _check(owner: str, field: dataclasses.Field, value: Any) -> None:
         return
     if any(c(value) for c in constraints if c is not None):
         return
-    raise NeurolocError(f"{field.name} ({flag_of(field)}): {value!r} is not allowed; give {describe(field)}")
+    named = _named_choice(constraints, value)
+    if named:
+        raise NeurolocError(f"{name}: {named}")
+    for constraint in constraints:
+        if isinstance(constraint, Valid) and isinstance(value, str):
+            try:
+                constraint.check(value)
+            except NeurolocError as error:
+                raise NeurolocError(f"{name}: {error}") from None
+    raise NeurolocError(f"{name}: {value!r} is not allowed; give {describe(field)}")
 
 
 def _jsonable(value: Any) -> Any:

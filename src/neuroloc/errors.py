@@ -3,3 +3,7 @@
 
 class NeurolocError(ValueError):
     """Bad input or an impossible request; the message names the culprit and the fix."""
+
+
+class MissingData(NeurolocError):
+    """A data set was not found where it was looked for (a study may skip a benchmark without data)."""

@@ -18,26 +18,29 @@ Advance = Callable[[int], None]
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int, enabled: bool = True) -> Iterator[Advance]:
-    """Yield `advance(n)`; reports progress on stderr when enabled, does nothing otherwise."""
+def progress_bar(description: str, total: int, enabled: bool = True, *, completed: int = 0) -> Iterator[Advance]:
+    """Yield `advance(n)`; reports progress on stderr when enabled, does nothing otherwise. A resumed task
+    starts at `completed` of `total` and says so."""
     if not enabled:
         yield lambda n: None
         return
     console = Console(stderr=True)
+    if completed:
+        description = f"{description} (resuming from {completed}/{total})"
     if not console.is_terminal:
-        yield _line_reporter(description, total)
+        yield _line_reporter(description, total, completed)
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=False) as bar:
-        task = bar.add_task(description, total=total)
+        task = bar.add_task(description, total=total, completed=completed)
         yield lambda n: bar.advance(task, n)
 
 
-def _line_reporter(description: str, total: int) -> Advance:
+def _line_reporter(description: str, total: int, completed: int = 0) -> Advance:
     """`advance` that prints `description: done/total (elapsed)` each time another tenth is done."""
     started = time.perf_counter()
-    state = {"done": 0, "reported": 0}
+    state = {"done": completed, "reported": completed * 10 // max(total, 1)}
 
     def advance(n: int) -> None:
         state["done"] += n

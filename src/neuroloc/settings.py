@@ -5,8 +5,9 @@ the model (recorder, scorer, attribution, generation); its defaults live here an
 setting asked for cannot be dropped on the way and the manifest's record of it holds for the whole run.
 
 - `bos`: the BOS policy (`neuroloc.text.encoding`): `prepend` (the tokenizer's BOS, else EOS, before every
-  text), `tokenizer` (the tokenizer's own defaults: neuroloc 0.1's localizer, brain-score, the LangNet
-  code) or `none`;
+  text), `tokenizer` (the tokenizer's own defaults: neuroloc 0.1.0's localizer, brain-score, the LangNet
+  code) or `none`; None only in a study that takes it from its inputs (a lesion study: the policy its units
+  were localized with), which passes a concrete policy to every stage;
 - `batch_size`: texts per forward pass (halved on out-of-memory; never changes an answer);
 - `max_tokens`: truncate texts to this many tokens (None: never);
 - `dtype`, `device`: how the model is loaded (`auto`: bfloat16 where the hardware runs it fast and the
@@ -31,9 +32,10 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 class RunSettings(Config):
     """How the model is run: encoding (BOS policy, batch size, truncation), precision and device."""
 
-    bos: str = param("prepend", Options(BOS_POLICIES),
-                     help="BOS policy: prepend (BOS, else EOS, before every text), tokenizer (the tokenizer's "
-                          "defaults: neuroloc 0.1 and the peers) or none.")
+    bos: str | None = param("prepend", Options(BOS_POLICIES), None,
+                            help="BOS policy: prepend (BOS, else EOS, before every text), tokenizer (the "
+                                 "tokenizer's defaults: neuroloc 0.1.0 and the peers) or none. (A lesion study's "
+                                 "default is its units' localizer's policy.)")
     batch_size: int = param(32, Interval(int, 1, None), help="Texts per forward pass (halved on out-of-memory).")
     max_tokens: int | None = param(None, Interval(int, 1, None), None,
                                    help="Truncate texts to this many tokens (default: never).")

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pandas as pd
 
-from ..errors import NeurolocError
+from ..data_paths import find_data
+from ..errors import MissingData
 
 __all__ = ["RESULT_COLUMNS", "Benchmark", "BenchmarkOptions", "existing_path"]
 
@@ -36,24 +37,26 @@ class BenchmarkOptions:
     """How to build one benchmark: an explicit data `path`, else a `data_dir` laid out like
     ../shared/data (blimp/, syntaxgym/, ud/), else the benchmark's packaged or hub source; `limit`
     items per subset (pairs per phenomenon, items per suite, texts); texts per scoring `batch_size`; the
-    `bos` policy every text is scored under (`neuroloc.text.encoding`)."""
+    `bos` policy every text is scored under (`neuroloc.text.encoding`); `declared`: the options as the
+    benchmark declares them (`neuroloc.evaluate.registry`), for builders that take more than path and limit."""
 
-    path: str | Path | None = None
-    data_dir: Path | None = None
-    limit: int | None = None
-    batch_size: int = 32
-    bos: str = "prepend"
+    path: str | Path | None
+    data_dir: Path | None
+    limit: int | None
+    batch_size: int
+    bos: str
+    declared: Any = None
 
     def in_data_dir(self, relative: str) -> Path | None:
-        """`data_dir / relative` when it exists."""
-        if self.data_dir is None:
-            return None
-        candidate = Path(self.data_dir) / relative
-        return candidate if candidate.exists() else None
+        """`relative` under the first data root that has it (`data_dir`, then `neuroloc.data_paths`' order)."""
+        return find_data(relative, self.data_dir)
 
 
 def existing_path(path: str | Path | None, what: str) -> Path:
     """`path` as a Path, or an error naming the benchmark and how to give its data."""
-    if path is None or not Path(path).exists():
-        raise NeurolocError(f"{what}: data path {path} does not exist; pass it explicitly or --data DIR")
+    if path is None:
+        raise MissingData(f"{what}: no data found; give its path (e.g. --benchmarks '{what.split()[0]}:path=...') "
+                          "or a data root with --data DIR")
+    if not Path(path).exists():
+        raise MissingData(f"{what}: data path {path} does not exist; give its path or a data root with --data DIR")
     return Path(path)

@@ -7,6 +7,8 @@ A pair is correct when log p(good) > log p(bad), each sentence scored in full af
 
 from __future__ import annotations
 
+import importlib.util
+
 import json
 from pathlib import Path
 from typing import Mapping, NamedTuple, Sequence
@@ -15,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import NeurolocError
+from ..errors import MissingData, NeurolocError
 from .benchmark import Benchmark, BenchmarkOptions, existing_path
 from .scoring import token_logprobs
 
@@ -88,6 +90,10 @@ def benchmark(options: BenchmarkOptions) -> Benchmark:
     source = str(options.path or options.in_data_dir("blimp") or "hf")
     if source != "hf":
         existing_path(source, "blimp")
+    elif importlib.util.find_spec("datasets") is None:
+        raise MissingData("blimp: no local BLiMP folder found and the `datasets` extra is not installed; give "
+                          "--benchmarks 'blimp:path=DIR' or a data root with --data DIR, or pip install "
+                          "'neuroloc[datasets]' for the hub copy")
     pairs = load_blimp(source, limit=options.limit)
     return Benchmark("blimp", source, lambda model, tokenizer: evaluate_blimp(
         model, tokenizer, pairs, batch_size=options.batch_size, bos=options.bos))

@@ -78,8 +78,7 @@ def evaluate_perplexity(
 def benchmark(options: BenchmarkOptions) -> Benchmark:
     """Perplexity for the registry: texts of `options.path`, else `data_dir/ud/en_ewt-ud-dev.conllu`,
     read once; `options.limit` texts."""
-    default = Path(options.data_dir) / "ud" / "en_ewt-ud-dev.conllu" if options.data_dir else None
-    source = existing_path(options.path or default, "perplexity (a .txt or .conllu file: --perplexity-text)")
+    source = existing_path(options.path or options.in_data_dir("ud/en_ewt-ud-dev.conllu"), "perplexity (a .txt or .conllu file: --perplexity-text)")
     texts = load_texts(source, limit=options.limit)
     return Benchmark("perplexity", str(source), lambda model, tokenizer: evaluate_perplexity(
         model, tokenizer, texts, name=source.stem, batch_size=options.batch_size, bos=options.bos))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from ..record.recorder import Recorder
 from ..record.stats import StatsStore
 from ..stimuli.base import StimulusSet
 from ..stimuli.design import Design
-from ..text.encoding import check_bos
+from ..settings import RunSettings
 from ..units import LabeledUnits, UnitSet, unit_name
 from .score_functions import ScoreCallable, ScoreFunction, Scores, get_score, ordered_sites
 from .scores import benjamini_hochberg
@@ -39,6 +39,17 @@ STATS_FILE = "stats.safetensors"
 MEANS_FILE = "means.safetensors"
 SCORES_FILE = "scores.parquet"
 LOCALIZER_FILE = "localizer.json"
+
+
+def _settings(settings: RunSettings | Mapping | None, legacy: Mapping[str, Any]) -> RunSettings:
+    """The run settings from `settings` and the deprecated keywords batch_size, bos, max_tokens, progress."""
+    unknown = sorted(set(legacy) - {"batch_size", "bos", "max_tokens", "progress"})
+    if unknown:
+        raise TypeError(f"Localizer got unexpected keyword argument(s) {', '.join(unknown)}")
+    if isinstance(settings, Mapping):
+        settings = RunSettings.from_dict(settings, where="localizer settings")
+    settings = settings if settings is not None else RunSettings(progress=False)
+    return settings.replace(**legacy) if legacy else settings
 
 
 def site_kinds(site: str | Sequence[str]) -> list[str]:
@@ -69,16 +80,22 @@ class Localizer:
     absolute: test |activation| (the reference code's choice) instead of activation.
     fdr: keep only units whose Benjamini–Hochberg adjusted p is ≤ fdr (and the score's sign agrees).
     layers: restrict to these layers (default: all).
-    bos: the BOS policy ("prepend", "tokenizer" = neuroloc 0.1 and the peers, "none").
-    quantile: LAPE's activation-probability bar (a quantile of all unit × label probabilities).
+    quantile: LAPE's activation-probability bar (a quantile of all unit × label probabilities; default: the
+        score's own, 0.95).
+    settings: the run settings (`neuroloc.settings.RunSettings`: BOS policy, batch size, truncation,
+        progress bars) every recording pass uses.
+
+    `absolute` and `quantile` are options of the score: a score that does not take an option given refuses it.
+    The keywords `batch_size`, `bos`, `max_tokens` and `progress` are deprecated aliases of the run settings'
+    fields (neuroloc 0.1.0 and 0.1 outputs' `localizer.json` use them).
     """
 
     def __init__(self, site: str | Sequence[str] = "residual", *, score: str | ScoreCallable = "welch",
                  design: Design | str | None = None, pooling: str = "last", percent: float | None = None,
                  count: int | None = None, per_layer: bool = False, absolute: bool = False,
-                 fdr: float | None = None, layers: Sequence[int] | None = None, batch_size: int = 32,
-                 max_tokens: int | None = None, padding_side: str = "right", bos: str = "prepend",
-                 quantile: float = 0.95, progress: bool = False) -> None:
+                 fdr: float | None = None, layers: Sequence[int] | None = None, padding_side: str = "right",
+                 quantile: float | None = None, settings: RunSettings | Mapping | None = None,
+                 **legacy: Any) -> None:
         self.site = site
         self.score = score
         self.design = design
@@ -89,19 +106,31 @@ class Localizer:
         self.absolute = absolute
         self.fdr = fdr
         self.layers = layers
-        self.batch_size = batch_size
-        self.max_tokens = max_tokens
         self.padding_side = padding_side
-        self.bos = bos
         self.quantile = quantile
-        self.progress = progress
+        self.settings = _settings(settings, legacy)
 
     def get_params(self) -> dict:
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()
                   if not k.endswith("_") and not k.startswith("_")}
         params["score"] = self.score_function.name
         params["design"] = None if self.design is None else str(self._design_spec())
+        params["settings"] = self.settings.to_dict()
         return params
+
+    @property
+    def bos(self) -> str:
+        """The BOS policy of the recording (what scoring a lesion of these units should use too)."""
+        return self.settings.bos
+
+    def score_options(self) -> dict[str, Any]:
+        """The score options given (`absolute`, `quantile`), for the score to take or refuse."""
+        options: dict[str, Any] = {}
+        if self.absolute:
+            options["absolute"] = True
+        if self.quantile is not None:
+            options["quantile"] = self.quantile
+        return options
 
     @property
     def score_function(self) -> ScoreFunction:
@@ -116,9 +145,8 @@ class Localizer:
         """Refuse bad parameters before any recording (so a failed run writes nothing)."""
         site_kinds(self.site)
         check_pooling(self.pooling)
-        check_bos(self.bos)
         self._design_spec()
-        _ = self.score_function
+        self.score_function.check_options(self.score_options())
         if self.percent is not None and (isinstance(self.percent, bool) or not 0 < self.percent <= 100):
             raise NeurolocError(f"percent must be in (0, 100], got {self.percent!r}")
         if self.count is not None and (isinstance(self.count, bool) or not isinstance(self.count, int)
@@ -126,7 +154,7 @@ class Localizer:
             raise NeurolocError(f"count must be an int >= 1, got {self.count!r}")
         if self.percent is not None and self.count is not None:
             raise NeurolocError("give at most one of percent and count")
-        if not 0 <= self.quantile < 1:
+        if self.quantile is not None and not 0 <= self.quantile < 1:
             raise NeurolocError(f"quantile must be in [0, 1), got {self.quantile!r}")
 
     def statistic_kinds(self) -> tuple[str, ...]:
@@ -152,8 +180,9 @@ class Localizer:
         statistics are saved every few batches and a rerun with the same inputs resumes from them."""
         self.check_params()
         sites = lm.layout.sites(site_kinds(self.site), self.layers)
-        recorder = Recorder(lm, sites, pooling=self.pooling, batch_size=self.batch_size, max_tokens=self.max_tokens,
-                            padding_side=self.padding_side, bos=self.bos, progress=self.progress,
+        recorder = Recorder(lm, sites, pooling=self.pooling, batch_size=self.settings.batch_size,
+                            max_tokens=self.settings.max_tokens, padding_side=self.padding_side,
+                            bos=self.settings.bos, progress=self.settings.progress,
                             description=f"localizing ({stimuli.name})")
         if checkpoint is not None:
             return collect_resumable(recorder, stimuli, checkpoint, kinds=self.statistic_kinds(), store=stats)
@@ -212,7 +241,7 @@ class Localizer:
         return self
 
     def _score(self) -> None:
-        scores: Scores = self.score_function(self.stats_, self.design_, absolute=self.absolute, quantile=self.quantile)
+        scores: Scores = self.score_function(self.stats_, self.design_, **self.score_options())
         self.result_ = scores
         self.labels_ = scores.labels
         single = len(scores.labels) == 1
@@ -368,7 +397,10 @@ class Localizer:
                                 f"run `neuroloc localize --out {directory}` first")
         info = json.loads(info_path.read_text())
         params = dict(info["params"])
-        params.setdefault("bos", "tokenizer")  # neuroloc 0.1 recorded with the tokenizer's defaults
+        if "settings" not in params:
+            params.setdefault("bos", "tokenizer")  # neuroloc 0.1.0 recorded with the tokenizer's defaults
+        if params.get("quantile") == 0.95 and params.get("score") != "lape":
+            params["quantile"] = None  # neuroloc 0.1 recorded LAPE's default bar for every score
         if score is not None:
             params["score"] = score
         localizer = cls(**params)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -57,12 +57,26 @@ class ScoreFunction:
     designs: tuple[str, ...]
     description: str
 
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword options the score takes (e.g. `absolute`, `quantile`)."""
+        parameters = list(inspect.signature(self.function).parameters.values())[2:]
+        return tuple(p.name for p in parameters if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD))
+
+    def check_options(self, options: Mapping[str, Any]) -> None:
+        """Refuse options the score does not take (never drop them silently)."""
+        refused = sorted(set(options) - set(self.options))
+        if refused:
+            takes = ", ".join(self.options) or "none"
+            raise NeurolocError(f"score {self.name!r} takes no option {', '.join(refused)} (its options: {takes}); "
+                                "leave it out or choose a score that takes it")
+
     def __call__(self, stats: StatsStore, design: Design, **options) -> Scores:
         if design.kind not in self.designs:
             raise NeurolocError(f"score {self.name!r} does not take a {design.kind} design; "
                                 f"use one of: {', '.join(self.designs)}")
-        accepted = inspect.signature(self.function).parameters
-        return self.function(stats, design, **{k: v for k, v in options.items() if k in accepted})
+        self.check_options(options)
+        return self.function(stats, design, **options)
 
 
 SCORES: dict[str, ScoreFunction] = {}

@@ -205,6 +205,16 @@ def _settle_probe(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, ch
                            + ("" if agrees else ", so auto keeps float32"), True, probe)
 
 
+def check_model_spec(spec: str) -> None:
+    """Refuse, before anything loads, a model spec that names a local file or folder that is not there
+    (a path: it starts with /, ./, ../ or ~, or ends with .gguf); anything else may be a hub id."""
+    if spec == DEFAULT_MODEL or Path(spec).expanduser().exists():
+        return
+    if spec.startswith(("/", "./", "../", "~")) or spec.endswith(".gguf"):
+        raise NeurolocError(f"--model {spec}: no such file or directory; give a local model directory, a .gguf "
+                            "file, a Hugging Face hub id (online), or 'smollm2'")
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     *,
@@ -219,6 +229,7 @@ def load_model(
     The model is returned unmodified (eval mode); neuroloc only ever hooks it. `dtype="auto"` (the
     default) chooses bfloat16 or float32 (see `neuroloc.models.precision`).
     """
+    check_model_spec(spec)
     auto = isinstance(dtype, str) and dtype == AUTO
     torch_dtype = torch.float32 if auto else resolve_dtype(dtype)
     identity: dict[str, Any] = {"spec": spec}

@@ -1,0 +1,29 @@
+"""The studies: one config class each (`neuroloc.runner.StudyConfig`), run by `neuroloc.runner.run`.
+
+`STUDIES` names every study's command, the config class that defines it and a one-line summary, without
+importing the study modules (so `neuroloc --help` starts fast); `study_config(command)` imports one.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__all__ = ["DEPRECATED_COMMANDS", "STUDIES", "study_config"]
+
+STUDIES: dict[str, tuple[str, str]] = {
+    "localize": ("neuroloc.pipelines.localize:LocalizeConfig",
+                 "Localize selective units: score every unit on a design, keep the most selective."),
+    "lesion": ("neuroloc.pipelines.lesion:LesionConfig",
+               "Lesion units and matched controls; evaluate benchmarks."),
+    "language-network": ("neuroloc.pipelines.language_network:LanguageNetworkConfig",
+                         "The language network end to end: localize, lesion against controls, report."),
+}
+
+# Old command names kept for one release: old name → new name.
+DEPRECATED_COMMANDS: dict[str, str] = {"run language": "language-network"}
+
+
+def study_config(command: str):
+    """The config class of a study command (imports its module)."""
+    module, _, name = STUDIES[command][0].partition(":")
+    return getattr(importlib.import_module(module), name)

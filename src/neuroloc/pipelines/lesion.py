@@ -1,36 +1,47 @@
-"""`neuroloc lesion`: lesion a unit set and matched controls, evaluate benchmarks, write results.
+"""The lesion study: lesion a unit set and matched controls, evaluate benchmarks, write results.
 
 Every lesioned condition is paired with controls drawn for the same size and sites; dose–response
-re-selects target sets of several sizes from the localizer's scores.
+re-selects target sets of several sizes from the localizer's scores. Conditions are independent: under
+torchrun they are shared out over the processes, and each finished condition is checkpointed, so an
+interrupted study resumes with the conditions still to do.
 """
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
+from ..config import Each, Factory, InstanceOf, Options, param
 from ..errors import NeurolocError
 from ..evaluate.benchmark import Benchmark
 from ..evaluate.controls import ControlData, draw_control, summarize
-from ..evaluate.registry import build_benchmarks
-from ..io import atomic_write_json, atomic_write_with, build_manifest, staged_output
+from ..evaluate.registry import BenchmarkSpec, build_benchmarks
+from ..io import file_sha256
 from ..lesion import Intervention, lesion
-from ..lesion.core import Positions, check_positions
-from ..localize.localizer import Localizer
+from ..lesion.core import check_positions
+from ..localize.localizer import LOCALIZER_FILE, Localizer
 from ..models.loading import LoadedModel
+from ..parse import parse_positions
 from ..progress import progress_bar
 from ..record.distributed import DistContext, gather_across_ranks, shard_items
 from ..report.figures import plot_dose_response, plot_lesion, save_figure
+from ..report.html import Section
+from ..runner import RunContext, RunOptions, StudyConfig, StudyResult, run
+from ..settings import RunSettings
 from ..units import UnitSet
+from . import fields
 
-__all__ = ["RESULT_COLUMNS", "Benchmark", "build_benchmarks", "evaluate", "lesion_conditions", "run_lesion_study",
-           "unit_magnitudes"]
+__all__ = ["RESULT_COLUMNS", "Benchmark", "LesionConfig", "LesionInputs", "LesionResult", "build_benchmarks",
+           "evaluate", "lesion_conditions", "run_lesion_study", "unit_magnitudes"]
 
 RESULT_COLUMNS = ["condition", "seed", "percent", "benchmark", "subset", "metric", "value"]
+DEFAULT_BENCHMARKS = (BenchmarkSpec("blimp"), BenchmarkSpec("syntaxgym"), BenchmarkSpec("perplexity"))
 
 
 def evaluate(lm: LoadedModel, benchmarks: Sequence[Benchmark]) -> pd.DataFrame:
@@ -54,90 +65,201 @@ def lesion_conditions(target: UnitSet, *, n_controls: int, control_kinds: Sequen
     return conditions
 
 
+def read_units(path: str | Path) -> tuple[Localizer | None, UnitSet]:
+    """(the fitted Localizer or None, its units): a `neuroloc localize` output, or a bare UnitSet folder."""
+    path = Path(path)
+    if not path.exists():
+        raise NeurolocError(f"--units {path}: no such folder; give a `neuroloc localize` output or a UnitSet folder")
+    fitted = Localizer.load(path) if (path / LOCALIZER_FILE).is_file() else None
+    return fitted, fitted.units_ if fitted else UnitSet.load(path)
+
+
+@dataclass
+class LesionInputs:
+    """What a lesion study reads: the units (and the localizer that chose them, for sizes, magnitudes and
+    means), the benchmarks (data loaded once), and per-site data of modes that read it (`{"values": ...}`
+    for `value`, `{"vectors": ...}` for `add`; Python only)."""
+
+    units: UnitSet
+    localizer: Localizer | None
+    benchmarks: list[Benchmark]
+    settings: RunSettings
+    intervention_data: Mapping[str, Mapping[str, torch.Tensor]] = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LesionConfig(StudyConfig):
+    """Lesion units and matched controls at one or several sizes; evaluate benchmarks on each."""
+
+    command = "lesion"
+    title = "Lesion study"
+    shares_work = True
+    bos_from_inputs = True
+
+    units: str = param(..., InstanceOf(str), aliases={"-u": None},
+                       help="A `neuroloc localize` output (or a UnitSet folder).")
+    mode: str = fields.intervention()
+    positions: str | tuple[int, ...] | None = param(None, Options(["last"]), Each(InstanceOf(int)), None,
+                                                    parse=parse_positions,
+                                                    help="Lesion only these token positions: last, or integers "
+                                                         "like 1,-2 (negative from each text's end); default all.")
+    benchmarks: tuple[BenchmarkSpec, ...] = fields.benchmarks(
+        DEFAULT_BENCHMARKS, "Benchmarks with options: blimp,syntaxgym or 'blimp:limit=30;perplexity:path=text.txt'.")
+    data: str | None = fields.data_root()
+    n_controls: int = fields.n_controls(5)
+    control_kinds: tuple[str, ...] = fields.control_kinds(("random",))
+    sizes: tuple[float, ...] | None = fields.sizes(None, "Re-select the units at these sizes (percent of each "
+                                                         "site kind's units) from the localizer's scores, e.g. "
+                                                         "0.125,0.25,0.5,1.")
+    settings: RunSettings = param(Factory(lambda: RunSettings(bos=None)), help="How the model is run.")
+
+    def check(self) -> None:
+        super().check()
+        check_positions(self.positions)
+
+    def load_inputs(self) -> LesionInputs:
+        localizer, units = read_units(self.units)
+        if self.sizes and localizer is None:
+            raise NeurolocError("sizes (--sizes) re-select units from localizer scores: give a `neuroloc "
+                                "localize` output as --units")
+        settings = self.scoring_settings(localizer)
+        benchmarks = [spec.build(settings, self.data) for spec in self.benchmarks]
+        if not benchmarks:
+            raise NeurolocError("benchmarks (--benchmarks): give at least one benchmark")
+        units_file = Path(self.units) / "units.safetensors"
+        source = {"path": self.units, "sha256": file_sha256(units_file) if units_file.is_file() else None}
+        return LesionInputs(units, localizer, benchmarks, settings, source=source)
+
+    def scoring_settings(self, localizer: Localizer | None) -> RunSettings:
+        """The run settings every benchmark text is scored under: the BOS policy asked for, else the
+        localizer's, else prepend."""
+        if self.settings.bos is not None:
+            return self.settings
+        return self.settings.replace(bos=localizer.bos if localizer is not None else "prepend")
+
+    def compute(self, lm: LoadedModel, ctx: RunContext, inputs: LesionInputs) -> "LesionResult":
+        intervention = Intervention.parse(self.mode)
+        positions = check_positions(self.positions)
+        localizer, units = inputs.localizer, inputs.units
+        blind = [b.name for b in inputs.benchmarks if not b.declares_batches]
+        if positions is not None and blind:
+            raise NeurolocError(f"--positions cannot reach {', '.join(blind)}: its forward passes do not say which "
+                                "tokens are padding; leave it out or lesion every position")
+        units.check_compatible(lm.layout, lm.identity)
+        if self.sizes and localizer is None:
+            raise NeurolocError("--sizes re-selects units from localizer scores: pass a `neuroloc localize` output")
+        data_kwargs = dict(inputs.intervention_data or {})
+        if localizer is not None:
+            data_kwargs.setdefault("means", localizer.means_)
+        needed = intervention.method.data
+        if needed is not None and needed not in data_kwargs:
+            if needed == "means":
+                raise NeurolocError("lesion mode 'mean' needs the unit means stored by `neuroloc localize`")
+            raise NeurolocError(f"lesion mode {intervention.kind!r} needs per-site {needed}: pass "
+                                f"intervention_data={{{needed!r}: ...}} (Python API)")
+        controls = ControlData(magnitudes=unit_magnitudes(localizer), scores=np.asarray(localizer.t_)) \
+            if localizer is not None else ControlData()
+        sizes = [(p, localizer.select(percent=p)) for p in self.sizes] if self.sizes else [(np.nan, units)]
+        plan = [("intact", 0, np.nan, None)]
+        for percent, target in sizes:
+            plan += [(c, s, percent, u) for c, s, u in lesion_conditions(
+                target, n_controls=self.n_controls, control_kinds=self.control_kinds, seed=self.seed, data=controls)]
+        log = None
+        if ctx.checkpointing:
+            log = ctx.item_log("conditions", ctx.key(lm, study=self.identity(), units=inputs.source,
+                                                     benchmarks=[(b.name, b.source) for b in inputs.benchmarks],
+                                                     plan=[(c, s, str(p), None if u is None else u.names())
+                                                           for c, s, p, u in plan]))
+        mine = shard_items(list(enumerate(plan)), ctx.dist)
+        frames = []
+        with progress_bar("lesion conditions", len(mine), ctx.progress) as advance:
+            for index, (condition, s, percent, selected) in mine:
+                frame = log.get(str(index)) if log is not None else None
+                if frame is None:
+                    if selected is None:
+                        frame = evaluate(lm, inputs.benchmarks)
+                    else:
+                        with lesion(lm, selected, intervention, positions=positions, **data_kwargs):
+                            frame = evaluate(lm, inputs.benchmarks)
+                    frame = frame.assign(condition=condition, seed=s, percent=percent,
+                                         n_units=0 if selected is None else len(selected))
+                    if log is not None:
+                        log.put(str(index), frame)
+                frames.append((index, frame))
+                advance(1)
+        frames = sorted(gather_across_ranks(frames, ctx.dist), key=lambda pair: pair[0])  # the plan's order
+        results = pd.concat([frame for _, frame in frames], ignore_index=True)[RESULT_COLUMNS + ["n_units"]]
+        return LesionResult(config=self, model=dict(lm.identity), results=results, inputs=inputs,
+                            intervention=str(intervention), positions=positions, world_size=ctx.dist.world_size)
+
+
+@dataclass
+class LesionResult(StudyResult):
+    """Every condition's benchmark rows (`results`) and the summary against the controls."""
+
+    results: pd.DataFrame = None
+    inputs: LesionInputs = None
+    intervention: str = ""
+    positions: Any = None
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        self.table = summarize(self.results)
+        sizes = sorted(self.results.percent.dropna().unique())
+        largest = sizes[-1] if len(sizes) > 1 else None
+        self.figures = {"lesion": plot_lesion(self.results, percent=largest)}
+        if len(sizes) > 1:
+            self.figures["dose_response"] = plot_dose_response(self.results)
+        self.summary = {"n_conditions": int(self.results.groupby(["condition", "seed", "percent"], dropna=False)
+                                            .ngroups), "n_rows": len(self.results)}
+
+    def write(self, folder: Path) -> None:
+        self.results.to_csv(folder / "results.csv", index=False)
+        self.table.to_csv(folder / "summary.csv", index=False)
+        for name, figure in self.figures.items():
+            save_figure(figure, folder / f"{name}.png")
+
+    def manifest_sections(self) -> dict[str, Any]:
+        localizer = self.inputs.localizer
+        return {"units": {"n_units": len(self.inputs.units), "model": self.inputs.units.model, **self.inputs.source,
+                          "localizer": localizer.stimuli_ if localizer is not None else None},
+                "scoring": {"bos": self.inputs.settings.bos, "intervention": self.intervention,
+                            "positions": self.positions},
+                "benchmarks": [{"name": b.name, "source": b.source} for b in self.inputs.benchmarks],
+                "world_size": self.world_size}
+
+    def sections(self) -> list[Section]:
+        overall = self.table[(self.table.subset == "overall") | (self.table.benchmark == "perplexity")]
+        kinds = " and ".join(self.config.control_kinds)
+        text = (f"Lesion ({self.intervention}) of {len(self.inputs.units)} units against {self.config.n_controls} "
+                f"{kinds} control set{'s' if self.config.n_controls != 1 else ''} per size with the same count per "
+                "layer and site. Effect = (target − control mean) / control sd.")
+        sections = [Section("Lesion results", text=text, figures=[self.figures["lesion"]], tables=[overall.round(4)])]
+        if "dose_response" in self.figures:
+            sections.append(Section("Dose–response", text="Each size re-selected from the same localizer scores.",
+                                    figures=[self.figures["dose_response"]]))
+        return sections
+
+    def headline(self) -> str:
+        return f"{len(self.results)} result rows"
+
+
 def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Benchmark], out_dir: str | Path, *,
                      localizer: Localizer | None = None, percents: Sequence[float] | None = None,
                      mode: str = "zero", n_controls: int = 5, control_kinds: Sequence[str] = ("random",),
                      seed: int = 0, progress: bool = True, extra_parameters: dict | None = None,
                      intervention_data: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
-                     positions: Positions = None, dist: DistContext | None = None) -> pd.DataFrame:
-    """Evaluate intact, target and control lesions; write results.csv, summary.csv, lesion.png
-    (and dose_response.png with several sizes) and manifest.json into `out_dir`.
-
-    Under torchrun the conditions (independent) are shared out over the ranks; every rank returns the
-    whole results table, rank 0 writes.
-
-    `intervention_data` holds the per-site data of modes that read it (`{"values": {...}}` for
-    `value`, `{"vectors": {...}}` for `add`); `mean` reads the localizer's stored means. `positions`
-    limits every lesion to some token positions (`neuroloc.lesion.lesion`)."""
-    intervention = Intervention.parse(mode)
-    positions = check_positions(positions)
-    blind = [b.name for b in benchmarks if not b.declares_batches]
-    if positions is not None and blind:
-        raise NeurolocError(f"--positions cannot reach {', '.join(blind)}: its forward passes do not say which "
-                            "tokens are padding; leave it out or lesion every position")
-    units.check_compatible(lm.layout, lm.identity)
+                     positions=None, dist: DistContext | None = None) -> pd.DataFrame:
+    """Deprecated (use `neuroloc.run(LesionConfig(...), out)`): the lesion study on in-memory units and
+    built benchmarks, written into `out_dir` through the runner. Returns the results table."""
+    warnings.warn("run_lesion_study is deprecated; use neuroloc.run(neuroloc.LesionConfig(...), out)",
+                  DeprecationWarning, stacklevel=2)
+    settings = RunSettings(bos=localizer.bos if localizer is not None else "prepend", progress=progress)
+    config = LesionConfig(units="in-memory", mode=mode, positions=positions, benchmarks=(), n_controls=n_controls,
+                          control_kinds=tuple(control_kinds), sizes=tuple(percents) if percents else None, seed=seed,
+                          settings=settings, model=lm.identity.get("spec", "in-memory"))
     if percents and localizer is None:
         raise NeurolocError("--percent re-selects units from localizer scores: pass a `neuroloc localize` output")
-    data_kwargs = dict(intervention_data or {})
-    if localizer is not None:
-        data_kwargs.setdefault("means", localizer.means_)
-    needed = intervention.method.data
-    if needed is not None and needed not in data_kwargs:
-        if needed == "means":
-            raise NeurolocError("lesion mode 'mean' needs the unit means stored by `neuroloc localize`")
-        raise NeurolocError(f"lesion mode {intervention.kind!r} needs per-site {needed}: pass "
-                            f"intervention_data={{{needed!r}: ...}} (Python API)")
-    data = ControlData(magnitudes=unit_magnitudes(localizer), scores=np.asarray(localizer.t_)) \
-        if localizer is not None else ControlData()
-    sizes = [(p, localizer.select(percent=p)) for p in percents] if percents else [(np.nan, units)]
-    plan = [("intact", 0, np.nan, None)]
-    for percent, target in sizes:
-        plan += [(c, s, percent, u) for c, s, u in lesion_conditions(
-            target, n_controls=n_controls, control_kinds=control_kinds, seed=seed, data=data)]
-    ctx = dist or DistContext.from_env()
-    mine = shard_items(list(enumerate(plan)), ctx)
-    frames = []
-    with progress_bar("lesion conditions", len(mine), progress) as advance:
-        for index, (condition, s, percent, selected) in mine:
-            if selected is None:
-                frame = evaluate(lm, benchmarks)
-            else:
-                with lesion(lm, selected, intervention, positions=positions, **data_kwargs):
-                    frame = evaluate(lm, benchmarks)
-            frames.append((index, frame.assign(condition=condition, seed=s, percent=percent,
-                                               n_units=0 if selected is None else len(selected))))
-            advance(1)
-    frames = sorted(gather_across_ranks(frames, ctx), key=lambda pair: pair[0])  # the plan's order
-    results = pd.concat([frame for _, frame in frames], ignore_index=True)[RESULT_COLUMNS + ["n_units"]]
-    if ctx.is_main:
-        _write_lesion_outputs(lm, units, benchmarks, results, out_dir, localizer=localizer, percents=percents,
-                              intervention=intervention, n_controls=n_controls, control_kinds=control_kinds,
-                              seed=seed, extra_parameters={"positions": positions, **(extra_parameters or {})},
-                              world_size=ctx.world_size)
-    ctx.barrier()
-    return results
-
-
-def _write_lesion_outputs(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Benchmark], results: pd.DataFrame,
-                          out_dir: str | Path, *, localizer: Localizer | None, percents: Sequence[float] | None,
-                          intervention: Intervention, n_controls: int, control_kinds: Sequence[str], seed: int,
-                          extra_parameters: dict | None, world_size: int) -> None:
-    summary = summarize(results)
-    with staged_output(out_dir) as staging:
-        atomic_write_with(staging / "results.csv", lambda tmp: results.to_csv(tmp, index=False))
-        atomic_write_with(staging / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
-        lesioned_sizes = sorted(results.percent.dropna().unique())
-        largest = lesioned_sizes[-1] if len(lesioned_sizes) > 1 else None
-        save_figure(plot_lesion(results, percent=largest), staging / "lesion.png")
-        if len(lesioned_sizes) > 1:
-            save_figure(plot_dose_response(results), staging / "dose_response.png")
-        atomic_write_json(staging / "manifest.json", build_manifest(
-            "lesion",
-            {"mode": str(intervention), "n_controls": n_controls, "control_kinds": list(control_kinds),
-             "percents": list(percents) if percents else None, "seed": seed, "world_size": world_size,
-             **(extra_parameters or {})},
-            model=lm.identity,
-            units={"n_units": len(units), "model": units.model,
-                   "localizer": localizer.stimuli_ if localizer is not None else None},
-            benchmarks=[{"name": b.name, "source": b.source} for b in benchmarks],
-        ))
+    inputs = LesionInputs(units, localizer, list(benchmarks), settings, dict(intervention_data or {}))
+    return run(config, out_dir, lm=lm, inputs=inputs, options=RunOptions(overwrite=True)).results

@@ -21,18 +21,24 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
+import time
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..io import atomic_path
+from ..interrupts import Interrupted, protected
+from ..io import atomic_path, atomic_write_text
 from ..stimuli.base import StimulusSet
 from .collect import add_batch
 from .recorder import Recorder
 from .stats import StatsStore
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 CHECKPOINT_DIR = ".checkpoints"
 _DONE = "__neuroloc_done__"
@@ -69,16 +75,24 @@ def model_fingerprint(model: torch.nn.Module) -> dict[str, str]:
 
 
 class Checkpoint:
-    """The checkpoint of one recording (`name`) in `out_dir/.checkpoints/`, valid only for `key`."""
+    """The checkpoint of one recording (`name`) in `out_dir/.checkpoints/`, valid only for `key`.
 
-    def __init__(self, out_dir: str | Path, key: str, *, every: int = 20, name: str = "stats") -> None:
-        if every < 1:
+    It is saved every `every` batches and every `every_seconds` seconds, whichever comes first (None:
+    not on that count), and once more when the recording ends or is interrupted (`collect_resumable`)."""
+
+    def __init__(self, out_dir: str | Path, key: str, *, every: int | None = 20, every_seconds: float | None = None,
+                 name: str = "stats") -> None:
+        if every is not None and every < 1:
             raise ValueError(f"checkpoint interval must be ≥ 1 batch, got {every}")
+        if every_seconds is not None and every_seconds <= 0:
+            raise ValueError(f"checkpoint interval must be > 0 seconds, got {every_seconds}")
         self.path = Path(out_dir) / CHECKPOINT_DIR / f"{name}.safetensors"
         self.key = key
         self.every = every
+        self.every_seconds = every_seconds
         self.done: torch.Tensor | None = None
         self._since_save = 0
+        self._saved_at = time.monotonic()
         self.resumed_from = 0
 
     def restore(self, stats: Any, n_items: int) -> torch.Tensor:
@@ -115,7 +129,9 @@ class Checkpoint:
         assert self.done is not None, "call restore() first"
         self.done[list(ids)] = True
         self._since_save += 1
-        if self._since_save >= self.every:
+        due_batches = self.every is not None and self._since_save >= self.every
+        due_time = self.every_seconds is not None and time.monotonic() - self._saved_at >= self.every_seconds
+        if due_batches or due_time:
             self.save(stats)
 
     def save(self, stats: Any) -> None:
@@ -126,24 +142,78 @@ class Checkpoint:
         with atomic_path(self.path) as tmp:
             save_file(state, str(tmp), metadata={"key": self.key, "format": "neuroloc.Checkpoint/1"})
         self._since_save = 0
+        self._saved_at = time.monotonic()
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
 
 
+class ItemLog:
+    """Results of finished units of work (e.g. lesion conditions), one parquet file each, in
+    `out_dir/.checkpoints/<name>/`, valid only for `key`: a rerun with the same inputs skips the finished
+    ones, any other key starts the log afresh."""
+
+    def __init__(self, out_dir: str | Path, key: str, *, name: str) -> None:
+        self.directory = Path(out_dir) / CHECKPOINT_DIR / name
+        self.key = key
+        stamp = self.directory / "key.txt"
+        if self.directory.is_dir() and (not stamp.is_file() or stamp.read_text().strip() != key):
+            log.warning("finished work in %s was done for other inputs: starting over", self.directory)
+            shutil.rmtree(self.directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not stamp.is_file():
+            atomic_write_text(stamp, key)
+
+    def _path(self, item: str) -> Path:
+        return self.directory / f"{hashlib.sha256(item.encode()).hexdigest()[:24]}.parquet"
+
+    def get(self, item: str) -> "pd.DataFrame | None":
+        """The saved result of `item`, or None (never saved, or unreadable)."""
+        import pandas as pd
+
+        path = self._path(item)
+        if not path.is_file():
+            return None
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as error:
+            log.warning("ignoring unreadable result %s (%s)", path, error)
+            return None
+
+    def put(self, item: str, frame: "pd.DataFrame") -> None:
+        """Save `item`'s result atomically."""
+        with atomic_path(self._path(item)) as tmp:
+            frame.to_parquet(tmp, index=False)
+
+    def __len__(self) -> int:
+        return len(list(self.directory.glob("*.parquet")))
+
+
 def collect_resumable(recorder: Recorder, stimuli: StimulusSet, checkpoint: Checkpoint, *,
                       kinds: Sequence[str] = ("moments", "tokens"), store: StatsStore | None = None) -> StatsStore:
     """`record.collect.collect` that resumes from (and keeps) `checkpoint`: only the stimuli not yet
-    folded in are recorded; a finished checkpoint is reused without running the model."""
+    folded in are recorded; a finished checkpoint is reused without running the model. An interrupt
+    (`neuroloc.interrupts`) saves the statistics of every batch folded in so far before it propagates."""
     store = store if store is not None else StatsStore()
     done = checkpoint.restore(store, len(stimuli))
     pending = [i for i in range(len(stimuli)) if not done[i]]
+    if checkpoint.resumed_from:
+        log.warning("%s: resuming from %d/%d stimuli (checkpoint %s)", recorder.description,
+                    checkpoint.resumed_from, len(stimuli), checkpoint.path)
     if pending:
         texts = [stimuli.texts[i] for i in pending]
         spans = None if stimuli.word_spans is None else [stimuli.word_spans[i] for i in pending]
         labels = [stimuli.conditions[i] for i in pending]
-        for batch in recorder.iter_batches(texts, spans, token_stats="tokens" in kinds):
-            add_batch(store, batch, labels, kinds)
-            checkpoint.step(store, [pending[j] for j in batch.texts])
-        checkpoint.save(store)
+        try:
+            for batch in recorder.iter_batches(texts, spans, token_stats="tokens" in kinds,
+                                               completed=checkpoint.resumed_from, total=len(stimuli)):
+                with protected():  # a batch is folded in and marked done, or neither
+                    add_batch(store, batch, labels, kinds)
+                    checkpoint.step(store, [pending[j] for j in batch.texts])
+        except Interrupted:
+            with protected():
+                checkpoint.save(store)
+            raise
+        with protected():
+            checkpoint.save(store)
     return store

@@ -98,9 +98,11 @@ class Recorder:
         return word_plan(per_row, batch.attention_mask.shape[1], device), rows
 
     def iter_batches(self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]] | None = None,
-                     *, token_stats: bool = False) -> Iterator[PooledBatch]:
+                     *, token_stats: bool = False, completed: int = 0,
+                     total: int | None = None) -> Iterator[PooledBatch]:
         """Yield reduced batches in length-sorted order (`rows` and `texts` say which texts they hold).
-        With `token_stats`, per-text counts of activations > 0 and sums over real tokens come too."""
+        With `token_stats`, per-text counts of activations > 0 and sums over real tokens come too. A
+        resumed recording shows its progress as `completed` of `total` texts before these."""
         words = self.pooling in WORD_POOLINGS
         if words and word_spans is None:
             raise NeurolocError(f"pooling {self.pooling!r} needs word spans (e.g. from a CoNLL-U treebank)")
@@ -116,7 +118,8 @@ class Recorder:
             batch = next(batches(encoded, len(ids), pad=pad, padding_side=self.padding_side, order=ids))
             return self._reduce(batch, word_spans, token_stats)
 
-        with progress_bar(self.description, len(texts), self.progress) as advance, torch.inference_mode():
+        with progress_bar(self.description, total or len(texts), self.progress, completed=completed) as advance, \
+                torch.inference_mode():
             for ids, reduced in self.batcher.map(length_order(encoded), forward):
                 yield reduced
                 advance(len(ids))

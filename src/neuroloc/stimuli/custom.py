@@ -145,7 +145,7 @@ def load_contrast_file(
     """
     path = Path(path)
     columns, records = read_records(path)
-    hint = "; pass text_column=/condition_column= to name yours"
+    hint = "; name yours with --text-column / --condition-column (text_column= / condition_column= in Python)"
     require_columns(path, columns, [text_column, condition_column], hint)
     has_group = "group" in columns
     texts, conditions, groups, first_line = [], [], [], {}

@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
+from neuroloc.data_paths import find_data
 from neuroloc.errors import NeurolocError
 from neuroloc.stimuli.base import StimulusSet
 from neuroloc.stimuli.custom import load_contrast_file
@@ -18,7 +19,7 @@ from neuroloc.stimuli.language import load_language_localizer
 from neuroloc.stimuli.md import make_md_localizer
 from neuroloc.stimuli.tom import load_tom_localizer
 
-__all__ = ["BUILTINS", "STIMULI", "get_stimuli", "parse_contrast", "register_stimuli"]
+__all__ = ["BUILTINS", "DATA_FOLDERS", "STIMULI", "get_stimuli", "parse_contrast", "register_stimuli"]
 
 Loader = Callable[[str | None, int], StimulusSet]
 
@@ -35,12 +36,17 @@ STIMULI: dict[str, Loader] = {
     "tom": lambda path, seed: load_tom_localizer(path),
 }
 BUILTINS = tuple(STIMULI)  # the built-in identifiers
+# Where a registered set's data sits under a data root (`neuroloc.data_paths`), when it reads any.
+DATA_FOLDERS: dict[str, str] = {"language": "fedorenko2010"}
 
 
-def register_stimuli(name: str, loader: Loader) -> None:
+def register_stimuli(name: str, loader: Loader, *, data_folder: str | None = None) -> None:
     """Make a stimulus set available to `get_stimuli` and `--localizer` under `name`; `loader(path,
-    seed)` gets the user's data path (or None) and seed."""
+    seed)` gets the data path (the user's, else `data_folder` under the first data root that has it, else
+    None) and the seed."""
     STIMULI[name] = loader
+    if data_folder:
+        DATA_FOLDERS[name] = data_folder
 
 
 def get_stimuli(
@@ -49,17 +55,24 @@ def get_stimuli(
     seed: int = 0,
     contrast: tuple[str, str] | None = None,
     path: str | None = None,
+    data_root: str | None = None,
+    text_column: str = "text",
+    condition_column: str = "condition",
 ) -> StimulusSet:
-    """A registered set ("language" | "md" | "tom" | ...; data from `path` where given), or a
-    CSV/TSV/JSONL file.
+    """A registered set ("language" | "md" | "tom" | ...; data from `path`, else its folder under a data
+    root, else the loader's own source), or a CSV/TSV/JSONL file (with these column names).
 
     `seed` only affects generated sets ("md"); `contrast` picks (target, control) in a file, or
     reorders/chooses the conditions of a registered set.
     """
     if spec in STIMULI:
+        if path is None and spec in DATA_FOLDERS:
+            found = find_data(DATA_FOLDERS[spec], data_root)
+            path = str(found) if found is not None else None
         stimuli = STIMULI[spec](path, seed)
     elif Path(spec).is_file():
-        return load_contrast_file(spec, contrast=contrast)
+        return load_contrast_file(spec, contrast=contrast, text_column=text_column,
+                                  condition_column=condition_column)
     else:
         raise NeurolocError(
             f"stimuli {spec!r}: not a registered stimulus set ({', '.join(STIMULI)}) and no such file"
