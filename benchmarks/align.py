@@ -55,7 +55,7 @@ def speed(args) -> None:
     lm = load_model("smollm2")
     texts, _ = passages(args.stimuli)
     sites = lm.layout.sites("residual")
-    extract_features(lm, texts[:32], sites, batch_size=args.batch_size)  # warm up
+    extract_features(lm, texts[:32], sites, batch_size=args.batch_size, bos="prepend")  # warm up
     encoded = encode(lm.tokenizer, texts)
     prepared = [b.inputs(lm.device) for b in batches(encoded, args.batch_size, pad=pad_id(lm.tokenizer))]
     bare = float("inf")
@@ -68,7 +68,7 @@ def speed(args) -> None:
     ours = float("inf")
     for _ in range(args.repeats):
         start = time.perf_counter()
-        extract_features(lm, texts, sites, batch_size=args.batch_size)
+        extract_features(lm, texts, sites, batch_size=args.batch_size, bos="prepend")
         ours = min(ours, time.perf_counter() - start)
     print(f"feature extraction, {len(texts)} stimuli, {len(sites)} residual sites, batch {args.batch_size}:")
     print(f"  bare forward  {len(texts) / bare:8.1f} stimuli/s")
@@ -122,7 +122,8 @@ def simulate(args) -> None:
     lm = load_model("smollm2")
     texts, groups = passages(args.sentences)
     start = time.perf_counter()
-    features = extract_features(lm, texts, units, passages=groups, batch_size=args.batch_size).units(units).numpy()
+    features = extract_features(lm, texts, units, passages=groups, batch_size=args.batch_size,
+                                bos="prepend").units(units).numpy()
     print(f"{len(texts)} sentences in {len(set(groups))} passages; {len(units)} language units; "
           f"features in {time.perf_counter() - start:.1f} s")
     recordings = simulate_recordings(features, texts, groups, n_subjects=args.subjects, n_neuroids=args.neuroids,

@@ -180,7 +180,7 @@ def hidden_states(lm, text):
 
 def test_features_follow_stimulus_order_and_match_a_plain_forward(lm, corpus):
     texts = corpus[0][:11]
-    features = extract_features(lm, texts, "residual", batch_size=4)
+    features = extract_features(lm, texts, "residual", batch_size=4, bos="prepend")
     for i, text in enumerate(texts):
         states, _ = hidden_states(lm, text)
         for layer in range(lm.layout.n_layers):
@@ -192,8 +192,8 @@ def test_features_follow_stimulus_order_and_match_a_plain_forward(lm, corpus):
 def test_context_reads_the_passage_and_pools_only_the_current_stimulus(lm, pooling):
     texts = ["the dog ran", "she looked elsewhere", "keys were in the drawer", "what is this"]
     passages = ["a", "a", "a", "b"]
-    got = extract_features(lm, texts, "layers.1.residual", pooling=pooling, passages=passages, batch_size=3)
-    again = extract_features(lm, texts, "layers.1.residual", pooling=pooling, passages=passages, batch_size=1)
+    got = extract_features(lm, texts, "layers.1.residual", pooling=pooling, passages=passages, batch_size=3, bos="prepend")
+    again = extract_features(lm, texts, "layers.1.residual", pooling=pooling, passages=passages, batch_size=1, bos="prepend")
     np.testing.assert_allclose(got.all().numpy(), again.all().numpy(), atol=1e-5)
     full = "the dog ran she looked elsewhere keys were in the drawer"
     states, ids = hidden_states(lm, full)
@@ -202,14 +202,15 @@ def test_context_reads_the_passage_and_pools_only_the_current_stimulus(lm, pooli
     own = [t for t, (a, b) in enumerate(offsets) if b > start and b > a]
     expected = states[2][0, own[-1]] if pooling == "last" else states[2][0, own].mean(0)
     np.testing.assert_allclose(got.all()[2].numpy(), expected.numpy(), atol=1e-4, rtol=1e-4)
-    short = extract_features(lm, texts, "layers.1.residual", pooling=pooling, passages=passages, max_context=1)
+    short = extract_features(lm, texts, "layers.1.residual", pooling=pooling, passages=passages, max_context=1,
+                             batch_size=4, bos="prepend")
     one_back = hidden_states(lm, "she looked elsewhere keys were in the drawer")[0][2][0]
     offsets = [(0, 0)] + lm.tokenizer("she looked elsewhere keys were in the drawer", return_offsets_mapping=True,
                                       add_special_tokens=False)["offset_mapping"]
     own = [t for t, (a, b) in enumerate(offsets) if b > len("she looked elsewhere ") and b > a]
     expected = one_back[own[-1]] if pooling == "last" else one_back[own].mean(0)
     np.testing.assert_allclose(short.all()[2].numpy(), expected.numpy(), atol=1e-4, rtol=1e-4)
-    no_context = extract_features(lm, texts, "layers.1.residual", pooling=pooling)
+    no_context = extract_features(lm, texts, "layers.1.residual", pooling=pooling, batch_size=4, bos="prepend")
     np.testing.assert_allclose(no_context.all()[3].numpy(), got.all()[3].numpy(), atol=1e-5)
     alone = hidden_states(lm, "what is this")[0][2][0]
     np.testing.assert_allclose(got.all()[3].numpy(), (alone[-1] if pooling == "last" else alone[1:].mean(0)).numpy(),
@@ -223,7 +224,7 @@ def simulated(lm, corpus):
     texts, groups = corpus
     units = UnitSet.empty(lm.layout, "residual")
     units.masks[units.sites[1]][[2, 5, 7, 11, 19, 30]] = True
-    features = extract_features(lm, texts, units, passages=groups).units(units).numpy()
+    features = extract_features(lm, texts, units, passages=groups, batch_size=32, bos="prepend").units(units).numpy()
     return units, simulate_recordings(features, texts, groups, n_subjects=4, n_neuroids=10, snr=1.0, n_rois=2,
                                       seed=3)
 
@@ -231,6 +232,7 @@ def simulated(lm, corpus):
 def test_true_units_beat_random_units_and_reach_the_oracle(lm, simulated):
     units, rec = simulated
     result = score_alignment(lm, rec, units, controls=6, layers="all", ceiling_subsets=3, ceiling_holdouts=2,
+                             batch_size=32, bos="prepend",
                              ceiling_bootstraps=30)
     summary = result.summary.set_index("features")
     oracle = oracle_r(1.0)
@@ -296,18 +298,19 @@ def test_smollm2_true_units_beat_random_on_simulated_passages():
     """Responses driven by 40 units of layer 20; 60 sentences of 12 passages, read in context."""
     from neuroloc import load_model
 
-    lm = load_model("smollm2")
+    lm = load_model("smollm2", dtype="float32")  # the float32 reference below
     rng = np.random.default_rng(0)
     texts = [" ".join(rng.choice(WORDS, size=int(rng.integers(4, 10)))).capitalize() + "." for _ in range(60)]
     groups = [f"p{i // 5}" for i in range(60)]
     units = UnitSet.empty(lm.layout, "residual")
     units.masks[units.sites[20]][rng.choice(576, 40, replace=False)] = True
-    features = extract_features(lm, texts, units, passages=groups, batch_size=16)
+    features = extract_features(lm, texts, units, passages=groups, batch_size=16, bos="prepend")
     states, _ = hidden_states(lm, texts[0])  # the first sentence of a passage has no context
     np.testing.assert_allclose(features.site("layers.20.residual")[0].numpy(), states[21][0, -1].numpy(),
                                atol=1e-3, rtol=1e-3)
     rec = simulate_recordings(features.units(units).numpy(), texts, groups, n_subjects=3, n_neuroids=8, snr=2.0)
-    result = score_alignment(lm, rec, units, controls=3, folds=6, ceiling="none", confounds=["length"])
+    result = score_alignment(lm, rec, units, controls=3, folds=6, ceiling="none", confounds=["length"],
+                             batch_size=32, bos="prepend")
     summary = result.summary.set_index("features")
     assert summary.loc["units", "rank"] == 1
     assert summary.loc["units", "score"] > summary[summary.kind == "random"].score.max() + 0.05
@@ -332,4 +335,4 @@ def test_bad_requests_fail_before_any_work(lm, simulated):
                             ({"metric": "lasso"}, "unknown metric"), ({"controls": -1}, "--controls"),
                             ({"layers": "2,x"}, "--layers takes"), ({"layers": [7]}, "layers \\[7\\] do not exist")):
         with pytest.raises(NeurolocError, match=message):
-            score_alignment(lm, rec, units, **kwargs)
+            score_alignment(lm, rec, units, batch_size=32, bos="prepend", **kwargs)

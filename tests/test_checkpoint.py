@@ -49,7 +49,7 @@ def stimuli():
 
 
 def recorder(lm, **kwargs):
-    return CountingRecorder(lm, lm.layout.sites(["residual", "mlp"]), batch_size=3, **kwargs)
+    return CountingRecorder(lm, lm.layout.sites(["residual", "mlp"]), batch_size=3, bos="prepend", **kwargs)
 
 
 def key(lm, stimuli, **parameters):

@@ -73,7 +73,7 @@ def test_prepend_policy_matches_a_plain_forward_with_bos(lm):
 def test_word_predict_has_a_position_for_the_first_word_under_prepend(lm):
     texts = ["the quick brown fox", "a dog jumps"]
     spans = [[(m.start(), m.end()) for m in __import__("re").finditer(r"\S+", t)] for t in texts]
-    recorder = Recorder(lm, [Site(0, "residual")], pooling="word-predict", bos="prepend")
+    recorder = Recorder(lm, [Site(0, "residual")], pooling="word-predict", bos="prepend", batch_size=32)
     rows = [r for batch in recorder.iter_batches(texts, spans) for r in batch.rows]
     assert len(rows) == sum(len(s) for s in spans)  # no word dropped
 
@@ -218,7 +218,7 @@ def test_token_stats_on_mlp_gate_match_a_direct_computation(lm, three):
         for layer in range(2):
             positive, tokens, sums = 0, 0, 0.0
             for text in TEXTS[label]:
-                ids = encode(lm.tokenizer, [text]).input_ids[0]
+                ids = encode(lm.tokenizer, [text], bos="prepend").input_ids[0]
                 with record(lm.layout, [Site(layer, "mlp_gate")], stop_early=False) as got, torch.no_grad():
                     run_forward(lm.model, input_ids=torch.tensor([ids]))
                 gate = got[f"layers.{layer}.mlp_gate"][0][1:]  # the text's own tokens: not the prepended BOS
@@ -233,7 +233,7 @@ def test_token_stats_on_mlp_gate_match_a_direct_computation(lm, three):
 
 
 def test_mlp_gate_is_act_of_gate_projection(lm):
-    ids = torch.tensor([encode(lm.tokenizer, ["the quick brown fox"]).input_ids[0]])
+    ids = torch.tensor([encode(lm.tokenizer, ["the quick brown fox"], bos="prepend").input_ids[0]])
     mlp = lm.model.model.layers[1].mlp
     with record(lm.layout, [Site(1, "mlp_gate"), Site(1, "mlp")], stop_early=False) as got, torch.no_grad():
         captured = {}
@@ -246,7 +246,7 @@ def test_mlp_gate_is_act_of_gate_projection(lm):
 
 
 def test_zeroing_a_gate_unit_equals_zeroing_its_down_projection_input(lm):
-    ids = torch.tensor([encode(lm.tokenizer, ["she looked elsewhere"]).input_ids[0]])
+    ids = torch.tensor([encode(lm.tokenizer, ["she looked elsewhere"], bos="prepend").input_ids[0]])
     gate = UnitSet.from_names(["layers.0.mlp_gate[3]", "layers.1.mlp_gate[40]"], lm.layout)
     neuron = UnitSet.from_names(["layers.0.mlp[3]", "layers.1.mlp[40]"], lm.layout)
     with torch.no_grad(), lesion(lm, gate, "zero"):

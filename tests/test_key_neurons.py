@@ -138,7 +138,7 @@ def test_contrast_matches_scipy_welch(lm, pooling) -> None:
     key = contrast_key_neurons(lm, corpus, classes=("NOUN", "VERB"), k=4, pooling=pooling, batch_size=5)
     # independent: record the same word rows, then scipy's Welch test, class vs every other word
     rows, values = [], []
-    for batch in Recorder(lm, sites, pooling=pooling, batch_size=3).iter_batches(corpus.texts(), corpus.word_spans()):
+    for batch in Recorder(lm, sites, pooling=pooling, batch_size=3, bos="prepend").iter_batches(corpus.texts(), corpus.word_spans()):
         rows += batch.rows
         values.append(torch.cat([batch.features[s] for s in sites], dim=1).double().numpy())
     values = np.concatenate(values)

@@ -268,7 +268,8 @@ def _run_study(ctx: click.Context, config_type: type[Config]) -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-    result = run(config, ctx.params["out"], options=options, log=None if quiet else _say)
+    result = run(config, ctx.params["out"], options=options, log=None if quiet else _say,
+                 warn=lambda message: _say(f"warning: {message}"))
     if os.environ.get("RANK", "0") == "0":
         seconds = result.timings.get("total_s", 0.0)
         _say(f"{result.headline()} in {seconds:.1f} s → {ctx.params['out']}")
@@ -342,7 +343,7 @@ def rerun(manifest: Path, out: Path | None, quiet: bool) -> None:
         config = config_from_manifest(manifest)
         config = config.replace(settings=config.settings.replace(progress=not quiet))
         target = out if out is not None else manifest.parent
-        result = run(config, target, log=None if quiet else _say)
+        result = run(config, target, log=None if quiet else _say, warn=lambda message: _say(f"warning: {message}"))
         _say(f"{result.headline()} in {result.timings.get('total_s', 0.0):.1f} s → {target}")
 
     _guarded(again)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import json
 import os
 import platform
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -72,14 +74,34 @@ def package_version() -> str:
         return "0+unknown"
 
 
+@functools.lru_cache(maxsize=1)
+def source_commit() -> dict[str, Any] | None:
+    """The git commit neuroloc runs from (and whether its files differ from it), when it runs from a
+    checkout; None for an installed package."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        changed = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "src"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "modified": bool(changed)}
+
+
 def build_manifest(command: str, parameters: dict[str, Any], **sections: Any) -> dict[str, Any]:
-    """The reproducibility record every output directory carries."""
+    """The reproducibility record every output directory carries: the command and its parameters (the
+    study's config), the versions that produced it (neuroloc's, with the git commit when run from a
+    checkout; Python, torch, transformers), the time, and the study's own sections."""
     import torch
     import transformers
 
     return {
         "command": command,
         "neuroloc_version": package_version(),
+        "neuroloc_source": source_commit(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "parameters": parameters,
         **sections,

@@ -83,7 +83,7 @@ def score_alignment(lm: LoadedModel, recordings: Recordings | Any, units: UnitSe
                     pooling: str = "last", context: bool = True, max_context: int | None = None, metric: str = "ridge",
                     alphas: Sequence[float] = DEFAULT_ALPHAS, alpha_per_target: bool = False, folds: int = 10,
                     ceiling: str | float | None = "auto", confounds: Sequence[str] = CONFOUNDS, seed: int = 0,
-                    batch_size: int = 32, bos: str = "prepend", device: str | None = None, ceiling_subsets: int = 10,
+                    batch_size: int, bos: str, device: str | None = None, ceiling_subsets: int = 10,
                     ceiling_holdouts: int = 5, ceiling_bootstraps: int = 100, progress: bool = False,
                     **read_options: Any) -> AlignmentResult:
     """Cross-validated encoding scores of `units` (plus `controls` matched random sets, all units,

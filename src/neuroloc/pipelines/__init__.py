@@ -17,6 +17,8 @@ STUDIES: dict[str, tuple[str, str]] = {
                "Lesion units and matched controls; evaluate benchmarks."),
     "language-network": ("neuroloc.pipelines.language_network:LanguageNetworkConfig",
                          "The language network end to end: localize, lesion against controls, report."),
+    "align": ("neuroloc.pipelines.align:AlignConfig",
+              "Brain alignment: encoding scores of units vs matched random units, layers, confounds, ceiling."),
 }
 
 # Old command names kept for one release: old name → new name.

@@ -23,6 +23,7 @@ from ..report.align_figures import plot_alignment_controls, plot_alignment_layer
 from ..report.figures import save_figure
 from ..report.html import Section
 from ..runner import RunContext, StudyConfig, StudyResult, run
+from ..settings import RunSettings
 from ..units import UnitSet
 from . import fields
 from .lesion import read_units
@@ -106,24 +107,30 @@ class AlignConfig(StudyConfig):
             options["response_columns"] = list(self.response_columns)
         return options
 
-    def load_inputs(self) -> AlignInputs:
+    def read_recordings(self) -> tuple[Recordings, dict]:
+        """The recordings file, read and checked (columns, enough stimuli and groups for the folds), and a
+        record of its source; reading warnings (dropped NaN rows) are kept as notes."""
         path = Path(self.recordings)
         if not path.is_file():
             raise NeurolocError(f"--recordings {path}: no such file")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             recordings = read_recordings(path, **self.read_options())
-        notes = [str(w.message) for w in caught]
         try:
             group_folds(recordings.groups, self.folds, seed=self.seed)
         except NeurolocError as error:
             raise NeurolocError(f"--recordings {path}: {error}") from None
+        return recordings, {"recordings": str(path), "sha256": file_sha256(path),
+                            "notes": [str(w.message) for w in caught]}
+
+    def load_inputs(self) -> AlignInputs:
+        recordings, source = self.read_recordings()
         units = read_units(self.units)[1] if self.units is not None else None
-        return AlignInputs(recordings, units, {"recordings": str(path), "sha256": file_sha256(path), "notes": notes})
+        return AlignInputs(recordings, units, source)
 
     def compute(self, lm: LoadedModel, ctx: RunContext, inputs: AlignInputs) -> "AlignResult":
         for note in inputs.source.get("notes", []):
-            ctx.log(f"warning: {note}")
+            ctx.warn(note)
         if inputs.units is not None:
             inputs.units.check_compatible(lm.layout, lm.identity)
         result = score_alignment(
@@ -226,27 +233,23 @@ class AlignResult(StudyResult):
 
 
 def align(lm: LoadedModel, recordings: Any, units: UnitSet | None = None, *, controls: int = 10,
-          out: str | Path | None = None, parent: StudyConfig | None = None, **options: Any) -> Any:
+          out: str | Path | None = None, **options: Any) -> AlignmentResult:
     """Cross-validated brain alignment of `units` on `recordings` (a path, table, DataArray or Recordings).
 
     Options are `AlignConfig`'s fields (`layers="all"`, `folds=5`, `ceiling="none"`, ...; `bos`,
-    `batch_size` and `progress` set the run settings). Returns the `AlignmentResult` (with `out`, every
-    output is written there through the runner). Inside another study (`parent`), returns the child's
-    `AlignResult` with `parent`'s model, run settings and seed."""
-    settings_keys = {"bos", "batch_size", "progress", "max_tokens"}
-    settings_options = {k: options.pop(k) for k in list(options) if k in settings_keys}
+    `batch_size` and `progress` set the run settings). Returns the `AlignmentResult`; with `out`, every
+    output is written there through the runner."""
+    settings_options = {k: options.pop(k) for k in list(options) if k in ("bos", "batch_size", "progress",
+                                                                          "max_tokens")}
     options.pop("extra_parameters", None)
-    base = parent if parent is not None else StudyConfig(model=lm.identity.get("spec", "in-memory"))
-    settings = base.settings.replace(**settings_options)
-    if "ceiling" in options and options["ceiling"] is None:
+    if options.get("ceiling", "auto") is None:
         options["ceiling"] = "none"
-    source = {"recordings": str(recordings)} if isinstance(recordings, (str, Path)) else {"recordings": "in memory"}
-    config = AlignConfig(model=base.model, settings=settings, seed=options.pop("seed", base.seed),
+    source = {"recordings": "in memory"}
+    if isinstance(recordings, (str, Path)) and Path(recordings).is_file():
+        source = {"recordings": str(recordings), "sha256": file_sha256(recordings)}
+    config = AlignConfig(model=lm.identity.get("spec", "in-memory"), settings=RunSettings(**settings_options),
                          recordings=source["recordings"], units="in-memory" if units is not None else None,
-                         n_controls=controls, **{k: v for k, v in options.items()})
-    rec = read_recordings(recordings, **config.read_options())
-    inputs = AlignInputs(rec, units, source)
-    if parent is not None:
-        return config.run(lm, inputs=inputs)
+                         n_controls=controls, **options)
+    inputs = AlignInputs(read_recordings(recordings, **config.read_options()), units, source)
     result = run(config, out, lm=lm, inputs=inputs) if out is not None else config.run(lm, inputs=inputs)
     return result.alignment

@@ -57,6 +57,10 @@ def run_language(lm: LoadedModel, stimuli: StimulusSet, benchmarks: Sequence[Ben
         mode=old.mode, n_controls=old.n_controls, control_kinds=tuple(old.control_kinds), benchmarks=(),
         recordings=None if recordings is None else "in memory", align_controls=old.align_controls,
         align_options=dict(old.align_options))
+    if recordings is not None:
+        from ..align.recordings import read_recordings
+
+        recordings = (read_recordings(recordings, **new.align_config().read_options()), {"recordings": "in memory"})
     inputs = {"stimuli": stimuli, "benchmarks": list(benchmarks), "skipped": [], "recordings": recordings}
     run(new, out_dir, lm=lm, inputs=inputs, options=RunOptions(overwrite=True))
     return Path(out_dir) / "report.html"

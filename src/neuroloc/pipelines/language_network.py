@@ -25,7 +25,7 @@ from ..report.html import Section
 from ..runner import RunContext, StudyConfig, StudyResult
 from ..stimuli.base import StimulusSet
 from . import fields
-from .align import AlignConfig, align
+from .align import AlignConfig, AlignInputs
 from .lesion import LesionConfig, LesionInputs, LesionResult
 from .localize import LocalizeConfig, LocalizeResult
 
@@ -89,6 +89,11 @@ class LanguageNetworkConfig(StudyConfig):
                             data=self.data, n_controls=self.n_controls, control_kinds=self.control_kinds,
                             sizes=self.sizes)
 
+    def align_config(self) -> AlignConfig:
+        """The alignment of the largest unit set (read from the localize child), every layer too."""
+        return self.derived(AlignConfig, recordings=str(self.recordings), units="localize",
+                            n_controls=self.align_controls, **{"layers": "all", **self.align_options})
+
     def load_inputs(self) -> dict[str, Any]:
         benchmarks, skipped = [], []
         for spec in self.benchmarks:
@@ -98,16 +103,13 @@ class LanguageNetworkConfig(StudyConfig):
                 skipped.append(f"{spec.name} ({missing})")
         if not benchmarks:
             raise NeurolocError("no benchmark has data here: " + "; ".join(skipped))
-        recordings = None
-        if self.recordings is not None:
-            recordings = self.derived(AlignConfig, recordings=self.recordings, layers="all",
-                                      **self.align_options).load_inputs().recordings
+        recordings = self.align_config().read_recordings() if self.recordings is not None else None
         return {"stimuli": self.localize_config().load_inputs(), "benchmarks": benchmarks, "skipped": skipped,
                 "recordings": recordings}
 
     def compute(self, lm: LoadedModel, ctx: RunContext, inputs: dict[str, Any]) -> "LanguageNetworkResult":
         for skipped in inputs["skipped"]:
-            ctx.log(f"skipping {skipped}")
+            ctx.warn(f"skipping {skipped}")
         stimuli: StimulusSet = inputs["stimuli"]
         localized: LocalizeResult = self.localize_config().run(lm, ctx.child("localize"), stimuli)
         localizer = localized.localizer
@@ -116,9 +118,8 @@ class LanguageNetworkConfig(StudyConfig):
         lesioned: LesionResult = self.lesion_config().run(lm, ctx.child("lesion"), lesion_inputs)
         children: dict[str, StudyResult] = {"localize": localized, "lesion": lesioned}
         if inputs.get("recordings") is not None and ctx.dist.is_main:
-            options = {"layers": "all", **self.align_options}
-            children["align"] = align(lm, inputs["recordings"], largest, controls=self.align_controls, parent=self,
-                                      **options)
+            recordings, source = inputs["recordings"]
+            children["align"] = self.align_config().run(lm, ctx.child("align"), AlignInputs(recordings, largest, source))
         timings = {f"{name}_s": child.timings.get("total_s") for name, child in children.items()}
         return LanguageNetworkResult(config=self, model=dict(lm.identity), children=children, timings=timings,
                                      skipped=inputs["skipped"],

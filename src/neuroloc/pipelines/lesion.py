@@ -136,7 +136,7 @@ class LesionConfig(StudyConfig):
         localizer's, else prepend."""
         if self.settings.bos is not None:
             return self.settings
-        return self.settings.replace(bos=localizer.bos if localizer is not None else "prepend")
+        return self.settings.replace(bos=localizer.bos if localizer is not None else RunSettings().bos)
 
     def compute(self, lm: LoadedModel, ctx: RunContext, inputs: LesionInputs) -> "LesionResult":
         intervention = Intervention.parse(self.mode)
@@ -255,7 +255,8 @@ def run_lesion_study(lm: LoadedModel, units: UnitSet, benchmarks: Sequence[Bench
     built benchmarks, written into `out_dir` through the runner. Returns the results table."""
     warnings.warn("run_lesion_study is deprecated; use neuroloc.run(neuroloc.LesionConfig(...), out)",
                   DeprecationWarning, stacklevel=2)
-    settings = RunSettings(bos=localizer.bos if localizer is not None else "prepend", progress=progress)
+    settings = RunSettings(progress=progress)
+    settings = settings.replace(bos=localizer.bos) if localizer is not None else settings
     config = LesionConfig(units="in-memory", mode=mode, positions=positions, benchmarks=(), n_controls=n_controls,
                           control_kinds=tuple(control_kinds), sizes=tuple(percents) if percents else None, seed=seed,
                           settings=settings, model=lm.identity.get("spec", "in-memory"))

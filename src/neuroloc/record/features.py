@@ -89,8 +89,8 @@ def _context_texts(texts: Sequence[str], passages: Sequence[str], positions: Seq
 
 def extract_features(lm: LoadedModel, texts: Sequence[str], sites: Site | str | Sequence[Site | str] | UnitSet, *,
                      pooling: str = "last", passages: Sequence[str] | None = None,
-                     positions: Sequence[int] | None = None, max_context: int | None = None, batch_size: int = 32,
-                     max_tokens: int | None = None, bos: str = "prepend", progress: bool = False) -> Features:
+                     positions: Sequence[int] | None = None, max_context: int | None = None, batch_size: int,
+                     bos: str, max_tokens: int | None = None, progress: bool = False) -> Features:
     """Pooled activations of `sites` (a Site, its name, a list, a kind such as "residual" for every
     layer, or a UnitSet's sites) for each text; with `passages`, each text is read in the context of
     the earlier texts of its passage (ordered by `positions`, else by appearance)."""

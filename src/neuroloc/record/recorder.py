@@ -55,9 +55,9 @@ class Recorder:
     (`neuroloc.text.encoding`).
     """
 
-    def __init__(self, lm: LoadedModel, sites: Sequence[Site], *, pooling: str = "last", batch_size: int = 32,
+    def __init__(self, lm: LoadedModel, sites: Sequence[Site], *, batch_size: int, bos: str, pooling: str = "last",
                  max_tokens: int | None = None, padding_side: str = "right", coordinates: bool = False,
-                 bos: str = "prepend", progress: bool = False, description: str = "recording") -> None:
+                 progress: bool = False, description: str = "recording") -> None:
         if not sites:
             raise NeurolocError("no sites to record")
         if batch_size < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -24,7 +25,8 @@ class RunContext:
     `out` is the run's output folder (None: in memory, no checkpoints); a recording's checkpoint is written
     every `every_seconds` seconds and when the run is interrupted (None or 0: no checkpoints at all), named
     with the child study's `prefix`; `dist` is this process's place in a torchrun launch; `log` prints a
-    line for the user (the main rank's, unless quiet). `every_batches` also saves every so many batches."""
+    line for the user (the main rank's, unless quiet) and `warn` a warning (always; Python warnings by default).
+    `every_batches` also saves every so many batches."""
 
     settings: RunSettings
     out: Path | None = None
@@ -33,6 +35,7 @@ class RunContext:
     prefix: str = ""
     dist: DistContext = field(default_factory=DistContext)
     log: Callable[[str], None] = quiet
+    warn: Callable[[str], None] = field(default=lambda message: warnings.warn(message, stacklevel=3))
     _fingerprints: dict = field(default_factory=dict, repr=False)
 
     @classmethod

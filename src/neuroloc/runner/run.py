@@ -55,10 +55,12 @@ def launcher_check(config: StudyConfig) -> DistContext:
 
 
 def run(config: StudyConfig, out: str | Path | None = None, *, lm: LoadedModel | None = None, inputs: Any = None,
-        options: RunOptions | None = None, log: Callable[[str], None] | None = None) -> StudyResult:
+        options: RunOptions | None = None, log: Callable[[str], None] | None = None,
+        warn: Callable[[str], None] | None = None) -> StudyResult:
     """Run `config`'s study: on `lm` (default: load `config.model` with its run settings), with `inputs`
     (default: `config.load_inputs()`), writing every output into `out` (None: nothing is written). Returns
-    the result on every process."""
+    the result on every process. `log` prints progress lines (default: nothing), `warn` warnings (default:
+    Python warnings)."""
     options = options or RunOptions()
     launched = launcher_check(config)
     folder = OutputFolder(out, config.command, config.identity()) if out is not None else None
@@ -79,6 +81,8 @@ def run(config: StudyConfig, out: str | Path | None = None, *, lm: LoadedModel |
         ctx = RunContext(settings=config.settings, out=folder.path if folder else None,
                          every_seconds=options.checkpoint_every or None, every_batches=options.checkpoint_batches,
                          dist=dist, log=log if (log and dist.is_main) else quiet)
+        if warn is not None:
+            ctx.warn = warn if dist.is_main else quiet
         with interruptible():
             started = time.perf_counter()
             result = config.run(lm, ctx, inputs)

@@ -61,7 +61,7 @@ class Encoded:
         return [len(ids) for ids in self.input_ids]
 
 
-def encode(tokenizer, texts: Sequence[str], *, bos: str = "prepend", max_tokens: int | None = None) -> Encoded:
+def encode(tokenizer, texts: Sequence[str], *, bos: str, max_tokens: int | None = None) -> Encoded:
     """Tokenize `texts` under a BOS policy; `max_tokens` truncates each text's own tokens."""
     check_bos(bos)
     texts = list(texts)
