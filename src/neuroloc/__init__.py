@@ -82,7 +82,7 @@ _WHERE: dict[str, str] = {
     "culnig_select": ".studies.tasks", "effect_matrix": ".studies.tasks",
     "align_words": ".text.alignment",
     "encode": ".text.encoding",
-    "LabeledUnits": ".units", "UnitSet": ".units",
+    "LabeledUnits": ".units", "UnitIndex": ".units", "UnitSet": ".units",
 }
 
 __all__ = sorted(_WHERE)

@@ -301,3 +301,96 @@ class LabeledUnits:
             sets[label] = UnitSet({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
                                   index.get("model"))
         return cls(sets)
+
+
+# TransformerLens hook names of our site kinds (`mlp_gate` has none: TransformerLens hooks a gated MLP's
+# pre-activation, its up projection and their product, not act(gate) alone).
+_TRANSFORMER_LENS = {"residual": "blocks.{layer}.hook_resid_post", "mlp": "blocks.{layer}.mlp.hook_post",
+                     "attn": "blocks.{layer}.attn.hook_z"}
+
+
+class UnitIndex:
+    """The units of some sites laid end to end: names, the unit table, the flat ↔ (site, index) mapping, and
+    the names other tools use for the same places.
+
+    Every flat unit vector in neuroloc (scores, masks, magnitudes) is laid out in this order: sites by
+    (layer, kind), units within a site by index. Tables of units are built here (`table()`), so they agree.
+    """
+
+    def __init__(self, sites: Iterable[Site], widths: Iterable[int]) -> None:
+        self.sites = list(sites)
+        self.widths = [int(w) for w in widths]
+        if len(self.sites) != len(self.widths):
+            raise NeurolocError(f"{len(self.sites)} sites but {len(self.widths)} widths")
+        self.offsets = np.concatenate([[0], np.cumsum(self.widths)]).astype(np.int64)
+
+    @classmethod
+    def of(cls, units: "UnitSet") -> "UnitIndex":
+        return cls(units.sites, units.widths)
+
+    @classmethod
+    def from_layout(cls, layout: ModelLayout, kinds: str | Iterable[str],
+                    layers: Iterable[int] | None = None) -> "UnitIndex":
+        sites = layout.sites(kinds, layers)
+        return cls(sites, [layout.width(s.kind) for s in sites])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnitIndex) and self.sites == other.sites and self.widths == other.widths
+
+    def names(self) -> list[str]:
+        return [unit_name(site, i) for site, width in zip(self.sites, self.widths) for i in range(width)]
+
+    def table(self) -> pd.DataFrame:
+        """One row per unit: unit (its name), site (kind), layer, index — the first columns of every scores
+        table."""
+        return pd.DataFrame({
+            "unit": self.names(),
+            "site": np.repeat([s.kind for s in self.sites], self.widths),
+            "layer": np.repeat([s.layer for s in self.sites], self.widths),
+            "index": np.concatenate([np.arange(w) for w in self.widths]) if self.widths else np.zeros(0, int),
+        })
+
+    def flat(self, site: Site | str, index: int) -> int:
+        """The flat position of unit `index` of `site`."""
+        site = site if isinstance(site, Site) else Site.parse(site)
+        try:
+            position = self.sites.index(site)
+        except ValueError:
+            raise NeurolocError(f"site {site.name} is not among these units' sites") from None
+        if not 0 <= index < self.widths[position]:
+            raise NeurolocError(f"unit {index} of {site.name}: the site has {self.widths[position]} units")
+        return int(self.offsets[position] + index)
+
+    def locate(self, flat: int) -> tuple[Site, int]:
+        """(site, index) of a flat position."""
+        if not 0 <= flat < len(self):
+            raise NeurolocError(f"flat unit {flat} is outside 0..{len(self) - 1}")
+        position = int(np.searchsorted(self.offsets, flat, side="right") - 1)
+        return self.sites[position], int(flat - self.offsets[position])
+
+    def split(self, values: np.ndarray | torch.Tensor) -> dict[Site, np.ndarray | torch.Tensor]:
+        """A flat vector (or rows × flat) cut into its sites' parts (last dimension)."""
+        if values.shape[-1] != len(self):
+            raise NeurolocError(f"{values.shape[-1]} values for {len(self)} units")
+        return {site: values[..., int(a):int(b)] for site, a, b in zip(self.sites, self.offsets[:-1], self.offsets[1:])}
+
+    def units(self, flat_mask_or_indices: np.ndarray | torch.Tensor | Iterable[int],
+              model: dict | None = None) -> "UnitSet":
+        """A UnitSet from a flat mask or flat indices."""
+        return UnitSet.from_flat(flat_mask_or_indices, self.sites, self.widths, model=model)
+
+    def transformer_lens_hooks(self) -> dict[Site, str | None]:
+        """Each site's TransformerLens hook name (`blocks.12.hook_resid_post`, `blocks.3.mlp.hook_post`,
+        `blocks.5.attn.hook_z`: heads along its head axis), or None where TransformerLens has no such hook."""
+        return {s: _TRANSFORMER_LENS[s.kind].format(layer=s.layer) if s.kind in _TRANSFORMER_LENS else None
+                for s in self.sites}
+
+    def module_paths(self, model: torch.nn.Module, layout: ModelLayout) -> dict[Site, tuple[str, str]]:
+        """Each site's module in the model's own tree (its dotted path) and whether the units are that
+        module's `input` or `output` — what nnsight and baukit address (`model.layers.3.mlp.down_proj`, input)."""
+        paths = {id(module): name for name, module in model.named_modules()}
+        return {site: (paths[id(layout.module(site))], "output" if layout.reads_output(site) else "input")
+                for site in self.sites}

@@ -30,7 +30,7 @@ from ..record.stats import StatsStore
 from ..stimuli.base import StimulusSet
 from ..stimuli.design import Design
 from ..settings import RunSettings
-from ..units import LabeledUnits, UnitSet, unit_name
+from ..units import LabeledUnits, UnitIndex, UnitSet
 from .score_functions import ScoreCallable, ScoreFunction, Scores, get_score, ordered_sites
 from .scores import benjamini_hochberg
 from .selection import select_band, select_fdr, select_top
@@ -345,12 +345,7 @@ class Localizer:
         the score's further columns)."""
         self._check_fitted()
         selected = selected if selected is not None else self.units_
-        base = {
-            "unit": [unit_name(s, i) for s, w in zip(self.sites_, self.widths_) for i in range(w)],
-            "site": np.repeat([s.kind for s in self.sites_], self.widths_),
-            "layer": np.repeat([s.layer for s in self.sites_], self.widths_),
-            "index": np.concatenate([np.arange(w) for w in self.widths_]),
-        }
+        base = UnitIndex(self.sites_, self.widths_).table().to_dict("series")
         if len(self.labels_) == 1 and self.score_function.name in ("welch", "one_vs_rest_welch"):
             return pd.DataFrame({**base, "t": self.t_, "p": self.p_, "p_fdr": self.p_fdr_, "d": self.d_,
                                  "mean_a": self.mean_a_, "mean_b": self.mean_b_,
