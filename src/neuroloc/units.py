@@ -21,6 +21,18 @@ INDEX_FILE = "units.json"
 _UNIT_NAME = re.compile(r"^(layers\.\d+\.(?:residual|mlp_gate|mlp|attn))\[(\d+)\]$")
 
 
+def _read_index(path: Path, keys: tuple[str, ...] = ("model",)) -> dict:
+    """A units index file (JSON), or a one-line error naming it when it is damaged or hand-edited wrong."""
+    try:
+        index = json.loads(path.read_text())
+        for key in keys:
+            index[key]  # noqa: B018
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise NeurolocError(f"{path} is not a readable units index ({type(error).__name__}: {error}); "
+                            "localize again, or restore the file") from None
+    return index
+
+
 def unit_name(site: Site, index: int) -> str:
     """`layers.12.residual[301]`: the unit's site and its index there (attention: the head)."""
     return f"{site.name}[{index}]"
@@ -193,7 +205,7 @@ class UnitSet:
         if not masks_path.is_file():
             raise NeurolocError(f"no UnitSet at {directory}: expected {MASKS_FILE} (and {INDEX_FILE}) there")
         index_path = masks_path.with_name(INDEX_FILE)
-        model = json.loads(index_path.read_text())["model"] if index_path.is_file() else {}
+        model = _read_index(index_path)["model"] if index_path.is_file() else {}
         try:
             tensors = load_file(str(masks_path))
         except Exception as error:  # safetensors raises its own error types
@@ -293,8 +305,11 @@ class LabeledUnits:
         index_path = directory / LABELS_FILE
         if not index_path.is_file():
             raise NeurolocError(f"no LabeledUnits at {directory}: expected {LABELS_FILE} and {MASKS_FILE} there")
-        index = json.loads(index_path.read_text())
-        tensors = load_file(str(directory / MASKS_FILE))
+        index = _read_index(index_path, keys=("model", "labels"))
+        try:
+            tensors = load_file(str(directory / MASKS_FILE))
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own error types
+            raise NeurolocError(f"{directory / MASKS_FILE} is not a readable safetensors file: {error}") from None
         sets = {}
         for label in index["labels"]:
             prefix = f"{label}/"

@@ -390,8 +390,13 @@ class Localizer:
         if not info_path.is_file():
             raise NeurolocError(f"{directory} holds no localizer output ({LOCALIZER_FILE} missing); "
                                 f"run `neuroloc localize --out {directory}` first")
-        info = json.loads(info_path.read_text())
-        params = dict(info["params"])
+        try:
+            info = json.loads(info_path.read_text())
+            params = dict(info["params"])
+            info["sites"], info["model"], info["stimuli"]  # noqa: B018 - present, or the record is damaged
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise NeurolocError(f"{info_path} is not a readable localizer record ({type(error).__name__}: {error}); "
+                                "run `neuroloc localize` again into a new folder") from None
         if "settings" not in params:
             params.setdefault("bos", "tokenizer")  # neuroloc 0.1.0 recorded with the tokenizer's defaults
         if params.get("quantile") == 0.95 and params.get("score") != "lape":

@@ -73,12 +73,30 @@ def _split_fields(stat, widths: Sequence[int]) -> list:
     return parts
 
 
+class NonFiniteActivations(NeurolocError):
+    """Activations with NaN or inf: never averaged in silently."""
+
+
 def _check_finite(x: torch.Tensor) -> None:
     if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x)).any(0).sum())
-        raise NeurolocError(
+        bad = int((~torch.isfinite(x)).reshape(-1, x.shape[-1]).any(0).sum())
+        raise NonFiniteActivations(
             f"non-finite activations (NaN or inf) in {bad} units: the model overflowed; try --dtype float32"
         )
+
+
+def _name_sites(error: NonFiniteActivations, sites: Sequence[str], widths: Sequence[int], values) -> NeurolocError:
+    """The same error, naming the sites whose units were not finite."""
+    bad = []
+    for value in values:
+        if torch.is_tensor(value) and value.is_floating_point() and value.shape[-1] == sum(widths):
+            for site, part in zip(sites, value.split(list(widths), dim=-1)):
+                count = int((~torch.isfinite(part)).reshape(-1, part.shape[-1]).any(0).sum())
+                if count and site not in [b for b, _ in bad]:
+                    bad.append((site, count))
+    where = ", ".join(f"{site} ({count} unit{'s' if count != 1 else ''})" for site, count in bad) or "?"
+    return NonFiniteActivations(f"non-finite activations (NaN or inf) at {where}: the model overflowed or emits "
+                                "NaN; they are never averaged in; try --dtype float32")
 
 
 class Moments:
@@ -327,7 +345,10 @@ class StatsStore:
     def update(self, kind: str, label: str, site: str, *values) -> None:
         """Route a batch to the statistic at (kind, label, site)."""
         first = values[-1]
-        self.entry(kind, label, site, first.shape[-1], first.device).update(*values)
+        try:
+            self.entry(kind, label, site, first.shape[-1], first.device).update(*values)
+        except NonFiniteActivations as error:
+            raise _name_sites(error, [site], [first.shape[-1]], values) from None
         if kind == "rows":
             self._check_rows()
 
@@ -348,7 +369,10 @@ class StatsStore:
             else:
                 block = _stat_class(kind)(sum(widths), values[-1].device)
             self._blocks[key] = (tuple(widths), block)
-        self._blocks[key][1].update(*values)
+        try:
+            self._blocks[key][1].update(*values)
+        except NonFiniteActivations as error:
+            raise _name_sites(error, sites, widths, values) from None
         if kind == "rows":
             self._check_rows()
 
@@ -456,7 +480,7 @@ class StatsStore:
         store = cls()
         try:
             store.load_state_dict(load_file(str(path)))
-        except (OSError, ValueError) as error:
+        except Exception as error:  # noqa: BLE001 - safetensors raises its own types for damaged files
             raise NeurolocError(f"{path} is not a readable statistics file: {error}") from None
         return store
 

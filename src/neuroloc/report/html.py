@@ -75,7 +75,9 @@ def _paragraphs(text: str) -> str:
 
 
 def _table(df: pd.DataFrame) -> str:
-    html = df.to_html(escape=True, border=0, na_rep="–", float_format=lambda x: f"{x:.4g}")
+    """A table as HTML: a plain row counter is not shown (labels in the index are), missing values as –."""
+    plain = isinstance(df.index, pd.RangeIndex) and df.index.name is None
+    html = df.to_html(escape=True, border=0, na_rep="–", index=not plain, float_format=lambda x: f"{x:.4g}")
     return f'<div class="table-wrap">{html}</div>'
 
 
