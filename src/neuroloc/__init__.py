@@ -54,8 +54,18 @@ from .pipelines.task import run_task
 from .stimuli.prompts import PromptSet, load_prompts
 from .stimuli.relations import load_relations
 from .studies.tasks import culnig_select, effect_matrix
+from .evaluate.chance import above_chance
+from .evaluate.choice import score_choices, summarize_choices, tally_choices
+from .evaluate.reasoning import ReasoningConfig, evaluate_reasoning
+from .evaluate.theory_of_mind import TheoryOfMindConfig, evaluate_theory_of_mind, last_location_pattern
+from .stimuli.choice_items import ChoiceItem, ChoiceSet, load_choice_items, render_prompt
+from .stimuli.false_belief import make_false_belief_items
+from .stimuli.reasoning_items import make_reasoning_items
 
 __all__ = [
+    "ChoiceItem", "ChoiceSet", "ReasoningConfig", "TheoryOfMindConfig", "above_chance", "evaluate_reasoning",
+    "evaluate_theory_of_mind", "last_location_pattern", "load_choice_items", "make_false_belief_items",
+    "make_reasoning_items", "render_prompt", "score_choices", "summarize_choices", "tally_choices",
     "PromptSet", "answer_accuracy", "culnig_select", "effect_matrix", "iter_answer_attributions", "load_prompts",
     "load_relations", "run_task", "score_answers",
     "BENCHMARKS", "BatchContext", "Benchmark", "BenchmarkOptions", "CONTROLS", "ControlData", "HookContext",

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 from ..errors import NeurolocError
-from . import blimp, perplexity, syntaxgym
+from . import blimp, perplexity, reasoning, syntaxgym, theory_of_mind
 from .benchmark import Benchmark, BenchmarkOptions
 
 __all__ = ["BENCHMARKS", "build_benchmarks", "register_benchmark"]
@@ -21,6 +21,8 @@ BENCHMARKS: dict[str, Builder] = {
     "blimp": blimp.benchmark,
     "syntaxgym": syntaxgym.benchmark,
     "perplexity": perplexity.benchmark,
+    "reasoning": reasoning.benchmark,
+    "theory_of_mind": theory_of_mind.benchmark,
 }
 
 
