@@ -151,7 +151,8 @@ def test_false_belief_design(stories) -> None:
     cells = _cells(stories.items)
     assert set(cells) == {(c, o) for c in ("false_belief", "true_belief", "reality", "memory") for o in ORDERS}
     for order in ORDERS:
-        frames = [stories.items[i:i + 4] for i in range(0, len(stories.items), 4) if stories.items[i].difficulty == order]
+        frames = [stories.items[i:i + 4] for i in range(0, len(stories.items), 4)
+                  if stories.items[i].difficulty == order]
         assert len(frames) == PER_CELL
         agents = Counter()
         for false, true, reality, memory in frames:
@@ -195,7 +196,8 @@ def test_balanced_levels() -> None:
 # ---------------------------------------------------------------------------- prompts, reader
 def test_render_prompt_and_last_mentioned() -> None:
     item = ChoiceItem("Ann puts the ball in the box.", "Where is the ball?", ("the box", "the bag"), "the box", "x")
-    assert render_prompt(item, list_choices=False) == "Ann puts the ball in the box.\nQuestion: Where is the ball?\nAnswer:"
+    assert render_prompt(item, list_choices=False) == ("Ann puts the ball in the box.\nQuestion: Where is the ball?"
+                                                       "\nAnswer:")
     assert render_prompt(item, list_choices=True).endswith("Options: the box; the bag\nAnswer:")
     bare = ChoiceItem("", "What is 2 + 2?", ("4", "5"), "4", "x")
     assert render_prompt(bare, list_choices=False) == "Question: What is 2 + 2?\nAnswer:"

@@ -66,8 +66,9 @@ def _reference(lm, prompt: str, choice: str, greedy: bool) -> tuple[float, bool 
     """The tokenizer called directly (BOS + prompt, BOS + prompt + " " + choice), one unpadded forward,
     and (`greedy`) `generate` for greedy decoding of the choice's length."""
     tok = lm.tokenizer
-    context = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
-    whole = [tok.bos_token_id] + tok(prompt + " " + choice, add_special_tokens=False)["input_ids"]
+    first = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+    context = [first] + tok(prompt, add_special_tokens=False)["input_ids"]
+    whole = [first] + tok(prompt + " " + choice, add_special_tokens=False)["input_ids"]
     assert whole[:len(context)] == context
     ids = torch.tensor([whole])
     with torch.no_grad():
@@ -76,7 +77,8 @@ def _reference(lm, prompt: str, choice: str, greedy: bool) -> tuple[float, bool 
     if not greedy:
         return lp, None
     generated = lm.model.generate(ids[:, :len(context)], attention_mask=torch.ones(1, len(context), dtype=torch.long),
-                                  max_new_tokens=len(whole) - len(context), do_sample=False, pad_token_id=0)
+                                  max_new_tokens=len(whole) - len(context), do_sample=False,
+                                  pad_token_id=tok.pad_token_id or 0)
     return lp, generated[0, len(context):].tolist() == whole[len(context):]
 
 
@@ -109,6 +111,23 @@ def test_choice_logprobs_equal_a_plain_loop_at_any_batch_size() -> None:
         for other in runs[1:]:  # batch size (and so padding) changes nothing
             np.testing.assert_allclose(np.concatenate(other[0]), np.concatenate(logprobs), rtol=1e-12)
             np.testing.assert_array_equal(other[1], exact)
+
+
+@pytest.mark.smollm2
+def test_choice_logprobs_on_smollm2_equal_a_plain_loop() -> None:
+    """The real tokenizer: "Answer:" + " the box" splits where the prompt ends, scores match a plain loop."""
+    from neuroloc import load_model
+
+    lm = load_model("smollm2", dtype="float32")
+    items = (make_false_belief_items(seed=0, per_cell=1, orders=("first_order",)).items[:1]
+             + make_reasoning_items(seed=0, per_cell=1, types=("arithmetic_words",)).items[:1]
+             + (ChoiceItem("", "What is 2 + 2?", ("5", "4"), "4", "x"),))
+    logprobs, exact = choice_logprobs(lm, items, list_choices=False, bos="prepend", batch_size=8, progress=False)
+    for item, lps, hit in zip(items, logprobs, exact):
+        prompt = render_prompt(item, list_choices=False)
+        references = [_reference(lm, prompt, c, greedy=c == item.answer) for c in item.choices]
+        np.testing.assert_allclose(lps, [r[0] for r in references], rtol=1e-5, atol=1e-4)
+        assert hit == references[item.answer_index][1]
 
 
 # ------------------------------------------------------------------------------------ oracles

@@ -18,8 +18,8 @@ Four item types, each at difficulty levels "1" < "2" < "3":
   extrapolation.
 
 Every cell (type × level) balances the answer's position among the choices (and the operation, the
-direction or the yes/no answer); each cell draws from its own random stream seeded by (seed, type, level), so adding a
-type or changing a cell's size never changes another cell.
+direction or the yes/no answer); each cell draws from its own random stream seeded by (seed, type,
+level), so adding a type or changing a cell's size never changes another cell.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ def make_reasoning_items(*, seed: int, per_cell: int, types: Sequence[str] = ITE
     """`per_cell` items of every type in `types` at every level, the same for the same seed."""
     unknown = [t for t in types if t not in ITEM_TYPES]
     if unknown or not types:
-        raise NeurolocError(f"unknown reasoning item types {unknown or list(types)}; choose from {', '.join(ITEM_TYPES)}")
+        raise NeurolocError(f"unknown reasoning item types {unknown or list(types)}; "
+                            f"choose from {', '.join(ITEM_TYPES)}")
     if per_cell < 1:
         raise NeurolocError(f"per_cell must be a positive number of items per type and level, got {per_cell}")
     items: list[ChoiceItem] = []
