@@ -257,3 +257,13 @@ def test_benchmark_configs_check_their_values() -> None:
         ReasoningConfig(types=("algebra",))
     with pytest.raises(NeurolocError, match=r"per_cell"):
         ReasoningConfig(per_cell=0)
+
+
+def test_belief_rows_of_a_lab_file_whose_difficulties_split_the_conditions() -> None:
+    """A difficulty with false-belief items only gets belief rows but no false_minus_true."""
+    items = [ChoiceItem("A box. The bag.", "Q?", ("the box", "the bag"), "the box", "false_belief", "1"),
+             ChoiceItem("A box. The bag.", "Q?", ("the box", "the bag"), "the bag", "true_belief", "2")]
+    results = summarize_theory_of_mind(tally_choices(items, [[1, 0], [1, 0]]))
+    assert _value(results, "belief", "false_minus_true") == 1.0 and _value(results, "belief/2", "accuracy") == 0.0
+    assert not ((results.subset == "belief/1") & (results.metric == "false_minus_true")).any()
+    assert _value(results, "belief", "last_location_rate") == 0.0  # "the bag" is mentioned last; never chosen

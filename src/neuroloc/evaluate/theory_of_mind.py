@@ -73,8 +73,8 @@ def summarize_theory_of_mind(scores: pd.DataFrame) -> pd.DataFrame:
     for subset, frame in groups.items():
         rows += subset_rows(NAME, subset, frame)
         rows.append((NAME, subset, "last_location_rate", float(frame["chose_last_mentioned"].mean())))
-        if subset.split("/")[0] == BELIEF:
-            accuracy = frame.groupby("condition")["correct"].mean()
+        accuracy = frame.groupby("condition")["correct"].mean()
+        if subset.split("/")[0] == BELIEF and len(accuracy) == 2:  # a difficulty may lack one of them
             rows.append((NAME, subset, "false_minus_true", float(accuracy["false_belief"] - accuracy["true_belief"])))
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
