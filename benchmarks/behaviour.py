@@ -1,7 +1,7 @@
 """The behavioural benchmarks (reasoning, theory_of_mind) on a real model: accuracy per subset beside
 its chance level, the binomial test against chance, the last-location pattern, and the run time.
 
-    python benchmarks/behaviour.py [--model smollm2] [--per-cell 24] [--batch-size 32] [--list-choices]
+    python benchmarks/behaviour.py [--model smollm2] [--per-cell 24] [--shots K] [--batch-size 32] [--list-choices]
                                    [--benchmarks reasoning,theory_of_mind]
 """
 
@@ -28,14 +28,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--list-choices", action="store_true")
+    parser.add_argument("--shots", type=int, default=None, help="solved examples (default: each config's)")
     parser.add_argument("--benchmarks", default="reasoning,theory_of_mind")
     args = parser.parse_args()
     lm = load_model(args.model, dtype="float32")
     options = BenchmarkOptions(batch_size=args.batch_size, bos="prepend")
-    builders = {"reasoning": lambda: reasoning(options, ReasoningConfig(
-                    seed=args.seed, per_cell=args.per_cell, list_choices=args.list_choices)),
-                "theory_of_mind": lambda: theory_of_mind(options, TheoryOfMindConfig(
-                    seed=args.seed, per_cell=args.per_cell, list_choices=args.list_choices))}
+    common = dict(seed=args.seed, per_cell=args.per_cell, list_choices=args.list_choices,
+                  **({} if args.shots is None else {"shots": args.shots}))
+    builders = {"reasoning": lambda: reasoning(options, ReasoningConfig(**common)),
+                "theory_of_mind": lambda: theory_of_mind(options, TheoryOfMindConfig(**common))}
     built = [builders[name]() for name in args.benchmarks.split(",")]
     frames = []
     for benchmark in built:
@@ -51,10 +52,10 @@ def main() -> None:
     table["exact_match"] = [exact[(b, s)] for b, s in zip(table.benchmark, table.subset)]
     with pd.option_context("display.width", 200, "display.max_rows", 200):
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-        extra = results[results.metric.isin(["false_minus_true", "last_location_rate"])
-                        & results.subset.str.startswith(("belief", "false_belief", "true_belief"))]
-        print(extra.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         if "theory_of_mind" in set(results.benchmark):
+            extra = results[results.metric.isin(["false_minus_true", "last_location_rate"])
+                            & results.subset.str.startswith(("belief", "false_belief", "true_belief"))]
+            print(extra.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
             print(last_location_pattern(results).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 

@@ -193,6 +193,30 @@ def test_balanced_levels() -> None:
     assert len({tuple(balanced_levels(random.Random(s), 3, 12)) for s in range(20)}) > 5  # a random subset
 
 
+def test_worked_examples_leave_the_items_alone_and_never_repeat_one() -> None:
+    from dataclasses import replace
+    plain = make_reasoning_items(seed=2, per_cell=8)
+    shot = make_reasoning_items(seed=2, per_cell=8, shots=3)
+    assert tuple(replace(i, examples=()) for i in shot.items) == plain.items
+    assert shot.content_hash() != plain.content_hash() and json.loads(shot.describe())["shots"] == 3
+    for (kind, level), items in _cells(shot.items).items():
+        examples = items[0].examples
+        assert len(examples) == 3 and all(i.examples == examples for i in items)
+        assert all((e.condition, e.difficulty) == (kind, level) and not e.examples for e in examples)
+        assert not {(e.context, e.question) for e in examples} & {(i.context, i.question) for i in items}
+        assert len({e.answer_index for e in examples}) > 1
+        if kind == "syllogism":
+            assert {e.answer for e in examples} == {"yes", "no"}
+    stories = make_false_belief_items(seed=2, per_cell=8, shots=4)
+    assert tuple(replace(i, examples=()) for i in stories.items) == make_false_belief_items(seed=2, per_cell=8).items
+    for order in ORDERS:
+        items = [i for i in stories.items if i.difficulty == order]
+        examples = items[0].examples
+        assert all(i.examples == examples for i in items) and all(e.difficulty == order for e in examples)
+        assert sorted(e.condition for e in examples) == sorted(("false_belief", "true_belief", "reality", "memory"))
+        assert not {e.context for e in examples} & {i.context for i in items}
+
+
 # ---------------------------------------------------------------------------- prompts, reader
 def test_render_prompt_and_last_mentioned() -> None:
     item = ChoiceItem("Ann puts the ball in the box.", "Where is the ball?", ("the box", "the bag"), "the box", "x")
@@ -201,6 +225,11 @@ def test_render_prompt_and_last_mentioned() -> None:
     assert render_prompt(item, list_choices=True).endswith("Options: the box; the bag\nAnswer:")
     bare = ChoiceItem("", "What is 2 + 2?", ("4", "5"), "4", "x")
     assert render_prompt(bare, list_choices=False) == "Question: What is 2 + 2?\nAnswer:"
+    shown = ChoiceItem("", "What is 3 + 3?", ("6", "7"), "6", "x", examples=(bare, item))
+    assert render_prompt(shown, list_choices=True) == (
+        "Question: What is 2 + 2?\nOptions: 4; 5\nAnswer: 4\n\n"
+        "Ann puts the ball in the box.\nQuestion: Where is the ball?\nOptions: the box; the bag\nAnswer: the box\n\n"
+        "Question: What is 3 + 3?\nOptions: 6; 7\nAnswer:")
     assert last_mentioned("A box and a bag. Then the Box again.", ("the box", "the bag")) == 0
     assert last_mentioned("The boxes and a bag.", ("the box", "the bag")) == 1  # whole words only
     assert last_mentioned("nothing here", ("the box", "the bag")) is None

@@ -2,9 +2,11 @@
 
 Items come from `stimuli.reasoning_items` (seeded, graded difficulty "1" < "2" < "3") or from a lab's own
 file (`BenchmarkOptions.path`: JSONL/CSV with context, question, choices, answer, condition, difficulty).
-Each is scored as a forced choice among its choices by log-probability and as exact-match generation
-(`evaluate.choice`); the rows give accuracy, exact-match rate, chance level and item count per item type,
-per type × difficulty, overall and per difficulty.
+Generated items are by default preceded by three solved examples of their type and level (few-shot:
+`shots`), which is what lets a small model show any arithmetic at all. Each is scored as a forced
+choice among its choices by log-probability and as exact-match generation (`evaluate.choice`); the
+rows give accuracy, exact-match rate, chance level and item count per item type, per type ×
+difficulty, overall and per difficulty.
 
 The benchmark's own settings are one `ReasoningConfig`; the data path, the items-per-cell cap (`limit`),
 batch size and BOS policy come from `BenchmarkOptions`, like every registered benchmark's.
@@ -37,6 +39,9 @@ class ReasoningConfig(Config):
                           help="Generated reasoning items per item type and difficulty level.")
     types: tuple[str, ...] = param(ITEM_TYPES, Each(Options(ITEM_TYPES)), parse=comma_list,
                                    help="Reasoning item types, comma-separated: " + ", ".join(ITEM_TYPES) + ".")
+    shots: int = param(3, Interval(int, 0, None),
+                       help="Solved examples of the same type and level before each generated question (few-shot; "
+                            "a file's items are scored as written).")
     list_choices: bool = param(False, InstanceOf(bool),
                                help="List the choices in the prompt (an Options line); by default each choice "
                                     "is scored as a bare continuation, which small models can do.")
@@ -48,7 +53,8 @@ def reasoning_items(options: BenchmarkOptions, config: ReasoningConfig) -> Choic
     if options.path is not None:
         items = load_choice_items(existing_path(options.path, NAME), name=NAME)
     else:
-        items = make_reasoning_items(seed=config.seed, per_cell=config.per_cell, types=config.types)
+        items = make_reasoning_items(seed=config.seed, per_cell=config.per_cell, types=config.types,
+                                     shots=config.shots)
     return items.limit(options.limit)
 
 

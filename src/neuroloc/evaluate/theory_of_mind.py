@@ -47,6 +47,9 @@ class TheoryOfMindConfig(Config):
                           help="Generated story frames per belief order (items per condition and order).")
     orders: tuple[str, ...] = param(ORDERS, Each(Options(ORDERS)), parse=comma_list,
                                     help="Belief orders, comma-separated: " + ", ".join(ORDERS) + ".")
+    shots: int = param(0, Interval(int, 0, None),
+                       help="Solved example stories of the same order, one condition each in turn, before each "
+                            "generated question (few-shot; a file's items are scored as written).")
     list_choices: bool = param(False, InstanceOf(bool),
                                help="List the two locations in the prompt (an Options line); by default each is "
                                     "scored as a bare continuation.")
@@ -58,7 +61,8 @@ def theory_of_mind_items(options: BenchmarkOptions, config: TheoryOfMindConfig) 
     if options.path is not None:
         items = load_choice_items(existing_path(options.path, NAME), name=NAME)
     else:
-        items = make_false_belief_items(seed=config.seed, per_cell=config.per_cell, orders=config.orders)
+        items = make_false_belief_items(seed=config.seed, per_cell=config.per_cell, orders=config.orders,
+                                        shots=config.shots)
     return items.limit(options.limit)
 
 

@@ -1,13 +1,15 @@
 """Forced-choice items (context, question, choices, answer): the input of the behavioural benchmarks.
 
 One item is a short context (a story, premises; may be empty), a question about it, two or more
-choices and the answer among them, with a `condition` (item type: false_belief, syllogism, …) and an
-optional `difficulty` (a level such as "1" or "second_order"). The generators (`reasoning_items`,
-`false_belief`) and `load_choice_items` (a lab's own file) both produce a `ChoiceSet`, so a benchmark
-scores generated and user items the same way.
+choices and the answer among them, with a `condition` (item type: false_belief, syllogism, …), an
+optional `difficulty` (a level such as "1" or "second_order") and optional worked `examples` (solved
+items shown before it: few-shot prompting, which lets a small model show what it can do). The
+generators (`reasoning_items`, `false_belief`) and `load_choice_items` (a lab's own file) both produce
+a `ChoiceSet`, so a benchmark scores generated and user items the same way.
 
 `render_prompt` is the one place an item becomes the prompt its choices are scored after:
-"{context}\\nQuestion: {question}\\nAnswer:" (and an "Options:" line when the choices are listed).
+"{context}\\nQuestion: {question}\\nAnswer:" (and an "Options:" line when the choices are listed),
+after its examples rendered the same way with their answers, each followed by a blank line.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from neuroloc.errors import NeurolocError
 from neuroloc.io import file_sha256
 from neuroloc.stimuli.custom import cell, read_records, require_columns
 
-__all__ = ["ChoiceItem", "ChoiceSet", "balanced_levels", "last_mentioned", "load_choice_items", "render_prompt"]
+__all__ = ["ChoiceItem", "ChoiceSet", "balanced_levels", "last_mentioned", "load_choice_items", "render_prompt",
+           "varied_examples"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class ChoiceItem:
     answer: str
     condition: str
     difficulty: str | None = None
+    examples: tuple["ChoiceItem", ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.choices) < 2 or len(set(self.choices)) != len(self.choices):
@@ -99,8 +103,11 @@ class ChoiceSet:
 
     def content_hash(self) -> str:
         """SHA-256 of the items themselves (what was scored, whatever made them)."""
-        payload = json.dumps([[i.context, i.question, list(i.choices), i.answer, i.condition, i.difficulty]
-                              for i in self.items], ensure_ascii=False)
+        def fields(i: ChoiceItem) -> list:
+            return [i.context, i.question, list(i.choices), i.answer, i.condition, i.difficulty,
+                    [fields(e) for e in i.examples]]
+
+        payload = json.dumps([fields(i) for i in self.items], ensure_ascii=False)
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
     def describe(self) -> str:
@@ -110,13 +117,15 @@ class ChoiceSet:
 
 
 def render_prompt(item: ChoiceItem, *, list_choices: bool) -> str:
-    """The text each choice is scored after; `list_choices` adds the choices, in order, as an Options line."""
+    """The text each choice is scored after: the item's examples, each with its answer and a blank line,
+    then the item; `list_choices` adds the choices, in order, as an Options line."""
     lines = [item.context.strip()] if item.context.strip() else []
     lines.append(f"Question: {item.question.strip()}")
     if list_choices:
         lines.append("Options: " + "; ".join(item.choices))
     lines.append("Answer:")
-    return "\n".join(lines)
+    solved = [render_prompt(e, list_choices=list_choices) + " " + e.answer for e in item.examples]
+    return "\n\n".join(solved + ["\n".join(lines)])
 
 
 def last_mentioned(context: str, choices: Sequence[str]) -> int | None:
@@ -143,6 +152,19 @@ def balanced_levels(rng, n: int, levels: int) -> list[int]:
         rng.shuffle(run)
         values += run
     return values[:n]
+
+
+def varied_examples(pool: Sequence[ChoiceItem], k: int) -> tuple[ChoiceItem, ...]:
+    """`k` items of `pool` whose answers and answer positions repeat as little as possible (each pick:
+    the first item whose answer, then position, has been picked least often), so worked examples do
+    not teach "always yes" or "always the first option"."""
+    remaining, chosen = list(pool), []
+    for _ in range(min(k, len(remaining))):
+        pick = min(remaining, key=lambda i: (sum(c.answer == i.answer for c in chosen),
+                                              sum(c.answer_index == i.answer_index for c in chosen)))
+        chosen.append(pick)
+        remaining.remove(pick)
+    return tuple(chosen)
 
 
 # ------------------------------------------------------------------------------------------- files

@@ -25,6 +25,7 @@ number of stories allows). Each order draws from its own random stream seeded by
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 from neuroloc.errors import NeurolocError
 from neuroloc.stimuli.choice_items import ChoiceItem, ChoiceSet, balanced_levels
@@ -56,19 +57,34 @@ TEMPLATES = {
 }
 
 
-def make_false_belief_items(*, seed: int, per_cell: int, orders: tuple[str, ...] = ORDERS) -> ChoiceSet:
+def make_false_belief_items(*, seed: int, per_cell: int, orders: tuple[str, ...] = ORDERS,
+                            shots: int = 0) -> ChoiceSet:
     """`per_cell` story frames per belief order, each giving one item of every condition (so every
-    (condition, order) cell has `per_cell` items), the same for the same seed."""
+    (condition, order) cell has `per_cell` items), the same for the same seed. With `shots`, every item
+    of an order is preceded by the same `shots` solved examples of that order: stories of their own
+    (never one of the items'), the conditions in turn (false belief, true belief, reality, memory), in
+    a shuffled order — so the examples never tell which condition is asked."""
     unknown = [o for o in orders if o not in ORDERS]
     if unknown or not orders:
         raise NeurolocError(f"unknown belief orders {unknown or list(orders)}; choose from {', '.join(ORDERS)}")
-    if per_cell < 1:
-        raise NeurolocError(f"per_cell must be a positive number of stories per order, got {per_cell}")
+    if per_cell < 1 or shots < 0:
+        raise NeurolocError(f"per_cell must be a positive number of stories per order and shots a number ≥ 0, "
+                            f"got {per_cell} and {shots}")
     items: list[ChoiceItem] = []
     for order in orders:
-        items.extend(_frames(random.Random(f"{seed}:false_belief:{order}"), order, per_cell))
+        asked = _frames(random.Random(f"{seed}:false_belief:{order}"), order, per_cell)
+        if shots:
+            rng = random.Random(f"{seed}:false_belief:{order}:examples")
+            stories = {i.context for i in asked}
+            pool = _frames(rng, order, per_cell + shots)
+            frames = [pool[i:i + len(CONDITIONS)] for i in range(0, len(pool), len(CONDITIONS))]
+            fresh = [f for f in frames if not stories & {i.context for i in f}][:shots]
+            examples = [frame[j % len(CONDITIONS)] for j, frame in enumerate(fresh)]
+            rng.shuffle(examples)
+            asked = [replace(i, examples=tuple(examples)) for i in asked]
+        items.extend(asked)
     metadata = {"generator": "neuroloc.stimuli.false_belief", "version": GENERATOR_VERSION, "seed": seed,
-                "per_cell": per_cell, "orders": list(orders), "conditions": list(CONDITIONS),
+                "per_cell": per_cell, "shots": shots, "orders": list(orders), "conditions": list(CONDITIONS),
                 "templates": TEMPLATES, "lexicon": {"names": len(NAMES), "objects": len(OBJECTS),
                                                     "rooms": len(ROOMS), "containers": len(CONTAINERS)}}
     return ChoiceSet("false_belief", tuple(items), f"generated:false_belief(seed={seed})", metadata)

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import itertools
 import random
+from dataclasses import replace
 from typing import Callable, Sequence
 
 from neuroloc.errors import NeurolocError
 from neuroloc.stimuli import md
-from neuroloc.stimuli.choice_items import ChoiceItem, ChoiceSet, balanced_levels
+from neuroloc.stimuli.choice_items import ChoiceItem, ChoiceSet, balanced_levels, varied_examples
 
 __all__ = ["ITEM_TYPES", "LEVELS", "make_reasoning_items", "number_words"]
 
@@ -68,21 +69,32 @@ def number_words(n: int) -> str:
     return _ONES[n // 100] + " hundred" + ("" if n % 100 == 0 else " " + number_words(n % 100))
 
 
-def make_reasoning_items(*, seed: int, per_cell: int, types: Sequence[str] = ITEM_TYPES) -> ChoiceSet:
-    """`per_cell` items of every type in `types` at every level, the same for the same seed."""
+def make_reasoning_items(*, seed: int, per_cell: int, types: Sequence[str] = ITEM_TYPES,
+                         shots: int = 0) -> ChoiceSet:
+    """`per_cell` items of every type in `types` at every level, the same for the same seed, each
+    preceded by `shots` solved examples of its type and level (the same for the whole cell, drawn from
+    a stream of their own and never one of the cell's items, so `shots` never changes the items; with
+    answers and answer positions as varied as the pool allows)."""
     unknown = [t for t in types if t not in ITEM_TYPES]
     if unknown or not types:
         raise NeurolocError(f"unknown reasoning item types {unknown or list(types)}; "
                             f"choose from {', '.join(ITEM_TYPES)}")
-    if per_cell < 1:
-        raise NeurolocError(f"per_cell must be a positive number of items per type and level, got {per_cell}")
+    if per_cell < 1 or shots < 0:
+        raise NeurolocError(f"per_cell must be a positive number of items per type and level and shots a "
+                            f"number ≥ 0, got {per_cell} and {shots}")
     items: list[ChoiceItem] = []
     for kind in types:
         for level in LEVELS:
-            rng = random.Random(f"{seed}:{kind}:{level}")
-            items.extend(_MAKERS[kind](rng, level, per_cell))
+            cell = _MAKERS[kind](random.Random(f"{seed}:{kind}:{level}"), level, per_cell)
+            if shots:
+                asked = {(i.context, i.question) for i in cell}
+                pool = _MAKERS[kind](random.Random(f"{seed}:{kind}:{level}:examples"), level, per_cell + shots)
+                examples = varied_examples([i for i in pool if (i.context, i.question) not in asked], shots)
+                cell = [replace(i, examples=examples) for i in cell]
+            items.extend(cell)
     metadata = {"generator": "neuroloc.stimuli.reasoning_items", "version": GENERATOR_VERSION, "seed": seed,
-                "per_cell": per_cell, "types": list(types), "levels": list(LEVELS), "templates": TEMPLATES,
+                "per_cell": per_cell, "shots": shots, "types": list(types), "levels": list(LEVELS),
+                "templates": TEMPLATES,
                 "n_choices": {t: N_CHOICES[t] for t in types},
                 "operands": {level: [r.start, r.stop - 1] for level, r in OPERANDS.items()},
                 "lexicon": {"nonce": len(NONCE), "names": len(NAMES)}}
