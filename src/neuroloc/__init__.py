@@ -11,6 +11,21 @@ from typing import Any
 
 # public name → the module that defines it
 _WHERE: dict[str, str] = {
+    "above_chance": ".evaluate.chance",
+    "score_choices": ".evaluate.choice",
+    "summarize_choices": ".evaluate.choice",
+    "tally_choices": ".evaluate.choice",
+    "ReasoningConfig": ".evaluate.reasoning",
+    "evaluate_reasoning": ".evaluate.reasoning",
+    "TheoryOfMindConfig": ".evaluate.theory_of_mind",
+    "evaluate_theory_of_mind": ".evaluate.theory_of_mind",
+    "last_location_pattern": ".evaluate.theory_of_mind",
+    "ChoiceItem": ".stimuli.choice_items",
+    "ChoiceSet": ".stimuli.choice_items",
+    "load_choice_items": ".stimuli.choice_items",
+    "render_prompt": ".stimuli.choice_items",
+    "make_false_belief_items": ".stimuli.false_belief",
+    "make_reasoning_items": ".stimuli.reasoning_items",
     "AlignmentResult": ".align", "Recordings": ".align", "read_recordings": ".align", "score_alignment": ".align",
     "simulate_recordings": ".align",
     "Config": ".config", "param": ".config",

@@ -20,7 +20,7 @@ from ..config import Config, Factory, InstanceOf, Interval, param
 from ..errors import NeurolocError
 from ..parse import parse_benchmark
 from ..settings import RunSettings
-from . import blimp, lm_eval, perplexity, syntaxgym
+from . import blimp, lm_eval, perplexity, reasoning, syntaxgym, theory_of_mind
 from .benchmark import Benchmark, BenchmarkOptions
 
 __all__ = ["BENCHMARKS", "BenchmarkSpec", "DataOptions", "LmEvalOptions", "RegisteredBenchmark", "benchmark_specs",
@@ -81,6 +81,12 @@ register_benchmark("perplexity", perplexity.benchmark, description="perplexity o
 register_benchmark("lm-eval", lambda options: lm_eval.lm_eval_benchmark(
     options.declared.tasks, batch_size=options.batch_size, limit=options.declared.limit), options=LmEvalOptions,
     description="lm-evaluation-harness tasks (needs neuroloc[lm-eval])", legacy_flags={"--lm-eval": "tasks"})
+register_benchmark("reasoning", lambda options: reasoning.benchmark(options, options.declared),
+                   options=reasoning.ReasoningConfig,
+                   description="multiple-demand reasoning: arithmetic, syllogisms, sequences (forced choice)")
+register_benchmark("theory_of_mind", lambda options: theory_of_mind.benchmark(options, options.declared),
+                   options=theory_of_mind.TheoryOfMindConfig,
+                   description="false-belief stories with true-belief, reality and memory controls")
 
 
 @dataclass(frozen=True)
