@@ -191,7 +191,7 @@ def held_out(localizer: Localizer, stimuli: StimulusSet, *, draws: int, seed: in
              level: float = 0.95) -> pd.DataFrame:
     """Cross-validated selectivity: for each fold, units selected on the other folds and their mean
     effect on it against `draws` random sets with the same per-site counts (seeded). Rows with fold = NA
-    hold the mean over folds. Columns: label, fold, n_train, n_test, n_units, t, d, diff, score (the
+    hold the mean over folds. Columns: label, fold, n_train, n_test, n_units, t, d, mean_difference, score (the
     localizer's own score on the held-out fold), their *_random means, t_random/d_random intervals
     (_low/_high), p_random (share of random sets with d at least the set's), and with pooled rows kept
     roi_t, roi_d, roi_d_random, roi_d_random_high (the set's mean activation per held-out stimulus)."""
@@ -222,7 +222,7 @@ def held_out(localizer: Localizer, stimuli: StimulusSet, *, draws: int, seed: in
             if measured is not None:
                 where = measured.labels.index(label)
                 columns.update(t=measured.values[where], d=measured.columns["d"][where],
-                               diff=measured.columns["mean_a"][where] - measured.columns["mean_b"][where])
+                               mean_difference=measured.columns["mean_a"][where] - measured.columns["mean_b"][where])
             record = dict(base)
             for name, values in columns.items():
                 means = _set_means(sets, values)
