@@ -54,8 +54,18 @@ from .pipelines.task import run_task
 from .stimuli.prompts import PromptSet, load_prompts
 from .stimuli.relations import load_relations
 from .studies.tasks import culnig_select, effect_matrix
+from .localize.permutation import PermutationNull, permutation_null
+from .localize.reliability import (Reliability, ReliabilityConfig, assess, held_out, split_half, stability,
+                                   untrained_null)
+from .models.untrained import untrained_model
+from .record.folds import FoldStats, StimulusRows, record_folds
+from .report.reliability_figures import reliability_figures
+from .stimuli.folds import FoldAssignment, assign_folds
 
 __all__ = [
+    "FoldAssignment", "FoldStats", "PermutationNull", "Reliability", "ReliabilityConfig", "StimulusRows", "assess",
+    "assign_folds", "held_out", "permutation_null", "record_folds", "reliability_figures", "split_half", "stability",
+    "untrained_model", "untrained_null",
     "PromptSet", "answer_accuracy", "culnig_select", "effect_matrix", "iter_answer_attributions", "load_prompts",
     "load_relations", "run_task", "score_answers",
     "BENCHMARKS", "BatchContext", "Benchmark", "BenchmarkOptions", "CONTROLS", "ControlData", "HookContext",

@@ -28,8 +28,8 @@ from ..record.folds import FoldStats, record_folds
 from ..record.pooling import check_pooling
 from ..record.recorder import Recorder
 from ..record.stats import StatsStore
-from ..stimuli.base import StimulusSet
 from ..settings import RunSettings
+from ..stimuli.base import StimulusSet
 from ..stimuli.design import Design
 from ..stimuli.folds import FoldAssignment, assign_folds
 from ..text.encoding import check_bos

@@ -429,6 +429,7 @@ def assess(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, config: 
             tables["length_matched"], matched = length_matched(localizer, rows, stimuli, counts,
                                                                assignment.positions())
         tables["token_counts"] = token_count_table(stimuli, counts, labels, matched)
+        tables["folds"]["tokens"] = counts
         if config.confounds:
             tables["length_explained"] = length_explained(localizer, rows, stimuli, counts, alpha=config.alpha)
     if config.untrained:
