@@ -104,7 +104,7 @@ def test_kept_rows_are_the_pooled_rows_in_stimulus_order(lm, stimuli, pooled):
 def test_split_half_equals_two_independent_fits(lm, stimuli, rule):
     localizer = Localizer(SITES, pooling="mean", folds=2, batch_size=16, **rule).fit(lm, stimuli)
     folds = localizer.folds_.folds
-    halves = [Localizer(SITES, pooling="mean", batch_size=16, **rule).fit(lm, stimuli.subset(np.flatnonzero(folds == k)))
+    halves = [Localizer(SITES, pooling="mean", **rule).fit(lm, stimuli.subset(np.flatnonzero(folds == k)))
               for k in (0, 1)]
     a, b = (h.get_support() for h in halves)
     table = split_half(localizer)
@@ -355,3 +355,45 @@ def test_null_contrast_is_at_chance_and_the_real_contrast_is_not(lm, stimuli, tm
     assert "reliability.csv" in written and "folds.csv" in written and "reliability_permutation.csv" in written
     assert set(real.tables) >= {"split_half", "held_out", "stability", "permutation", "permutation_null",
                                 "token_counts", "length_explained", "untrained", "untrained_layers"}
+
+
+@pytest.fixture(scope="module")
+def three_labels(stimuli):
+    """Sentences, non-words and the sentences' words in reverse order: a one-vs-rest design."""
+    sentences = stimuli.texts_of("sentences")[:50]
+    reversed_ = [" ".join(t.split()[::-1]) for t in sentences]
+    texts = tuple(sentences) + tuple(stimuli.texts_of("nonwords")[:50]) + tuple(reversed_)
+    return StimulusSet("three", texts, ("sentences",) * 50 + ("nonwords",) * 50 + ("reversed",) * 50)
+
+
+def test_one_vs_rest_permutation_null_equals_brute_force_per_label(lm, three_labels):
+    localizer = Localizer(SITES, score="one_vs_rest_welch", design="one-vs-rest", pooling="mean", percent=10, fdr=0.05,
+                          batch_size=16)
+    localizer.fit_folds(lm, three_labels, assign_folds(three_labels, 2), settings=SETTINGS, rows=True)
+    null = permutation_null(localizer, localizer.fold_stats_.rows, three_labels, n=10, seed=2, alpha=0.05)
+    assert null.summary.label.tolist() == list(localizer.labels_) == ["nonwords", "reversed", "sentences"]
+    pooled_rows = _pooled(lm, three_labels.texts, "mean")
+    labels = np.array(sorted(set(three_labels.conditions)))
+    codes = np.searchsorted(labels, three_labels.conditions)
+    names = [s.name for s in localizer.sites_]
+    for p, permuted in enumerate(permuted_labels(codes, None, 10, seed=2)):
+        store = _store(pooled_rows, labels[permuted], names, localizer.widths_)
+        fit = localizer.clone().fit_stats(store, design=localizer.design_)
+        for row, label in enumerate(fit.labels_):
+            got = null.null[(null.null.label == label) & (null.null.permutation == p + 1)].iloc[0]
+            assert got.n_selected == fit.get_support()[row].sum()
+            assert got.max_score == pytest.approx(fit.scores_[row].max(), rel=1e-8)
+
+
+def test_assess_reports_every_label_and_runs_without_rows_for_lape(lm, three_labels):
+    config = ReliabilityConfig(permutations=20, random_sets=10, stability=(0.5,))
+    welch = assess(lm, three_labels, Localizer(SITES, score="one_vs_rest_welch", design="one-vs-rest", pooling="mean",
+                                               percent=10, batch_size=16), config, settings=SETTINGS)
+    assert welch.summary.label.tolist() == ["nonwords", "reversed", "sentences"]
+    for name in ("split_half", "held_out", "stability", "permutation", "length_explained"):
+        assert set(welch.tables[name].label) == {"nonwords", "reversed", "sentences"}
+    lape = assess(lm, three_labels, Localizer(["mlp"], score="lape", design="groups", pooling="tokens", percent=5,
+                                              batch_size=16), config, settings=SETTINGS)
+    assert "permutation" not in lape.tables and "length_explained" not in lape.tables
+    assert set(lape.tables["split_half"].label) == {"nonwords", "reversed", "sentences"}
+    assert lape.tables["held_out"].score.notna().any()

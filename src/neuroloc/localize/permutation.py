@@ -93,7 +93,8 @@ def _scores(X: torch.Tensor, X2: torch.Tensor, total: torch.Tensor, total2: torc
     safe = torch.where(constant, torch.ones_like(se2), se2)
     t = torch.where(constant, limit, diff / safe.sqrt())
     inverse_df = (share_a / safe) ** 2 / (n_a - 1) + (share_b / safe) ** 2 / (n_b - 1)
-    df = torch.where(constant, (n_a + n_b - 2).expand_as(t), 1 / torch.where(constant, torch.ones_like(se2), inverse_df))
+    df = torch.where(constant, (n_a + n_b - 2).expand_as(t),
+                     1 / torch.where(constant, torch.ones_like(se2), inverse_df))
     if not cohen:
         return t, t, df
     pooled = (m2_a + m2_b) / (n_a + n_b - 2)

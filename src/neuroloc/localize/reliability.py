@@ -121,11 +121,14 @@ def _site_index(localizer: Localizer) -> np.ndarray:
 
 
 def _with_mean(frame: pd.DataFrame, keys: Sequence[str], by: Sequence[str]) -> pd.DataFrame:
-    """`frame` plus, per `by`, the mean of its numeric columns over rows (the `keys` columns NA there)."""
+    """`frame` plus, per `by`, the mean of its numeric columns over rows (the `keys` columns NA there;
+    p-values NaN, as a mean of p-values is none)."""
     numeric = [c for c in frame.columns if c not in (*keys, *by) and pd.api.types.is_numeric_dtype(frame[c])]
     means = frame.groupby(list(by), sort=False, dropna=False)[numeric].mean().reset_index()
     for key in keys:
         means[key] = pd.NA
+    for column in [c for c in numeric if c.startswith("p_")]:
+        means[column] = np.nan
     out = pd.concat([frame, means[frame.columns]], ignore_index=True)
     for key in keys:
         out[key] = out[key].astype("Int64")
@@ -135,9 +138,10 @@ def _with_mean(frame: pd.DataFrame, keys: Sequence[str], by: Sequence[str]) -> p
 # ------------------------------------------------------------------------------------------ split half
 def split_half(localizer: Localizer, *, fits: Sequence[Localizer] | None = None, level: float = 0.95) -> pd.DataFrame:
     """Overlap of the units selected on each pair of folds, per site and overall ("all"), against chance;
-    with K > 2, rows with fold_a = fold_b = NA hold the mean over pairs. Columns: label, fold_a, fold_b,
-    site, kind, layer, n_units, n_a, n_b, n_both, jaccard, jaccard_chance(_low/_high), dice,
-    dice_chance(_low/_high), p_overlap, r, r_spearman_brown (r projected to the full data, K folds)."""
+    with K > 2, rows with fold_a = fold_b = NA hold the mean over pairs (p_overlap NaN there).
+    Columns: label, fold_a, fold_b, site, kind, layer, n_units, n_a, n_b, n_both, jaccard,
+    jaccard_chance(_low/_high), dice, dice_chance(_low/_high), p_overlap, r, r_spearman_brown (r projected
+    to the full data, K folds)."""
     fits = list(fits) if fits is not None else fold_fits(localizer)
     k = len(fits)
     frames = []
@@ -172,6 +176,11 @@ def _set_means(sets: np.ndarray, values: np.ndarray) -> np.ndarray:
         return (sets.astype(np.float64) @ np.where(finite, values, 0.0)) / (sets.astype(np.float64) @ finite)
 
 
+def _nanmean(values: np.ndarray) -> float:
+    kept = values[~np.isnan(values)]
+    return float(kept.mean()) if kept.size else float("nan")
+
+
 def _welch_columns(values: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Welch t and Cohen's d (pooled SD) of each column of `values` (stimuli × sets), target vs the rest."""
     a, b = values[target], values[~target]
@@ -187,14 +196,15 @@ def _interval(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(np.quantile(values, tail)), float(np.quantile(values, 1 - tail))
 
 
-def held_out(localizer: Localizer, stimuli: StimulusSet, *, draws: int, seed: int, fits: Sequence[Localizer] | None = None,
-             level: float = 0.95) -> pd.DataFrame:
+def held_out(localizer: Localizer, stimuli: StimulusSet, *, draws: int, seed: int,
+             fits: Sequence[Localizer] | None = None, level: float = 0.95) -> pd.DataFrame:
     """Cross-validated selectivity: for each fold, units selected on the other folds and their mean
     effect on it against `draws` random sets with the same per-site counts (seeded). Rows with fold = NA
-    hold the mean over folds. Columns: label, fold, n_train, n_test, n_units, t, d, mean_difference, score (the
-    localizer's own score on the held-out fold), their *_random means, t_random/d_random intervals
-    (_low/_high), p_random (share of random sets with d at least the set's), and with pooled rows kept
-    roi_t, roi_d, roi_d_random, roi_d_random_high (the set's mean activation per held-out stimulus)."""
+    hold the mean over folds (p_random NaN there). Columns: label, fold, n_train, n_test, n_units, t, d,
+    mean_difference, score (the localizer's own score on the held-out fold), their *_random means,
+    t_random/d_random intervals (_low/_high), p_random ((1 + random sets with d at least the set's) /
+    (draws + 1)), and with pooled rows kept roi_t, roi_d, roi_d_random, roi_d_random_high (the set's mean
+    activation per held-out stimulus, target vs the rest)."""
     recording = _fold_stats(localizer)
     fits = list(fits) if fits is not None else fold_fits(localizer)
     labels = compared_labels(localizer)
@@ -226,7 +236,7 @@ def held_out(localizer: Localizer, stimuli: StimulusSet, *, draws: int, seed: in
             record = dict(base)
             for name, values in columns.items():
                 means = _set_means(sets, values)
-                record[name], record[f"{name}_random"] = float(means[0]), float(np.nanmean(means[1:]))
+                record[name], record[f"{name}_random"] = float(means[0]), _nanmean(means[1:])
                 if name in ("t", "d"):
                     record[f"{name}_random_low"], record[f"{name}_random_high"] = _interval(means[1:], level)
                 if name == "d":
