@@ -46,12 +46,28 @@ def stimuli():
 
 @pytest.fixture(scope="module")
 def pooled(lm, stimuli):
-    return {pooling: _pooled(lm, stimuli.texts, pooling) for pooling in ("last", "mean")}
+    """Mean-pooled activations of every text from a plain Recorder (the independent reference)."""
+    return _pooled(lm, stimuli.texts, "mean")
+
+
+@pytest.fixture(scope="module")
+def base(lm, stimuli):
+    """One recording in 2 folds (buckets for the first 25 and 50 %), rows kept, top 5 % of mean-pooled units;
+    tests fit other rules on its statistics without recording again."""
+    localizer = Localizer(SITES, pooling="mean", percent=5, batch_size=16)
+    return localizer.fit_folds(lm, stimuli, assign_folds(stimuli, 2), settings=RunSettings(batch_size=7), rows=True,
+                               fractions=[0.25, 0.5])
+
+
+def _refit(base, rule, store=None):
+    """`base`'s sites and design with another selection rule, fitted on `store` (default: base's statistics)."""
+    return Localizer(SITES, pooling="mean", **rule).fit_stats(base.stats_ if store is None else store,
+                                                             design=base.design_)
 
 
 def _pooled(lm, texts, pooling):
     """Every text's pooled activations, sites side by side in the localizer's unit order (float64)."""
-    recorder = Recorder(lm, lm.layout.sites(SITES), pooling=pooling, batch_size=5)
+    recorder = Recorder(lm, lm.layout.sites(SITES), pooling=pooling, batch_size=16)
     out = {}
     for batch in recorder.iter_batches(texts):
         features = torch.cat([batch.features[s] for s in recorder.sites], dim=1).double().numpy()
@@ -77,36 +93,44 @@ def _jaccard(a, b):
 
 
 def test_fold_statistics_equal_scipy_per_fold(lm, stimuli, pooled):
-    localizer = Localizer(SITES, percent=5, folds=3, batch_size=16).fit(lm, stimuli)
-    plain = Localizer(SITES, percent=5, batch_size=16).fit(lm, stimuli)
-    np.testing.assert_allclose(localizer.t_, plain.t_, rtol=1e-9)
-    assert np.array_equal(localizer.get_support(), plain.get_support())
+    localizer = Localizer(SITES, pooling="mean", percent=5, folds=3, batch_size=16).fit(lm, stimuli)
     folds, conditions = localizer.folds_.folds, np.asarray(stimuli.conditions)
+    everything = scipy.stats.ttest_ind(pooled[conditions == "sentences"], pooled[conditions == "nonwords"],
+                                       equal_var=False)
+    np.testing.assert_allclose(localizer.t_, everything.statistic, rtol=1e-6)  # the fit itself: on every stimulus
     for k, fit in enumerate(fold_fits(localizer)):
-        a = pooled["last"][(folds == k) & (conditions == "sentences")]
-        b = pooled["last"][(folds == k) & (conditions == "nonwords")]
+        a = pooled[(folds == k) & (conditions == "sentences")]
+        b = pooled[(folds == k) & (conditions == "nonwords")]
         expected = scipy.stats.ttest_ind(a, b, equal_var=False)
         np.testing.assert_allclose(fit.t_, expected.statistic, rtol=1e-6)
         np.testing.assert_allclose(fit.p_, expected.pvalue, rtol=1e-6, atol=1e-300)
 
 
-def test_kept_rows_are_the_pooled_rows_in_stimulus_order(lm, stimuli, pooled):
-    localizer = Localizer(SITES, pooling="mean", batch_size=16)
-    localizer.fit_folds(lm, stimuli, assign_folds(stimuli, 2), settings=RunSettings(batch_size=7), rows=True)
-    rows = localizer.fold_stats_.rows
+def test_kept_rows_are_the_pooled_rows_in_stimulus_order(lm, stimuli, pooled, base):
+    rows = base.fold_stats_.rows
     assert rows.texts.tolist() == list(range(len(stimuli)))
-    np.testing.assert_allclose(rows.values.double().numpy(), pooled["mean"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(rows.values.double().numpy(), pooled, rtol=1e-5, atol=1e-6)
+    rebuilt = _refit(base, {"percent": 5}, rows.store(stimuli.conditions, [s.name for s in base.sites_]))
+    np.testing.assert_allclose(rebuilt.t_, base.t_, rtol=1e-5)
     with pytest.raises(NeurolocError, match="run settings"):
-        localizer.fit_folds(lm, stimuli, assign_folds(stimuli, 2), settings=RunSettings(bos="none"), rows=False)
+        base.clone().fit_folds(lm, stimuli, assign_folds(stimuli, 2), settings=RunSettings(bos="none"), rows=False)
+    with pytest.raises(NeurolocError, match="partial_fit"):
+        Localizer(SITES, folds=2).partial_fit(lm, stimuli)
+
+
+@pytest.fixture(scope="module")
+def halves(lm, stimuli, base):
+    """Localizers fitted separately on the stimuli of each of base's two folds (two more recordings)."""
+    folds = base.folds_.folds
+    return [Localizer(SITES, pooling="mean", batch_size=16).fit(lm, stimuli.subset(np.flatnonzero(folds == k)))
+            for k in (0, 1)]
 
 
 @pytest.mark.parametrize("rule", [dict(percent=5), dict(count=3, per_layer=True), dict(percent=20, fdr=0.2)])
-def test_split_half_equals_two_independent_fits(lm, stimuli, rule):
-    localizer = Localizer(SITES, pooling="mean", folds=2, batch_size=16, **rule).fit(lm, stimuli)
-    folds = localizer.folds_.folds
-    halves = [Localizer(SITES, pooling="mean", **rule).fit(lm, stimuli.subset(np.flatnonzero(folds == k)))
-              for k in (0, 1)]
-    a, b = (h.get_support() for h in halves)
+def test_split_half_equals_two_independent_fits(base, halves, rule):
+    localizer = _refit(base, rule)
+    localizer.folds_, localizer.fold_stats_ = base.folds_, base.fold_stats_  # fold statistics do not depend on the rule
+    a, b = (_refit(half, rule, half.stats_).get_support() for half in halves)
     table = split_half(localizer)
     overall = table[table.site == "all"].iloc[0]
     assert overall.n_a == a.sum() and overall.n_b == b.sum() and overall.n_both == (a & b).sum()
@@ -170,20 +194,19 @@ def test_permuted_labels_respect_groups():
 
 @pytest.mark.parametrize("groups", ["none", "pairs", "blocks"])
 @pytest.mark.parametrize("rule", [dict(percent=10, fdr=0.05), dict(count=4, per_layer=True)])
-def test_permutation_null_equals_brute_force(lm, stimuli, pooled, groups, rule):
+def test_permutation_null_equals_brute_force(base, stimuli, groups, rule):
     """Stimuli exchangeable one by one, within (sentence, non-word) pairs, or as blocks of 10 of one label."""
     grouping = {"none": None, "pairs": stimuli.groups, "blocks": tuple(f"block{i // 10}" for i in range(160))}
     stim = StimulusSet("toy", stimuli.texts, stimuli.conditions, stimuli.contrast, groups=grouping[groups])
-    localizer = Localizer(SITES, pooling="mean", batch_size=16, **rule)
-    localizer.fit_folds(lm, stim, assign_folds(stim, 2), settings=SETTINGS, rows=True)
-    null = permutation_null(localizer, localizer.fold_stats_.rows, stim, n=20, seed=5, alpha=0.05)
+    localizer = _refit(base, rule)
+    rows = base.fold_stats_.rows
+    null = permutation_null(localizer, rows, stim, n=20, seed=5, alpha=0.05)
     labels = np.array(["sentences", "nonwords"])
     codes = (np.asarray(stim.conditions) == "nonwords").astype(int)
-    names = [s.name for s in localizer.sites_]
     expected = []
     for permuted in permuted_labels(codes, stim.groups, 20, seed=5):
-        store = _store(pooled["mean"], labels[permuted], names, localizer.widths_)
-        fit = Localizer(SITES, pooling="mean", **rule).fit_stats(store, design=localizer.design_)
+        store = _store(rows.values.double().numpy(), labels[permuted], [s.name for s in base.sites_], base.widths_)
+        fit = _refit(base, rule, store)
         mask = fit.get_support()
         lowest = fit.t_[mask].min() if mask.any() else np.nan
         expected.append((mask.sum(), ((fit.p_fdr_ <= 0.05) & (fit.t_ > 0)).sum(), lowest, fit.t_.max()))
@@ -203,23 +226,22 @@ def test_permutation_null_equals_brute_force(lm, stimuli, pooled, groups, rule):
     assert summary.p == pytest.approx((1 + (statistic >= observed).sum()) / 21)
 
 
-def test_permutation_null_refuses_scores_not_built_from_rows(lm, stimuli):
-    localizer = Localizer(SITES, score="activation_probability", pooling="mean", batch_size=16)
-    localizer.fit_folds(lm, stimuli, assign_folds(stimuli, 2), settings=SETTINGS, rows=True)
+def test_permutation_null_refuses_scores_not_built_from_rows(base, stimuli):
+    localizer = _refit(base, {"score": "activation_probability"})
     with pytest.raises(NeurolocError, match="permutation null"):
-        permutation_null(localizer, localizer.fold_stats_.rows, stimuli, n=5, seed=0, alpha=0.05)
+        permutation_null(localizer, base.fold_stats_.rows, stimuli, n=5, seed=0, alpha=0.05)
 
 
-def test_held_out_effect_is_that_of_the_training_fit_on_the_held_out_fold(lm, stimuli, pooled):
-    localizer = Localizer(SITES, pooling="mean", percent=5, batch_size=16)
-    localizer.fit_folds(lm, stimuli, assign_folds(stimuli, 2), settings=SETTINGS, rows=True)
-    table = held_out(localizer, stimuli, draws=30, seed=0)
-    folds, conditions = localizer.folds_.folds, np.asarray(stimuli.conditions)
+def test_held_out_effect_is_that_of_the_training_fit_on_the_held_out_fold(base, stimuli, pooled):
+    table = held_out(base, stimuli, draws=30, seed=0)
+    folds, conditions = base.folds_.folds, np.asarray(stimuli.conditions)
+    names = [s.name for s in base.sites_]
     for k in (0, 1):
-        train = Localizer(SITES, pooling="mean", percent=5).fit(lm, stimuli.subset(np.flatnonzero(folds != k)))
-        mask = train.get_support()
-        a = pooled["mean"][(folds == k) & (conditions == "sentences")]
-        b = pooled["mean"][(folds == k) & (conditions == "nonwords")]
+        train = folds != k
+        fit = _refit(base, {"percent": 5}, _store(pooled[train], conditions[train], names, base.widths_))
+        mask = fit.get_support()
+        a = pooled[(folds == k) & (conditions == "sentences")]
+        b = pooled[(folds == k) & (conditions == "nonwords")]
         t = scipy.stats.ttest_ind(a, b, equal_var=False).statistic
         pooled_sd = np.sqrt(((len(a) - 1) * a.var(0, ddof=1) + (len(b) - 1) * b.var(0, ddof=1)) / (len(a) + len(b) - 2))
         d = (a.mean(0) - b.mean(0)) / pooled_sd
@@ -232,19 +254,19 @@ def test_held_out_effect_is_that_of_the_training_fit_on_the_held_out_fold(lm, st
         assert row.roi_t == pytest.approx(roi, rel=1e-4)
         assert row.t_random_low <= row.t_random <= row.t_random_high
     mean = table[table.fold.isna()].iloc[0]
-    assert mean.d == pytest.approx(table.d.iloc[:2].mean())
+    assert mean.d == pytest.approx(table.d.iloc[:2].mean()) and np.isnan(mean.p_random)
 
 
-def test_stability_subset_equals_a_fit_on_the_first_stimuli(lm, stimuli):
-    localizer = Localizer(SITES, pooling="mean", percent=5, batch_size=16)
-    localizer.fit_folds(lm, stimuli, assign_folds(stimuli, 2), settings=SETTINGS, rows=False, fractions=[0.25, 0.5])
-    table = stability(localizer, stimuli, [0.25, 0.5])
-    positions, full = localizer.folds_.positions(), localizer.get_support()
+def test_stability_subset_equals_a_fit_on_the_first_stimuli(base, stimuli, pooled):
+    table = stability(base, stimuli, [0.25, 0.5])
+    positions, full = base.folds_.positions(), base.get_support()
+    conditions = np.asarray(stimuli.conditions)
     for fraction in (0.25, 0.5):
-        subset = stimuli.subset(np.flatnonzero(positions < fraction))
-        mask = Localizer(SITES, pooling="mean", percent=5).fit(lm, subset).get_support()
+        first = positions < fraction
+        store = _store(pooled[first], conditions[first], [s.name for s in base.sites_], base.widths_)
+        mask = _refit(base, {"percent": 5}, store).get_support()
         row = table[table.fraction == fraction].iloc[0]
-        assert row.n_stimuli == len(subset)
+        assert row.n_stimuli == first.sum()
         assert row.jaccard == pytest.approx(_jaccard(mask, full))
         assert row.recall == pytest.approx((mask & full).sum() / full.sum())
     assert table[table.fraction == 1.0].jaccard.iloc[0] == 1.0
@@ -267,7 +289,7 @@ def test_untrained_model_is_deterministic_per_seed(lm):
         assert torch.equal(first.model(ids).logits, again.model(ids).logits)
 
 
-def test_token_counts_and_length_matching(lm, stimuli, pooled):
+def test_token_counts_and_length_matching(lm, stimuli, base, pooled):
     counts = token_counts(lm.tokenizer, stimuli, settings=SETTINGS)
     expected = [len(lm.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in stimuli.texts]
     assert counts.tolist() == expected
@@ -275,17 +297,18 @@ def test_token_counts_and_length_matching(lm, stimuli, pooled):
     order = np.arange(len(stimuli))[::-1]
     keep = length_matched_mask(stimuli, counts, ["sentences", "nonwords"], order)
     for n in np.unique(counts):
-        s, w = ((conditions == label) & (counts == n) for label in ("sentences", "nonwords"))
-        assert (keep & s).sum() == (keep & w).sum() == min(s.sum(), w.sum())
-        assert not (keep & s & (order < order[keep & s].min())).any() if (keep & s).any() else True
-    localizer = Localizer(SITES, pooling="mean", percent=5, batch_size=16)
-    localizer.fit_folds(lm, stimuli, assign_folds(stimuli, 2), settings=SETTINGS, rows=True)
-    table, kept = length_matched(localizer, localizer.fold_stats_.rows, stimuli, counts, order)
+        cells = [(conditions == label) & (counts == n) for label in ("sentences", "nonwords")]
+        assert (keep & cells[0]).sum() == (keep & cells[1]).sum() == min(cells[0].sum(), cells[1].sum())
+        for cell in cells:  # the kept ones come first by `order`
+            if (keep & cell).any() and (~keep & cell).any():
+                assert order[keep & cell].max() < order[~keep & cell].min()
+    table, kept = length_matched(base, base.fold_stats_.rows, stimuli, counts, order)
     assert np.array_equal(kept, keep)
-    refit = Localizer(SITES, pooling="mean", percent=5).fit(lm, stimuli.subset(np.flatnonzero(keep)))
+    store = _store(pooled[keep], conditions[keep], [s.name for s in base.sites_], base.widths_)
+    refit = _refit(base, {"percent": 5}, store)
     row = table.iloc[0]
     assert row.n_kept == keep.sum()
-    assert row.jaccard == pytest.approx(_jaccard(refit.get_support(), localizer.get_support()))
+    assert row.jaccard == pytest.approx(_jaccard(refit.get_support(), base.get_support()))
 
 
 def test_partial_correlation_equals_least_squares():
@@ -338,14 +361,15 @@ def test_fdr_units_of_random_splits_occur_at_the_permutation_null_rate(lm, stimu
 
 def test_null_contrast_is_at_chance_and_the_real_contrast_is_not(lm, stimuli, tmp_path):
     """One fake split (seed 2; about 3 % of random splits show FDR units, as the test above measures)."""
-    config = ReliabilityConfig(permutations=200, random_sets=50, stability=(0.5,), untrained=(0,))
+    config = ReliabilityConfig(permutations=200, random_sets=50, stability=(0.5,))
     null = assess(lm, _fake_split(stimuli, 2), Localizer(SITES, pooling="mean", percent=10, batch_size=16),
                   config, settings=SETTINGS).summary.iloc[0]
     assert null.split_half_jaccard <= null.split_half_jaccard_chance_high and null.split_half_p_overlap > 0.05
     assert null.n_fdr <= null.n_fdr_null_mean + 1
     assert null.permutation_p > 0.05
     assert null.held_out_d < null.held_out_d_random + 0.2
-    real = assess(lm, stimuli, Localizer(SITES, pooling="mean", percent=10, batch_size=16), config, settings=SETTINGS)
+    real = assess(lm, stimuli, Localizer(SITES, pooling="mean", percent=10, batch_size=16),
+                  config.replace(untrained=(0,)), settings=SETTINGS)
     summary = real.summary.iloc[0]
     assert summary.split_half_jaccard > summary.split_half_jaccard_chance_high and summary.split_half_p_overlap < 0.01
     assert summary.permutation_p < 0.01 and summary.n_fdr > null.n_fdr
@@ -370,14 +394,14 @@ def test_one_vs_rest_permutation_null_equals_brute_force_per_label(lm, three_lab
     localizer = Localizer(SITES, score="one_vs_rest_welch", design="one-vs-rest", pooling="mean", percent=10, fdr=0.05,
                           batch_size=16)
     localizer.fit_folds(lm, three_labels, assign_folds(three_labels, 2), settings=SETTINGS, rows=True)
-    null = permutation_null(localizer, localizer.fold_stats_.rows, three_labels, n=10, seed=2, alpha=0.05)
+    rows = localizer.fold_stats_.rows
+    null = permutation_null(localizer, rows, three_labels, n=10, seed=2, alpha=0.05)
     assert null.summary.label.tolist() == list(localizer.labels_) == ["nonwords", "reversed", "sentences"]
-    pooled_rows = _pooled(lm, three_labels.texts, "mean")
     labels = np.array(sorted(set(three_labels.conditions)))
     codes = np.searchsorted(labels, three_labels.conditions)
     names = [s.name for s in localizer.sites_]
     for p, permuted in enumerate(permuted_labels(codes, None, 10, seed=2)):
-        store = _store(pooled_rows, labels[permuted], names, localizer.widths_)
+        store = _store(rows.values.double().numpy(), labels[permuted], names, localizer.widths_)
         fit = localizer.clone().fit_stats(store, design=localizer.design_)
         for row, label in enumerate(fit.labels_):
             got = null.null[(null.null.label == label) & (null.null.permutation == p + 1)].iloc[0]

@@ -205,6 +205,8 @@ class Localizer:
 
     def partial_fit(self, lm: LoadedModel, stimuli: StimulusSet) -> "Localizer":
         """Add `stimuli` to the statistics gathered so far (same design), then re-score."""
+        if self.folds is not None:
+            raise NeurolocError("partial_fit records no statistics per fold; with folds, fit on every stimulus at once")
         design = self._resolve_design(sorted(stimuli.labels), stimuli)
         if getattr(self, "design_", None) not in (None, design):
             raise NeurolocError(f"partial_fit with design {design}, but the localizer was fit on {self.design_}")

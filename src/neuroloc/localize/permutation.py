@@ -75,45 +75,72 @@ class PermutationNull:
     null: pd.DataFrame
 
 
+@dataclass
+class _Chunk:
+    """Scores of a chunk of permutations (permutations × units), with what the Welch df needs."""
+
+    score: np.ndarray
+    t: np.ndarray
+    share_a: np.ndarray
+    share_b: np.ndarray
+    n_a: np.ndarray
+    n_b: np.ndarray
+
+    def df(self, where: np.ndarray) -> np.ndarray:
+        """Welch–Satterthwaite df at the entries `where` (as `welch_t_test` writes it)."""
+        rows = np.nonzero(where)[0]
+        share_a, share_b = self.share_a[where], self.share_b[where]
+        n_a, n_b = self.n_a[rows], self.n_b[rows]
+        se2 = share_a + share_b
+        constant = se2 == 0
+        safe = np.where(constant, 1.0, se2)
+        inverse = (share_a / safe) ** 2 / (n_a - 1) + (share_b / safe) ** 2 / (n_b - 1)
+        return np.where(constant, n_a + n_b - 2.0, 1.0 / np.where(constant, 1.0, inverse))
+
+
+def _limit(values: torch.Tensor, difference: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Where `scale` is 0 (constant units), 0 or ±inf by the sign of the difference, as the localizer does."""
+    flat = scale == 0
+    if bool(flat.any()):
+        limit = torch.copysign(torch.full_like(difference, torch.inf), difference).masked_fill_(difference == 0, 0.0)
+        values = torch.where(flat, limit, values)
+    return values
+
+
 def _scores(X: torch.Tensor, X2: torch.Tensor, total: torch.Tensor, total2: torch.Tensor, A: torch.Tensor,
-            cohen: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(score, Welch t, Welch df) per (permutation, unit): condition a = rows where A is 1, b = the rest."""
+            cohen: bool) -> _Chunk:
+    """Scores per (permutation, unit), condition a = rows where A is 1, b = the rest: Welch t (or Cohen's d
+    with `cohen`), in place where it can be (the arrays are large)."""
     n_a = A.sum(1, keepdim=True)
     n_b = X.shape[0] - n_a
-    s_a, q_a = A @ X, A @ X2
-    s_b, q_b = total - s_a, total2 - q_a
-    mean_a, mean_b = s_a / n_a, s_b / n_b
-    m2_a = (q_a - s_a * mean_a).clamp_min(0)
-    m2_b = (q_b - s_b * mean_b).clamp_min(0)
-    share_a, share_b = m2_a / ((n_a - 1) * n_a), m2_b / ((n_b - 1) * n_b)
+    s_a = A @ X
+    m2_a = A @ X2
+    m2_b = torch.sub(total2, m2_a)
+    mean_b = torch.sub(total, s_a).div_(n_b)
+    mean_a = s_a.div_(n_a)
+    m2_a.sub_(mean_a.square().mul_(n_a)).clamp_min_(0)
+    m2_b.sub_(mean_b.square().mul_(n_b)).clamp_min_(0)
+    difference = mean_a.sub_(mean_b)
+    del mean_b
+    pooled = (m2_a + m2_b).div_(n_a + n_b - 2) if cohen else None
+    share_a, share_b = m2_a.div_((n_a - 1) * n_a), m2_b.div_((n_b - 1) * n_b)
     se2 = share_a + share_b
-    diff = mean_a - mean_b
-    constant = se2 == 0
-    limit = torch.where(diff == 0, torch.zeros_like(diff), torch.copysign(torch.full_like(diff, torch.inf), diff))
-    safe = torch.where(constant, torch.ones_like(se2), se2)
-    t = torch.where(constant, limit, diff / safe.sqrt())
-    inverse_df = (share_a / safe) ** 2 / (n_a - 1) + (share_b / safe) ** 2 / (n_b - 1)
-    df = torch.where(constant, (n_a + n_b - 2).expand_as(t),
-                     1 / torch.where(constant, torch.ones_like(se2), inverse_df))
-    if not cohen:
-        return t, t, df
-    pooled = (m2_a + m2_b) / (n_a + n_b - 2)
-    flat = pooled == 0
-    d = torch.where(flat, limit, diff / torch.where(flat, torch.ones_like(pooled), pooled).sqrt())
-    return d, t, df
+    t = _limit(difference / se2.sqrt(), difference, se2)
+    score = t if pooled is None else _limit(difference / pooled.sqrt(), difference, pooled)
+    cpu = lambda x: x.cpu().numpy()  # noqa: E731
+    return _Chunk(cpu(score), cpu(t), cpu(share_a), cpu(share_b), cpu(n_a).ravel(), cpu(n_b).ravel())
 
 
-def _fdr_pass(t: np.ndarray, df: np.ndarray, q: float) -> np.ndarray:
+def _fdr_pass(chunk: _Chunk, q: float) -> np.ndarray:
     """Benjamini–Hochberg at q per row (all units of a row are one family), as the localizer applies it.
     p is computed only where it can be ≤ q (|t| above the normal quantile: a t tail is never lighter)."""
-    z = stats.norm.isf(q / 2)
+    t = chunk.t
+    candidates = np.abs(t) >= stats.norm.isf(q / 2)
     p = np.ones_like(t)
-    candidates = np.abs(t) >= z
-    p[candidates] = 2.0 * special.stdtr(df[candidates], -np.abs(t[candidates]))
+    p[candidates] = 2.0 * special.stdtr(chunk.df(candidates), -np.abs(t[candidates]))
     m = t.shape[1]
     ordered = np.sort(p, axis=1)
-    ranks = np.arange(1, m + 1)
-    passing = ordered * m / ranks <= q  # the adjusted p of rank k is ≤ q iff some rank ≥ k passes
+    passing = ordered * m / np.arange(1, m + 1) <= q  # adjusted p of rank k ≤ q iff some rank ≥ k passes
     last = np.where(passing.any(1), m - 1 - np.argmax(passing[:, ::-1], axis=1), -1)
     bar = np.where(last >= 0, ordered[np.arange(t.shape[0]), np.maximum(last, 0)], -1.0)
     return p <= bar[:, None]
@@ -207,9 +234,9 @@ def permutation_null(localizer: "Localizer", rows: StimulusRows, stimuli: Stimul
         parts: dict[str, list[np.ndarray]] = {k: [] for k in ("n_fdr", "n_selected", "threshold", "max_score")}
         for start in range(0, labels.shape[0], chunk):
             A = torch.from_numpy((row_labels[start:start + chunk] == code).astype(np.float64)).to(X.device)
-            score, t, df = _scores(X, X2, total, total2, A, cohen=name == "cohen_d")
-            key = sign * score.cpu().numpy()
-            passing = _fdr_pass(t.cpu().numpy(), df.cpu().numpy(), q) & (key > 0)
+            scored = _scores(X, X2, total, total2, A, cohen=name == "cohen_d")
+            key = scored.score if sign > 0 else -scored.score
+            passing = _fdr_pass(scored, q) & (key > 0)
             kept, lowest = _rule(key, passing if localizer.fdr is not None else None, members, wanted)
             parts["n_fdr"].append(passing.sum(1))
             parts["n_selected"].append(kept)
