@@ -6,9 +6,9 @@ per bucket (`neuroloc.stimuli.folds`: buckets are the finest partition; folds, t
 (`FoldStats.merged`): nothing is recorded twice, and a merge is exact, so the statistics of all buckets
 equal those of a plain recording.
 
-With `rows=True` the pooled rows of every stimulus are kept too (`StimulusRows`, float32, bounded by
-`ROWS_LIMIT_BYTES`): a permutation null or a confound check reshuffles labels over them without running
-the model again.
+With `rows=True` the pooled rows of every stimulus are kept too (a `Rows` statistic, float32, bounded by
+`ROWS_LIMIT_BYTES`, returned in stimulus order as `StimulusRows`): a permutation null or a confound check
+reshuffles labels over them without running the model again.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..stimuli.base import StimulusSet
 from ..stimuli.folds import FoldAssignment
 from .collect import KINDS, add_batch
 from .recorder import PooledBatch, Recorder
-from .stats import ROWS_LIMIT_BYTES, StatsStore
+from .stats import ROWS_LIMIT_BYTES, Rows, StatsStore
 
 __all__ = ["FoldStats", "StimulusRows", "record_folds"]
 
@@ -128,32 +128,30 @@ class FoldStats:
 
 
 class _RowKeeper:
-    """Collects every batch's pooled rows with the stimulus of each row, within the rows bound."""
+    """Collects every batch's pooled rows (a `Rows` statistic, sites side by side) with the stimulus of
+    each row, within `ROWS_LIMIT_BYTES`."""
 
-    def __init__(self, sites: list[Site]) -> None:
-        self.sites = sites
-        self.parts: list[torch.Tensor] = []
+    def __init__(self, sites: list[Site], widths: list[int]) -> None:
+        self.sites, self.widths = sites, widths
+        self.rows = Rows(sum(widths))
         self.texts: list[int] = []
-        self.nbytes = 0
 
     def add(self, batch: PooledBatch) -> None:
         device = batch.features[self.sites[0]].device
-        joined = torch.cat([batch.features[s].detach().to(device, torch.float32) for s in self.sites], dim=1)
-        self.nbytes += joined.numel() * 4
-        if self.nbytes > ROWS_LIMIT_BYTES:
+        self.rows.update(torch.cat([batch.features[s].detach().to(device) for s in self.sites], dim=1))
+        if self.rows.nbytes > ROWS_LIMIT_BYTES:
             raise NeurolocError(
                 f"the pooled rows kept for permutations and confound checks exceed "
                 f"{ROWS_LIMIT_BYTES / 2**30:.1f} GiB: restrict --site or --layers, use fewer stimuli, or turn "
                 "the permutation null and confound checks off")
-        self.parts.append(joined)
         self.texts.extend(text for text, _ in batch.rows)
 
-    def result(self, widths: list[int]) -> StimulusRows:
+    def result(self) -> StimulusRows:
         texts = np.asarray(self.texts, dtype=np.int64)
         order = np.argsort(texts, kind="stable")  # stimulus order; a text's words stay in order
-        values = torch.cat(self.parts)
+        values = self.rows.values()
         values = values.index_select(0, torch.from_numpy(order).to(values.device))
-        return StimulusRows([s.name for s in self.sites], widths, values, texts[order])
+        return StimulusRows([s.name for s in self.sites], self.widths, values, texts[order])
 
 
 def _move(source: StatsStore, stores: list[StatsStore]) -> None:
@@ -183,12 +181,12 @@ def record_folds(lm: LoadedModel, stimuli: StimulusSet, assignment: FoldAssignme
     buckets = assignment.buckets(n_buckets)
     keys = [(int(b), label) for b, label in zip(buckets, stimuli.conditions)]  # one routing per batch
     scratch = StatsStore()
-    keeper = _RowKeeper(recorder.sites) if rows else None
+    widths = [lm.layout.width(s.kind) for s in recorder.sites]
+    keeper = _RowKeeper(recorder.sites, widths) if rows else None
     for batch in recorder.iter_batches(stimuli.texts, stimuli.word_spans, token_stats="tokens" in kinds):
         add_batch(scratch, batch, keys, kinds)
         if keeper is not None:
             keeper.add(batch)
     stores = [StatsStore() for _ in range(n_buckets)]
     _move(scratch, stores)
-    widths = [lm.layout.width(s.kind) for s in recorder.sites]
-    return FoldStats(assignment, stores, buckets, keeper.result(widths) if keeper is not None else None)
+    return FoldStats(assignment, stores, buckets, keeper.result() if keeper is not None else None)
