@@ -204,7 +204,11 @@ def held_out(localizer: Localizer, stimuli: StimulusSet, *, draws: int, seed: in
     mean_difference, score (the localizer's own score on the held-out fold), their *_random means,
     t_random/d_random intervals (_low/_high), p_random ((1 + random sets with d at least the set's) /
     (draws + 1)), and with pooled rows kept roi_t, roi_d, roi_d_random, roi_d_random_high (the set's mean
-    activation per held-out stimulus, target vs the rest)."""
+    activation per held-out stimulus, target vs the rest).
+
+    Random sets are a reference, not a test: units selected together are more alike than random ones, so
+    their mean effect varies more than a random set's, and p_random is only descriptive (the permutation
+    null is the test)."""
     recording = _fold_stats(localizer)
     fits = list(fits) if fits is not None else fold_fits(localizer)
     labels = compared_labels(localizer)
