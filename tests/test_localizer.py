@@ -30,7 +30,7 @@ def stimuli():
 
 def pooled(lm, texts, kinds, batch_size=1):
     """Pooled activations per text, all sites concatenated (the localizer's unit order)."""
-    recorder = Recorder(lm, lm.layout.sites(kinds), batch_size=batch_size)
+    recorder = Recorder(lm, lm.layout.sites(kinds), batch_size=batch_size, bos="prepend")
     out = {}
     for batch in recorder.iter_batches(texts):
         features = torch.cat([batch.features[s] for s in recorder.sites], dim=1).double().numpy()

@@ -135,8 +135,9 @@ def test_collect_streams_by_condition(lm):
 
 def test_recorder_rejects_bad_requests(lm):
     with pytest.raises(NeurolocError, match="pooling"):
-        Recorder(lm, lm.layout.sites("residual"), pooling="max")
+        Recorder(lm, lm.layout.sites("residual"), pooling="max", batch_size=4, bos="prepend")
     with pytest.raises(NeurolocError, match="empty"):
-        list(Recorder(lm, lm.layout.sites("residual")).iter_batches(["ok", "  "]))
+        list(Recorder(lm, lm.layout.sites("residual"), batch_size=4, bos="prepend").iter_batches(["ok", "  "]))
     with pytest.raises(NeurolocError, match="word spans"):
-        list(Recorder(lm, lm.layout.sites("residual"), pooling="word-first").iter_batches(["ok"]))
+        list(Recorder(lm, lm.layout.sites("residual"), pooling="word-first", batch_size=4,
+                      bos="prepend").iter_batches(["ok"]))

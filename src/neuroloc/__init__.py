@@ -11,6 +11,22 @@ from typing import Any
 
 # public name → the module that defines it
 _WHERE: dict[str, str] = {
+    "PermutationNull": ".localize.permutation",
+    "permutation_null": ".localize.permutation",
+    "Reliability": ".localize.reliability",
+    "ReliabilityConfig": ".localize.reliability",
+    "assess": ".localize.reliability",
+    "held_out": ".localize.reliability",
+    "split_half": ".localize.reliability",
+    "stability": ".localize.reliability",
+    "untrained_null": ".localize.reliability",
+    "untrained_model": ".models.untrained",
+    "FoldStats": ".record.folds",
+    "StimulusRows": ".record.folds",
+    "record_folds": ".record.folds",
+    "reliability_figures": ".report.reliability_figures",
+    "FoldAssignment": ".stimuli.folds",
+    "assign_folds": ".stimuli.folds",
     "above_chance": ".evaluate.chance",
     "score_choices": ".evaluate.choice",
     "summarize_choices": ".evaluate.choice",

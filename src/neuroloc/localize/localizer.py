@@ -24,12 +24,14 @@ from ..models.layout import SITE_KINDS, Site
 from ..models.loading import LoadedModel
 from ..record.checkpoint import Checkpoint, collect_resumable
 from ..record.collect import collect
+from ..record.folds import FoldStats, record_folds
 from ..record.pooling import check_pooling
 from ..record.recorder import Recorder
 from ..record.stats import StatsStore
+from ..settings import RunSettings
 from ..stimuli.base import StimulusSet
 from ..stimuli.design import Design
-from ..settings import RunSettings
+from ..stimuli.folds import FoldAssignment, assign_folds
 from ..units import LabeledUnits, UnitIndex, UnitSet
 from .score_functions import ScoreCallable, ScoreFunction, Scores, get_score, ordered_sites
 from .scores import benjamini_hochberg
@@ -88,6 +90,9 @@ class Localizer:
     `absolute` and `quantile` are options of the score: a score that does not take an option given refuses it.
     The keywords `batch_size`, `bos`, `max_tokens` and `progress` are deprecated aliases of the run settings'
     fields (neuroloc 0.1.0 and 0.1 outputs' `localizer.json` use them).
+    folds: record the statistics per fold too (K folds by content, `neuroloc.stimuli.folds`), in the same
+        single pass: `fold_stats_` then gives every fold's statistics (`neuroloc.localize.reliability`
+        reads them), while the fit itself is on all stimuli, as without folds.
     """
 
     def __init__(self, site: str | Sequence[str] = "residual", *, score: str | ScoreCallable = "welch",
@@ -95,7 +100,7 @@ class Localizer:
                  count: int | None = None, per_layer: bool = False, absolute: bool = False,
                  fdr: float | None = None, layers: Sequence[int] | None = None, padding_side: str = "right",
                  quantile: float | None = None, settings: RunSettings | Mapping | None = None,
-                 **legacy: Any) -> None:
+                 folds: int | None = None, **legacy: Any) -> None:
         self.site = site
         self.score = score
         self.design = design
@@ -109,6 +114,7 @@ class Localizer:
         self.padding_side = padding_side
         self.quantile = quantile
         self.settings = _settings(settings, legacy)
+        self.folds = folds
 
     def get_params(self) -> dict:
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()
@@ -156,6 +162,9 @@ class Localizer:
             raise NeurolocError("give at most one of percent and count")
         if self.quantile is not None and not 0 <= self.quantile < 1:
             raise NeurolocError(f"quantile must be in [0, 1), got {self.quantile!r}")
+        if self.folds is not None and (isinstance(self.folds, bool) or not isinstance(self.folds, int)
+                                       or self.folds < 2):
+            raise NeurolocError(f"folds must be an int >= 2 (or None), got {self.folds!r}")
 
     def statistic_kinds(self) -> tuple[str, ...]:
         """What to record: the score's needs, token statistics always (unit means for mean lesions)."""
@@ -172,7 +181,39 @@ class Localizer:
         """Record `stimuli`, score every unit and select `units_`."""
         for attr in [a for a in vars(self) if a.endswith("_") or a.startswith("_")]:
             delattr(self, attr)
+        if self.folds is not None:
+            self.check_params()
+            return self.fit_folds(lm, stimuli, assign_folds(stimuli, self.folds), settings=self.settings, rows=False)
         return self.partial_fit(lm, stimuli)
+
+    def fit_folds(self, lm: LoadedModel, stimuli: StimulusSet, assignment: FoldAssignment, *,
+                  settings: RunSettings, rows: bool, fractions: Sequence[float] = ()) -> "Localizer":
+        """Record `stimuli` once with statistics per bucket of `assignment` (fine enough for its folds and
+        the first `fractions` of the stimuli), keeping their pooled rows when `rows`, and fit on all of
+        them. Sets `folds_` (the assignment) and `fold_stats_` (a `FoldStats`). The run settings must
+        agree with this localizer's BOS policy and truncation, which its output records."""
+        self.check_params()
+        if (settings.bos, settings.max_tokens) != (self.settings.bos, self.settings.max_tokens):
+            raise NeurolocError(f"the run settings (bos={settings.bos!r}, max_tokens={settings.max_tokens}) differ "
+                                f"from the localizer's (bos={self.settings.bos!r}, max_tokens="
+                                f"{self.settings.max_tokens}): build the Localizer with settings=the run settings")
+        for attr in [a for a in vars(self) if a.endswith("_") or a.startswith("_")]:
+            delattr(self, attr)
+        design = self._resolve_design(sorted(stimuli.labels), stimuli)
+        compared = design.labels if design.kind == "contrast" else stimuli.labels
+        assignment.check(stimuli, compared)
+        recording = record_folds(lm, stimuli, assignment, sites=lm.layout.sites(site_kinds(self.site), self.layers),
+                                 pooling=self.pooling, kinds=self.statistic_kinds(),
+                                 n_buckets=assignment.n_buckets(fractions), rows=rows, settings=settings,
+                                 description=f"localizing ({stimuli.name}, {assignment.k} folds)")
+        self.fit_recorded(lm, stimuli, recording.full(), design)
+        self.folds_ = assignment
+        self.fold_stats_: FoldStats = recording
+        return self
+
+    def clone(self) -> "Localizer":
+        """An unfitted localizer with the same parameters (scikit-learn's `clone`)."""
+        return type(self)(**{k: v for k, v in vars(self).items() if not k.endswith("_") and not k.startswith("_")})
 
     def record(self, lm: LoadedModel, stimuli: StimulusSet, stats: StatsStore | None = None, *,
                checkpoint: Checkpoint | None = None) -> StatsStore:
@@ -190,6 +231,8 @@ class Localizer:
 
     def partial_fit(self, lm: LoadedModel, stimuli: StimulusSet) -> "Localizer":
         """Add `stimuli` to the statistics gathered so far (same design), then re-score."""
+        if self.folds is not None:
+            raise NeurolocError("partial_fit records no statistics per fold; with folds, fit on every stimulus at once")
         design = self._resolve_design(sorted(stimuli.labels), stimuli)
         if getattr(self, "design_", None) not in (None, design):
             raise NeurolocError(f"partial_fit with design {design}, but the localizer was fit on {self.design_}")
@@ -276,6 +319,11 @@ class Localizer:
     def _check_fitted(self) -> None:
         if not hasattr(self, "scores_"):
             raise NeurolocError("the localizer is not fitted yet: call fit(lm, stimuli) or Localizer.load(dir)")
+
+    def selection_groups(self) -> np.ndarray:
+        """The group of every unit that selection counts within (a site kind, or each site when per layer)."""
+        self._check_fitted()
+        return self._groups(self.per_layer)
 
     def _groups(self, per_layer: bool) -> np.ndarray:
         """Selection groups per unit: the site kind, or each (layer, kind) site when per layer."""

@@ -1,0 +1,192 @@
+"""Statistics per fold from one recording pass, and the stimuli's pooled rows for permutations.
+
+`record_folds` runs every stimulus through the model once and routes each batch into one `StatsStore`
+per bucket (`neuroloc.stimuli.folds`: buckets are the finest partition; folds, training sets and
+"the first f of the stimuli" are unions of buckets). Any of those is then a merge of copies
+(`FoldStats.merged`): nothing is recorded twice, and a merge is exact, so the statistics of all buckets
+equal those of a plain recording.
+
+With `rows=True` the pooled rows of every stimulus are kept too (a `Rows` statistic, float32, bounded by
+`ROWS_LIMIT_BYTES`, returned in stimulus order as `StimulusRows`): a permutation null or a confound check
+reshuffles labels over them without running the model again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import NeurolocError
+from ..models.layout import Site
+from ..models.loading import LoadedModel
+from ..settings import RunSettings
+from ..stimuli.base import StimulusSet
+from ..stimuli.folds import FoldAssignment
+from .collect import KINDS, add_batch
+from .recorder import PooledBatch, Recorder
+from .stats import ROWS_LIMIT_BYTES, Rows, StatsStore
+
+__all__ = ["FoldStats", "StimulusRows", "record_folds"]
+
+
+@dataclass
+class StimulusRows:
+    """Pooled rows of every stimulus, sites side by side (`sites`, `widths`), rows in stimulus order;
+    `texts[r]` is the stimulus of row r (one row per text, or one per word for word poolings)."""
+
+    sites: list[str]
+    widths: list[int]
+    values: torch.Tensor
+    texts: np.ndarray
+
+    def columns(self, sites: Sequence[str]) -> torch.Tensor:
+        """The rows restricted to `sites`, in that order: (rows, units)."""
+        if list(sites) == self.sites:
+            return self.values
+        starts = dict(zip(self.sites, np.cumsum([0, *self.widths[:-1]]).tolist()))
+        widths = dict(zip(self.sites, self.widths))
+        missing = [s for s in sites if s not in starts]
+        if missing:
+            raise NeurolocError(f"the kept rows hold no site(s) {missing}; they hold {self.sites}")
+        return torch.cat([self.values[:, starts[s]:starts[s] + widths[s]] for s in sites], dim=1)
+
+    def store(self, labels: Sequence[str], sites: Sequence[str], *, keep: np.ndarray | None = None,
+              kinds: Sequence[str] = ("moments",)) -> StatsStore:
+        """A `StatsStore` of `sites` built from these rows with `labels[i]` as stimulus i's label (moments
+        and/or rows), over the stimuli where `keep` is true: a localizer fitted on it equals one fitted
+        on a recording of those stimuli with those labels."""
+        unknown = [k for k in kinds if k not in ("moments", "rows")]
+        if unknown:
+            raise NeurolocError(f"statistics {unknown} cannot be rebuilt from pooled rows (token statistics "
+                                "need every token); use a score that needs moments or rows")
+        values = self.columns(sites)
+        widths = [self.widths[self.sites.index(s)] for s in sites]
+        row_labels = np.asarray(labels, dtype=object)[self.texts]
+        chosen = np.ones(len(self.texts), dtype=bool) if keep is None else np.asarray(keep)[self.texts]
+        store = StatsStore()
+        for label in sorted(set(row_labels[chosen])):
+            picked = torch.from_numpy(np.flatnonzero(chosen & (row_labels == label))).to(values.device)
+            for kind in kinds:
+                store.update_sites(kind, label, list(sites), widths, values.index_select(0, picked))
+        return store
+
+
+@dataclass
+class FoldStats:
+    """One `StatsStore` per bucket of a fold assignment (`n_buckets` a multiple of its K), and the
+    stimuli's pooled rows when kept. `buckets[i]` is stimulus i's bucket."""
+
+    assignment: FoldAssignment
+    stores: list[StatsStore]
+    buckets: np.ndarray
+    rows: StimulusRows | None = None
+
+    @property
+    def k(self) -> int:
+        return self.assignment.k
+
+    @property
+    def n_buckets(self) -> int:
+        return len(self.stores)
+
+    def merged(self, buckets: Iterable[int]) -> StatsStore:
+        """A new store: the statistics of these buckets merged (the stores themselves are untouched)."""
+        total = StatsStore()
+        for b in buckets:
+            total.merge(self.stores[b])
+        return total
+
+    def fold_of_bucket(self, bucket: int) -> int:
+        return bucket * self.k // self.n_buckets
+
+    def fold(self, k: int) -> StatsStore:
+        """The statistics of fold k."""
+        return self.merged(b for b in range(self.n_buckets) if self.fold_of_bucket(b) == k)
+
+    def train(self, k: int) -> StatsStore:
+        """The statistics of every fold but k."""
+        return self.merged(b for b in range(self.n_buckets) if self.fold_of_bucket(b) != k)
+
+    def full(self) -> StatsStore:
+        """The statistics of every stimulus (equal to a plain recording's)."""
+        return self.merged(range(self.n_buckets))
+
+    def first(self, fraction: float) -> StatsStore:
+        """The statistics of the stimuli whose position lies below `fraction` (a union of buckets)."""
+        edge = fraction * self.n_buckets
+        if abs(edge - round(edge)) > 1e-9:
+            raise NeurolocError(f"fraction {fraction} is not a union of the {self.n_buckets} recorded buckets; "
+                                "record with it among the stability fractions")
+        return self.merged(range(int(round(edge))))
+
+    def first_mask(self, fraction: float) -> np.ndarray:
+        """Which stimuli `first(fraction)` holds."""
+        return self.buckets < round(fraction * self.n_buckets)
+
+
+class _RowKeeper:
+    """Collects every batch's pooled rows (a `Rows` statistic, sites side by side) with the stimulus of
+    each row, within `ROWS_LIMIT_BYTES`."""
+
+    def __init__(self, sites: list[Site], widths: list[int]) -> None:
+        self.sites, self.widths = sites, widths
+        self.rows = Rows(sum(widths))
+        self.texts: list[int] = []
+
+    def add(self, batch: PooledBatch) -> None:
+        device = batch.features[self.sites[0]].device
+        self.rows.update(torch.cat([batch.features[s].detach().to(device) for s in self.sites], dim=1))
+        if self.rows.nbytes > ROWS_LIMIT_BYTES:
+            raise NeurolocError(
+                f"the pooled rows kept for permutations and confound checks exceed "
+                f"{ROWS_LIMIT_BYTES / 2**30:.1f} GiB: restrict --site or --layers, use fewer stimuli, or turn "
+                "the permutation null and confound checks off")
+        self.texts.extend(text for text, _ in batch.rows)
+
+    def result(self) -> StimulusRows:
+        texts = np.asarray(self.texts, dtype=np.int64)
+        order = np.argsort(texts, kind="stable")  # stimulus order; a text's words stay in order
+        values = self.rows.values()
+        values = values.index_select(0, torch.from_numpy(order).to(values.device))
+        return StimulusRows([s.name for s in self.sites], self.widths, values, texts[order])
+
+
+def _move(source: StatsStore, stores: list[StatsStore]) -> None:
+    """Statistics keyed by (bucket, label) → the bucket's store, keyed by label."""
+    for (kind, (bucket, label), site), stat in source.entries.items():
+        stores[bucket].entry(kind, label, site, stat.width).merge(stat)
+
+
+def record_folds(lm: LoadedModel, stimuli: StimulusSet, assignment: FoldAssignment, *, sites: Sequence[Site],
+                 pooling: str, kinds: Sequence[str], n_buckets: int, rows: bool, settings: RunSettings,
+                 description: str = "recording") -> FoldStats:
+    """Record `stimuli` once into one `StatsStore` per bucket (`n_buckets`, a multiple of the
+    assignment's K) with the statistic `kinds` asked for, and their pooled rows when `rows`."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown statistic kinds {unknown}; choose from {KINDS}")
+    if n_buckets % assignment.k:
+        raise ValueError(f"{n_buckets} buckets do not split into {assignment.k} folds")
+    if len(assignment) != len(stimuli):
+        raise NeurolocError(f"the fold assignment covers {len(assignment)} stimuli but {stimuli.name!r} has "
+                            f"{len(stimuli)}: assign folds to this stimulus set")
+    if rows and pooling == "tokens":
+        raise NeurolocError("pooling 'tokens' keeps no pooled rows, so permutations and confound checks cannot "
+                            "run; use pooling last or mean")
+    recorder = Recorder(lm, sites, pooling=pooling, batch_size=settings.batch_size, max_tokens=settings.max_tokens,
+                        bos=settings.bos, progress=settings.progress, description=description)
+    buckets = assignment.buckets(n_buckets)
+    keys = [(int(b), label) for b, label in zip(buckets, stimuli.conditions)]  # one routing per batch
+    scratch = StatsStore()
+    widths = [lm.layout.width(s.kind) for s in recorder.sites]
+    keeper = _RowKeeper(recorder.sites, widths) if rows else None
+    for batch in recorder.iter_batches(stimuli.texts, stimuli.word_spans, token_stats="tokens" in kinds):
+        add_batch(scratch, batch, keys, kinds)
+        if keeper is not None:
+            keeper.add(batch)
+    stores = [StatsStore() for _ in range(n_buckets)]
+    _move(scratch, stores)
+    return FoldStats(assignment, stores, buckets, keeper.result() if keeper is not None else None)
