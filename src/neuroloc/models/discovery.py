@@ -16,6 +16,7 @@ from torch import nn
 MIXER_CLASS = re.compile(r"mamba|mixer|ssm|rglru|recurrentblock|deltanet|delta_net|deltaattention|linearattention|"
                          r"shortconv|lstm|rwkv|retention|hyena|lightning", re.IGNORECASE)
 ATTENTION_CLASS = re.compile(r"attention|attn", re.IGNORECASE)
+NOT_A_BLOCK = re.compile(r"norm|rotary|embedding|dropout|activation|cache", re.IGNORECASE)
 # Query/key/value projections also map hidden → hidden; the output projection is none of them.
 INPUT_PROJECTION = re.compile(r"(^|\.|_)(q|k|v|qkv|query|key|value|query_key_value|c_attn|wqkv|qkv_proj|in_proj)"
                               r"(_proj)?$")
@@ -228,7 +229,8 @@ def find_attention(layer: nn.Module, hidden: int, n_heads: int | None,
     """(path of the attention output projection, heads, reason when absent)."""
     blocks = [p for p, m in layer.named_modules() if p and (
         isinstance(m, attention_classes) if attention_classes else
-        ATTENTION_CLASS.search(type(m).__name__) and not MIXER_CLASS.search(type(m).__name__))
+        ATTENTION_CLASS.search(type(m).__name__) and not MIXER_CLASS.search(type(m).__name__)
+        and not NOT_A_BLOCK.search(type(m).__name__))
               and not isinstance(m, nn.ModuleList)]
     blocks = _outermost(blocks)
     own = [p for p in blocks if not CROSS_NAMES.search(p)]
@@ -258,7 +260,8 @@ def find_attention(layer: nn.Module, hidden: int, n_heads: int | None,
 def find_mixer(layer: nn.Module, excluded: list[str]) -> str | None:
     """The outermost state-space / recurrent token mixer (by class name), when exactly one."""
     found = _outermost([p for p, m in layer.named_modules()
-                        if p and MIXER_CLASS.search(type(m).__name__) and not _within(p, excluded)
+                        if p and MIXER_CLASS.search(type(m).__name__) and not NOT_A_BLOCK.search(type(m).__name__)
+                        and not _within(p, excluded)
                         and not isinstance(m, nn.ModuleList)])
     return found[0] if len(found) == 1 else None
 

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import NeurolocError
 from ..models.batching import MicroBatcher
-from ..models.hooks import hooks, run_forward
+from ..models.hooks import HookContext, hooks, run_forward
 from ..models.layout import Site
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
@@ -30,7 +30,12 @@ class PooledBatch:
     `features`; `texts` lists the batch's text indices, which index the per-text token statistics over
     each text's own tokens (never padding, nor special tokens such as a prepended BOS):
     `token_positive[site][j]` counts text j's tokens with activation > 0 per coordinate,
-    `token_sums[site][j]` sums its activations (float64), `token_counts[j]` counts its tokens."""
+    `token_sums[site][j]` sums its activations (float64), `token_counts[j]` counts its tokens.
+
+    `expert` sites see only the tokens routed to their expert: `present[site]` (bool over `rows`) says
+    which rows the expert saw (a row pools the routed tokens of its span), `features[site]` holds those
+    rows only, and `routed_counts[site][j]` counts text j's own tokens routed there (what its token
+    statistics count instead of `token_counts`)."""
 
     rows: list[tuple[int, int]]
     features: dict[Site, torch.Tensor]
@@ -38,6 +43,8 @@ class PooledBatch:
     token_positive: dict[Site, torch.Tensor] = field(default_factory=dict)
     token_sums: dict[Site, torch.Tensor] = field(default_factory=dict)
     token_counts: torch.Tensor | None = None
+    present: dict[Site, torch.Tensor] = field(default_factory=dict)
+    routed_counts: dict[Site, torch.Tensor] = field(default_factory=dict)
 
 
 def takes_position_ids(model: torch.nn.Module) -> bool:
@@ -136,16 +143,25 @@ class Recorder:
         reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=batch.own.sum(1))  # CPU: no sync
 
         def observer(site: Site):
-            def observe(value: torch.Tensor) -> None:
+            def observe(value: torch.Tensor, context: HookContext) -> None:
                 value = value.reshape(*mask.shape, value.shape[-1])  # some models flatten tokens
+                routed = None if context.routed is None else context.routed.reshape(mask.shape).to(value.device)
                 if token_stats:
-                    real = own.to(value.device)[..., None]
-                    reduced.token_positive[site] = ((value > 0) & real).sum(1)
-                    reduced.token_sums[site] = (value.double() * real).sum(1)
+                    real = own.to(value.device) if routed is None else own.to(value.device) & routed
+                    reduced.token_positive[site] = ((value > 0) & real[..., None]).sum(1)
+                    reduced.token_sums[site] = (value.double() * real[..., None]).sum(1)
+                    if routed is not None:
+                        reduced.routed_counts[site] = real.sum(1)
                 if plan is not None:
                     heads = site.kind == "attn" and not self.coordinates
-                    reduced.features[site] = pool(head_norms(value, layout.n_heads) if heads else value,
-                                                  plan.to(value.device))
+                    local = plan.to(value.device)
+                    pooled = pool(head_norms(value, layout.parts(site.layer).n_heads) if heads else value, local)
+                    if routed is not None:  # the mean over each row's routed tokens; rows without one are absent
+                        share = pool(routed[..., None].float(), local)[:, 0]
+                        present = share > 0
+                        pooled = pooled[present] / share[present, None]
+                        reduced.present[site] = present
+                    reduced.features[site] = pooled
             return observe
 
         with hooks(layout, observe={s: observer(s) for s in self.sites},
