@@ -19,6 +19,7 @@ logits + log(p'/p) — p' = 0 masks the expert out (−∞), and an unchanged p 
 from __future__ import annotations
 
 import inspect
+import weakref
 from typing import Callable
 
 import torch
@@ -124,8 +125,25 @@ def install_experts(layout, layer: int, wanted: dict[int, tuple[Apply, bool]], h
     handles.append(_block(layout, layer).register_forward_pre_hook(shape.pre_hook, with_kwargs=True))
     if isinstance(reader, FusedExperts):
         handles.append(reader.module.register_forward_hook(_fused_hook(reader, shape, wanted), with_kwargs=True))
+        handles.append(_Forget(reader.module))
     else:
         _install_module_experts(reader, shape, wanted, handles, _block(layout, layer))
+
+
+# Per fused experts module, the hidden rows an earlier hook of the same pass left (edited or not), keyed
+# by the identity of the pass's input: a hook installed later (a recording inside a lesion) sees the
+# edited neurons, as it would at a module boundary, and edits on top of them.
+_PASS: "weakref.WeakKeyDictionary[nn.Module, tuple[torch.Tensor, dict[int, torch.Tensor]]]" = weakref.WeakKeyDictionary()
+
+
+class _Forget:
+    """A handle whose removal drops the module's cached rows (hooks gone, nothing held)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def remove(self) -> None:
+        _PASS.pop(self.module, None)
 
 
 def _fused_hook(reader: FusedExperts, shape: _Shape, wanted: dict[int, tuple[Apply, bool]]):
@@ -133,8 +151,10 @@ def _fused_hook(reader: FusedExperts, shape: _Shape, wanted: dict[int, tuple[App
 
     def hook(module, args, kwargs, output):
         x, index, weights = _routing(module, args, kwargs)
-        x = x.reshape(-1, x.shape[-1])
-        n, k = x.shape[0], index.shape[-1]
+        cached = _PASS.get(module)
+        known = cached[1] if cached is not None and cached[0] is x else {}
+        _PASS[module] = (x, known)
+        n, k = x.reshape(-1, x.shape[-1]).shape[0], index.shape[-1]
         flat = index.reshape(-1)
         token = torch.arange(n, device=flat.device).repeat_interleave(k)
         weight = weights.reshape(-1)
@@ -152,12 +172,14 @@ def _fused_hook(reader: FusedExperts, shape: _Shape, wanted: dict[int, tuple[App
             apply, edits = wanted[e]
             rows_at = slice(starts[e], starts[e + 1])
             tokens = token[rows_at]
-            rows = reader.hidden(x.index_select(0, tokens), e)
+            rows = known[e] if e in known else reader.hidden(x.reshape(-1, x.shape[-1]).index_select(0, tokens), e)
+            known[e] = rows
             dense = rows.new_zeros(n, reader.width).index_copy_(0, tokens, rows)
             routed = torch.zeros(n, dtype=torch.bool, device=rows.device).index_fill_(0, tokens, True)
             new = apply(dense.view(*batch_tokens, reader.width), routed.view(batch_tokens))
             if edits and new is not None and not _same(new, dense):
                 new_rows = new.reshape(n, reader.width).index_select(0, tokens)
+                known[e] = new_rows
                 change = (reader.down(new_rows, e) - reader.down(rows, e)) * weight[rows_at, None].to(rows.dtype)
                 out = output.reshape(-1, output.shape[-1])
                 delta = torch.zeros_like(out) if delta is None else delta
@@ -305,4 +327,5 @@ def install_router(layout, layer: int, apply: Apply, edits: bool, handles: list)
             active.pop().__exit__(None, None, None)
 
     handles.append(router.register_forward_pre_hook(enter))
-    handles.append(router.register_forward_hook(leave, always_call=True))
+    # prepend: a router hooked twice (a recording inside a lesion) leaves its modes in reverse order
+    handles.append(router.register_forward_hook(leave, always_call=True, prepend=True))
