@@ -89,8 +89,14 @@ def shrunk(defaults: dict, vocab_size: int, extra: dict | None = None) -> dict:
             kwargs[key] = 1
         elif key in SUBCONFIGS and isinstance(value, dict):
             kwargs[key] = {**value, **shrunk(value, vocab_size)}
-    if "qk_rope_head_dim" in defaults:  # multi-head latent attention: its head_dim is derived
+    if "qk_rope_head_dim" in defaults:  # multi-head latent attention: its head_dim is derived, no kv groups
         kwargs.pop("head_dim", None)
+        if "num_key_value_heads" in defaults:
+            kwargs["num_key_value_heads"] = SIZES["num_attention_heads"]
+    for key in ("num_experts_per_tok", "moe_topk", "top_k"):
+        if key in defaults and defaults[key] is None and any(isinstance(defaults.get(k), int) and defaults[k] > 1
+                                                             for k in ("n_routed_experts", "num_experts")):
+            kwargs[key] = 2
     if "vocab_size" in defaults:
         kwargs["vocab_size"] = vocab_size
     for key, token in (("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2)):
@@ -121,4 +127,8 @@ def build(model_type: str, vocab_size: int, seed: int = 0) -> torch.nn.Module:
         model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     except (ValueError, TypeError):
         model = AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():  # routers and gates some families initialise to zero would route by ties
+        for parameter in model.parameters():
+            if parameter.ndim >= 2 and not parameter.any():
+                parameter.normal_(0, 0.02)
     return model.float().eval()

@@ -54,7 +54,7 @@ def _relative_error(a, b) -> float:
 
 
 def _hidden(output):
-    return output[0] if isinstance(output, tuple) else output
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def _reference(lm, sites, ids, routed_tokens: dict) -> dict:
@@ -242,29 +242,32 @@ def _check_localize_and_lesion(lm, kind: str) -> str | None:
         return "localize selected no unit"
     layout = lm.layout
     site = next(s for s, m in units.masks.items() if m.any())
-    if kind == "router":  # the expert lesion: one expert out of routing
-        units = UnitSet({site: torch.nn.functional.one_hot(torch.tensor(int(units.masks[site].nonzero()[0])),
-                                                           layout.width(site)).bool()})
-    mode = "unroute" if kind == "router" else "zero"
     encoded = encode(lm.tokenizer, TEXTS, bos="prepend")
     batch = next(batches(encoded, len(TEXTS), pad=pad_id(lm.tokenizer), padding_side="left"))
     inputs = batch.inputs("cpu")
+    if kind == "router":  # the expert lesion: the expert the router favours most goes out of routing
+        with torch.no_grad(), record(layout, [site], stop_early=False) as probabilities:
+            run_forward(lm.model, **inputs)
+        real = inputs["attention_mask"].bool()
+        favourite = int(probabilities[site.name].reshape(*real.shape, -1)[real].mean(0).argmax())
+        units = UnitSet({site: torch.nn.functional.one_hot(torch.tensor(favourite), layout.width(site)).bool()})
+    mode = "unroute" if kind == "router" else "zero"
     watch = [site]
     if kind == "router" and layout.has(site.layer, "expert"):
         watch.append(type(site)(site.layer, "expert", int(units.masks[site].nonzero()[0])))
+    real = inputs["attention_mask"].bool()
     with torch.no_grad():
         base = run_forward(lm.model, **inputs).logits
         with lesion(lm, units, mode), record(layout, watch, stop_early=False) as got:
             lesioned = run_forward(lm.model, **inputs).logits
     if torch.equal(base, lesioned):
         return f"the {mode} lesion of {len(units)} units left the output unchanged"
-    real = inputs["attention_mask"].bool()
     value = got[site.name].reshape(*real.shape, -1)[real]
     if site.kind == "attn":
         value = value.unflatten(-1, (layout.parts(site.layer).n_heads, -1)).norm(dim=-1)
     if value[:, units.masks[site]].abs().max() != 0:
         return f"lesioned units of {site.name} do not read 0"
-    if len(watch) > 1 and got[watch[1].name].reshape(*real.shape, -1)[real].abs().max() != 0:
+    if len(watch) > 1 and got[watch[1].name].reshape(*real.shape, -1).abs().max() != 0:
         return f"expert {watch[1].expert} still receives tokens after unroute"
     return None
 

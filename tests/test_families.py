@@ -122,22 +122,36 @@ def test_unit_names_say_the_kind_and_the_expert():
 
 
 # -- recording ------------------------------------------------------------------------------------------
-def _reference_rows(lm, site: Site, text: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(values per token, tokens that count) of `site` for one text run alone with a plain hook."""
-    encoded = encode(lm.tokenizer, TEXTS, bos="prepend")
-    ids = torch.tensor([encoded.input_ids[text]])
+@functools.lru_cache(maxsize=None)
+def _reference(family: str, text: int) -> dict[str, torch.Tensor]:
+    """(tokens, width) values of the residual, mlp, attn and ssm sites for one text run alone, read by
+    plain hooks on the layer's output, the down / output projection's input, the mixer's output."""
+    lm = _lm(family)
     layout = lm.layout
-    layer = layout.layers[site.layer]
-    parts = layout.parts(site.layer)
-    if site.kind == "residual":
-        out = _capture(layer, lambda: lm.model(input_ids=ids))
-        return (out[0] if isinstance(out, tuple) else out)[0], torch.ones(ids.shape[1], dtype=torch.bool)
-    if site.kind == "ssm":
-        out = _capture(layer.get_submodule(parts.ssm), lambda: lm.model(input_ids=ids))
-        return (out[0] if isinstance(out, tuple) else out)[0], torch.ones(ids.shape[1], dtype=torch.bool)
-    args, _ = _capture(layer.get_submodule(parts.mlp.down if site.kind == "mlp" else parts.attn),
-                       lambda: lm.model(input_ids=ids), inputs=True)
-    return args[0].reshape(ids.shape[1], -1), torch.ones(ids.shape[1], dtype=torch.bool)
+    ids = torch.tensor([encode(lm.tokenizer, TEXTS, bos="prepend").input_ids[text]])
+    seen, handles = {}, []
+    for site in _plain_sites(family):
+        layer, parts = layout.layers[site.layer], layout.parts(site.layer)
+        if site.kind in ("residual", "ssm"):
+            module = layer if site.kind == "residual" else layer.get_submodule(parts.ssm)
+            handles.append(module.register_forward_hook(
+                lambda m, a, out, key=site.name: seen.__setitem__(key, out[0] if isinstance(out, tuple) else out)))
+        else:
+            module = layer.get_submodule(parts.mlp.down if site.kind == "mlp" else parts.attn)
+            handles.append(module.register_forward_pre_hook(lambda m, a, key=site.name: seen.__setitem__(key, a[0])))
+    try:
+        with torch.no_grad():
+            lm.model(input_ids=ids)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: value.reshape(ids.shape[1], -1) for name, value in seen.items()}
+
+
+def _plain_sites(family: str) -> list[Site]:
+    """The residual, mlp, attn and ssm sites of the last layer that has each."""
+    kinds = [k for k in ("residual", "mlp", "attn", "ssm") if k in EXPECTED[family]]
+    return [s for s in _lm(family).layout.sites(kinds) if s.layer == max(EXPECTED[family][s.kind])]
 
 
 @pytest.mark.parametrize("family", SUBSET)
@@ -145,20 +159,18 @@ def test_batched_padded_recording_equals_one_text_at_a_time(family):
     """Mean rows and token sums at batch size 4 with left padding and batch size 3 with right padding
     equal the values of each text run alone, read by a plain hook."""
     lm = _lm(family)
-    layout = lm.layout
-    kinds = [k for k in ("residual", "mlp", "attn", "ssm") if k in EXPECTED[family]]
-    sites = [s for s in layout.sites(kinds) if s.layer == max(EXPECTED[family][s.kind])]
+    sites = _plain_sites(family)
     own = [torch.tensor(s) == 0 for s in encode(lm.tokenizer, TEXTS, bos="prepend").special]
     for batch_size, side in ((4, "left"), (3, "right")):
         recorder = Recorder(lm, sites, pooling="mean", batch_size=batch_size, padding_side=side, bos="prepend")
         for batch in recorder.iter_batches(TEXTS, token_stats=True):
             for j, (text, _) in enumerate(batch.rows):
                 for site in sites:
-                    values, _ = _reference_rows(lm, site, text)
+                    raw = _reference(family, text)[site.name]
+                    values = raw
                     if site.kind == "attn":
-                        values = values.unflatten(-1, (layout.parts(site.layer).n_heads, -1)).norm(dim=-1)
+                        values = raw.unflatten(-1, (lm.layout.parts(site.layer).n_heads, -1)).norm(dim=-1)
                     torch.testing.assert_close(batch.features[site][j], values.mean(0), atol=1e-5, rtol=1e-4)
-                    raw, _ = _reference_rows(lm, site, text)
                     torch.testing.assert_close(batch.token_sums[site][j], (raw.double() * own[text][:, None]).sum(0),
                                                atol=1e-5, rtol=1e-4)
 
@@ -325,16 +337,17 @@ def test_interventions_on_expert_neurons_change_the_mixture_as_computed_by_hand(
 
 
 # -- statistics ------------------------------------------------------------------------------------------
-def _routed_own_tokens(lm, layer: int, expert: int, labels: list[str]) -> dict[str, int]:
-    """Per label, the texts' own tokens (no BOS) routed to `expert`, each text run alone."""
+def _routed_own_tokens(lm, layer: int, labels: list[str]) -> dict[tuple[int, str], int]:
+    """(expert, label) → the texts' own tokens (no BOS) routed to the expert, each text run alone."""
     encoded = encode(lm.tokenizer, TEXTS, bos="prepend")
-    counts: dict[str, int] = {}
+    counts: dict[tuple[int, str], int] = {}
     for text, label in enumerate(labels):
-        ids = torch.tensor([encoded.input_ids[text]])
-        x, _ = _block_input(lm, layer, {"input_ids": ids})
+        x, _ = _block_input(lm, layer, {"input_ids": torch.tensor([encoded.input_ids[text]])})
         _, chosen = _routing_by_hand(lm, layer, x)
         own = torch.tensor(encoded.special[text]) == 0
-        counts[label] = counts.get(label, 0) + int(((chosen == expert).any(-1) & own).sum())
+        for expert in range(lm.layout.parts(layer).moe.n_experts):
+            key = (expert, label)
+            counts[key] = counts.get(key, 0) + int(((chosen == expert).any(-1) & own).sum())
     return counts
 
 
@@ -350,11 +363,11 @@ def test_expert_statistics_count_the_routed_tokens_and_merge_exactly(family):
     halves = [collect(Recorder(lm, sites, pooling="mean", batch_size=2, bos="prepend"),
                       StimulusSet(name="h", texts=TEXTS[i::2], conditions=labels[i::2])) for i in (0, 1)]
     merged = StatsStore.merged(halves)
+    expected = _routed_own_tokens(lm, layer, labels)
     for site in sites:
-        expected = _routed_own_tokens(lm, layer, site.expert, labels)
         for label in ("S", "N"):
             tokens = [store.get("tokens", label, site.name) for store in (*stores, merged)]
-            assert [t.n for t in tokens] == [expected[label]] * 3
+            assert [t.n for t in tokens] == [expected[(site.expert, label)]] * 3
             moments = [store.get("moments", label, site.name) for store in (*stores, merged)]
             assert len({m.n for m in moments}) == 1 and moments[0].n <= 3
             for other in moments[1:]:

@@ -197,6 +197,10 @@ def find_moe(layer: nn.Module, hidden: int, router_classes: tuple[type, ...]) ->
         block_path = path.rsplit(".", 1)[0] if "." in path else ""
         block = layer.get_submodule(block_path) if block_path else layer
         router = _router(block, block_path, path, n_experts, hidden, router_classes)
+        if router is not None:
+            from .moe import router_weight_shape
+            if router_weight_shape(layer.get_submodule(router), n_experts, hidden) is None:
+                router = None
         relative = [_relative(p, block_path) for p in (path, router) if p]
         shared = [_prefixed(m, block_path) for m in find_mlps(block, hidden, relative)] if block_path else []
         return MoeParts(block_path, path, fused, n_experts, router,
@@ -285,6 +289,7 @@ def discover_layer(layer: nn.Module, hidden: int, n_heads: int | None, *, attent
         for name in ("expert", "router", "shared_expert"):
             parts.reasons[name] = why
     else:
+        parts.reasons.pop("expert", None)
         if parts.moe.router is None:
             parts.reasons["router"] = f"no single router module (a {parts.moe.n_experts}-way linear map) in {parts.moe.block}"
         if parts.moe.shared is None:

@@ -127,11 +127,13 @@ class StopForward(Exception):
 
 
 def _hidden(output):
-    return output[0] if isinstance(output, tuple) else output
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def _replace_hidden(output, hidden):
-    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+    if isinstance(output, (tuple, list)):
+        return type(output)([hidden, *output[1:]])
+    return hidden
 
 
 def _tokens_view(value: torch.Tensor, batch: BatchContext) -> torch.Tensor:

@@ -117,6 +117,7 @@ class ModelLayout:
         self._router_classes = _declared(model, "router_logits")
         self._parts: dict[int, LayerParts] = {}
         self._gate_checks: dict[int, str | None] | None = None
+        self._experts_checked: set[int] = set()
 
     # -- the layer list -------------------------------------------------------------------------
     def _layer_list(self, model: nn.Module, config_layers: int | None) -> tuple[str, list[nn.Module]]:
@@ -224,7 +225,8 @@ class ModelLayout:
             return None
         parts = self.parts(layer)
         has = {"mlp": parts.mlp is not None, "attn": parts.attn is not None, "ssm": parts.ssm is not None,
-               "expert": parts.moe is not None, "router": parts.moe is not None and parts.moe.router is not None,
+               "expert": parts.moe is not None and self._experts_readable(layer),
+               "router": parts.moe is not None and parts.moe.router is not None,
                "shared_expert": parts.moe is not None and parts.moe.shared is not None,
                "mlp_gate": parts.mlp is not None and (not parts.mlp.gated or parts.mlp.gate_act is not None)}
         if has[kind] and kind == "mlp_gate" and parts.mlp.gated:
@@ -234,6 +236,17 @@ class ModelLayout:
         if has[kind]:
             return None
         return f"layer {layer}: {parts.reasons.get(kind, 'not found')}"
+
+    def _experts_readable(self, layer: int) -> bool:
+        """Fused experts are probed once: their output must be what neuroloc computes from their neurons."""
+        parts = self.parts(layer)
+        if parts.moe.fused and "expert" not in parts.reasons and layer not in self._experts_checked:
+            from .moe import check_fused, experts_reader
+            failed = check_fused(experts_reader(self, layer), self.hidden_size)
+            self._experts_checked.add(layer)
+            if failed:
+                parts.reasons["expert"] = failed
+        return "expert" not in parts.reasons
 
     def has(self, layer: int, kind: str) -> bool:
         return self.reason(layer, kind) is None

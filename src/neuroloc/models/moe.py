@@ -71,6 +71,35 @@ class ModuleExperts:
         self.width = linear_dims(module[0].get_submodule(down))[0]
 
 
+def check_fused(reader: FusedExperts, hidden: int) -> str | None:
+    """None when the experts module's own forward, on a probe, equals Σ weight × down(hidden layer) as
+    neuroloc computes it per expert (so recording and editing its neurons mean what they say); else why not."""
+    module = reader.module
+    parameter = module.down_proj
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, hidden, generator=generator).to(parameter.device, parameter.dtype)
+    k = min(2, reader.n_experts)
+    index = (torch.arange(3)[:, None] + torch.arange(k)[None]) % reader.n_experts
+    weights = torch.rand(3, k, generator=generator).to(parameter.device, parameter.dtype)
+    index = index.to(parameter.device)
+    try:
+        with torch.no_grad():
+            own = module(x, index, weights)
+            mine = torch.zeros_like(own)
+            for slot in range(k):
+                for e in index[:, slot].unique().tolist():
+                    rows = index[:, slot] == e
+                    mine[rows] += reader.down(reader.hidden(x[rows], e), e) * weights[rows, slot, None]
+    except Exception as error:  # noqa: BLE001 - any failure: the layout cannot be read, say why
+        return f"{type(module).__name__} could not be probed ({type(error).__name__}: {str(error)[:100]})"
+    scale = float(own.abs().max()) or 1.0
+    tolerance = 1e-4 if parameter.dtype == torch.float32 else 2e-2
+    if float((own - mine).abs().max()) > tolerance * scale:
+        return (f"{type(module).__name__}'s output is not Σ weight × down(hidden layer) of its experts "
+                "(its forward adds steps of its own), so its neurons cannot be read or edited faithfully")
+    return None
+
+
 def experts_reader(layout, layer: int) -> FusedExperts | ModuleExperts:
     moe = layout.parts(layer).moe
     module = layout.layers[layer].get_submodule(moe.experts)
@@ -296,26 +325,36 @@ class _Logits(TorchFunctionMode):
         return out
 
 
+def router_weight_shape(router: nn.Module, n_experts: int, hidden: int) -> tuple[int, int] | None:
+    """The shape of the router's (m, hidden) weight, m ≥ n_experts (rows past n_experts: e.g. shared
+    experts' gates, which some routers score alongside), or None."""
+    for parameter in router.parameters():
+        if parameter.ndim == 2 and parameter.shape[1] == hidden and parameter.shape[0] >= n_experts:
+            return tuple(parameter.shape)
+    return None
+
+
 def install_router(layout, layer: int, apply: Apply, edits: bool, handles: list) -> None:
-    """Hooks for the `router` site of one layer."""
+    """Hooks for the `router` site of one layer: units are the first n_experts logits' softmax."""
     parts = layout.parts(layer)
     router = layout.layers[layer].get_submodule(parts.moe.router)
     shape = _Shape()
     handles.append(_block(layout, layer).register_forward_pre_hook(shape.pre_hook, with_kwargs=True))
-    weight_shape = (parts.moe.n_experts, layout.hidden_size)
+    n = parts.moe.n_experts
+    weight_shape = router_weight_shape(router, n, layout.hidden_size)
     active: list[_Logits] = []
 
     def edit(logits: torch.Tensor) -> torch.Tensor:
         flat = logits.reshape(-1, logits.shape[-1])
-        probs = torch.softmax(flat.float(), dim=-1)
+        routed = flat[:, :n].float()
+        probs = torch.softmax(routed, dim=-1)
         batch_tokens = shape.tokens(flat.shape[0])
         new = apply(probs.view(*batch_tokens, -1), None)
         if not edits or new is None or _same(new, probs):
             return logits
         new = new.reshape(probs.shape).to(probs.dtype)
-        changed = new != probs
-        shifted = flat.float() + torch.log(new / probs)
-        return torch.where(changed, shifted, flat.float()).to(logits.dtype).reshape(logits.shape)
+        shifted = torch.where(new != probs, routed + torch.log(new / probs), routed).to(logits.dtype)
+        return torch.cat([shifted, flat[:, n:]], dim=1).reshape(logits.shape)
 
     def enter(_module, _args):
         mode = _Logits(weight_shape, edit)

@@ -76,7 +76,9 @@ class Recorder:
         self.pooling = check_pooling(pooling)
         self.batch_size = batch_size
         self.max_tokens = max_tokens
-        self.padding_side = padding_side
+        # A model that takes no position ids counts positions from the start of the row, so left padding
+        # would shift its texts; pooling reads the mask, so right padding gives every model the same answer.
+        self.padding_side = padding_side if takes_position_ids(lm.model) else "right"
         self.coordinates = coordinates
         self.bos = check_bos(bos)
         self.progress = progress
@@ -144,6 +146,10 @@ class Recorder:
 
         def observer(site: Site):
             def observe(value: torch.Tensor, context: HookContext) -> None:
+                if value.numel() != mask.numel() * value.shape[-1]:
+                    raise NeurolocError(f"site {site.name} holds a {tuple(value.shape)} tensor, not one row of "
+                                        f"{value.shape[-1]} per token of this {tuple(mask.shape)} batch: neuroloc "
+                                        "cannot pool it (e.g. layers that carry several residual streams)")
                 value = value.reshape(*mask.shape, value.shape[-1])  # some models flatten tokens
                 routed = None if context.routed is None else context.routed.reshape(mask.shape).to(value.device)
                 if token_stats:
