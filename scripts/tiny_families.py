@@ -44,7 +44,7 @@ SIZES = {
     **dict.fromkeys(("linear_key_head_dim", "linear_value_head_dim"), 16),
     **dict.fromkeys(("mamba_n_groups", "n_groups", "mamba_ngroups"), 1),
     "mamba_d_ssm": 128, "lru_width": HIDDEN, "attention_window_size": 64, "sliding_window": 64,
-    "num_hidden_groups": 1, "vocab_size_per_layer_input": 128,
+    "num_hidden_groups": 1, "zero_expert_num": 2, "expert_ffn_hidden_size": 32,
 }
 LAYER_COUNTS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "num_decoder_layers")
 SUBCONFIGS = ("text_config", "vision_config", "audio_config", "decoder", "encoder", "attention_config",
@@ -89,16 +89,18 @@ def shrunk(defaults: dict, vocab_size: int, extra: dict | None = None) -> dict:
             kwargs[key] = 1
         elif key in SUBCONFIGS and isinstance(value, dict):
             kwargs[key] = {**value, **shrunk(value, vocab_size)}
-    if "qk_rope_head_dim" in defaults:  # multi-head latent attention: its head_dim is derived, no kv groups
-        kwargs.pop("head_dim", None)
+    if "qk_rope_head_dim" in defaults:  # multi-head latent attention: head_dim is the rope part, no kv groups
+        if "head_dim" in defaults:
+            kwargs["head_dim"] = SIZES["qk_rope_head_dim"]
         if "num_key_value_heads" in defaults:
             kwargs["num_key_value_heads"] = SIZES["num_attention_heads"]
     for key in ("num_experts_per_tok", "moe_topk", "top_k"):
         if key in defaults and defaults[key] is None and any(isinstance(defaults.get(k), int) and defaults[k] > 1
                                                              for k in ("n_routed_experts", "num_experts")):
             kwargs[key] = 2
-    if "vocab_size" in defaults:
-        kwargs["vocab_size"] = vocab_size
+    for key in ("vocab_size", "vocab_size_per_layer_input"):
+        if key in defaults:
+            kwargs[key] = vocab_size
     for key, token in (("pad_token_id", 0), ("bos_token_id", 1), ("eos_token_id", 2)):
         if key in defaults:
             kwargs[key] = token
@@ -127,6 +129,8 @@ def build(model_type: str, vocab_size: int, seed: int = 0) -> torch.nn.Module:
         model = AutoModelForCausalLM.from_config(config, attn_implementation="eager")
     except (ValueError, TypeError):
         model = AutoModelForCausalLM.from_config(config)
+    if hasattr(model, "set_default_language") and getattr(config, "languages", None):  # X-MOD's adapters
+        model.set_default_language(config.languages[0])
     with torch.no_grad():  # routers and gates some families initialise to zero would route by ties
         for parameter in model.parameters():
             if parameter.ndim >= 2 and not parameter.any():

@@ -67,7 +67,13 @@ def add_batch(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kind
 def _add_routed(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kinds: Sequence[str]) -> None:
     """Expert sites: each label's rows among those the expert saw, and token statistics over the tokens
     routed to it, counted by `routed_counts` — so a statistic's count is the expert's own count (an empty
-    update still creates the entry: an expert no text of a label reached has count 0)."""
+    update still creates the entry: an expert no text of a label reached has count 0). Entries are made
+    outside inference mode (the recorder's batches arrive inside it), so they can be merged later."""
+    with torch.inference_mode(False):
+        _add_routed_entries(store, batch, labels, kinds)
+
+
+def _add_routed_entries(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kinds: Sequence[str]) -> None:
     batch_labels = dict.fromkeys(labels[text] for text in batch.texts)
     for site, present in batch.present.items():
         kept = torch.nonzero(present.cpu()).flatten().tolist()

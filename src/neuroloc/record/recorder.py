@@ -22,6 +22,7 @@ from ..progress import progress_bar
 from ..text.alignment import align_words
 from ..text.encoding import Batch, batches, check_bos, encode, length_order, pad_id
 from .pooling import WORD_POOLINGS, PoolPlan, check_pooling, head_norms, pool, text_plan, word_plan
+from .routed import RoutedRows
 
 
 @dataclass
@@ -151,28 +152,24 @@ class Recorder:
                                         f"{value.shape[-1]} per token of this {tuple(mask.shape)} batch: neuroloc "
                                         "cannot pool it (e.g. layers that carry several residual streams)")
                 value = value.reshape(*mask.shape, value.shape[-1])  # some models flatten tokens
-                routed = None if context.routed is None else context.routed.reshape(mask.shape).to(value.device)
+                if context.routed is not None:  # an expert: reduced with its layer's other experts below
+                    routed_rows.add(site, value, context.routed.reshape(mask.shape).to(value.device))
+                    return
                 if token_stats:
-                    real = own.to(value.device) if routed is None else own.to(value.device) & routed
-                    reduced.token_positive[site] = ((value > 0) & real[..., None]).sum(1)
-                    reduced.token_sums[site] = (value.double() * real[..., None]).sum(1)
-                    if routed is not None:
-                        reduced.routed_counts[site] = real.sum(1)
+                    real = own.to(value.device)[..., None]
+                    reduced.token_positive[site] = ((value > 0) & real).sum(1)
+                    reduced.token_sums[site] = (value.double() * real).sum(1)
                 if plan is not None:
                     heads = site.kind == "attn" and not self.coordinates
-                    local = plan.to(value.device)
-                    pooled = pool(head_norms(value, layout.parts(site.layer).n_heads) if heads else value, local)
-                    if routed is not None:  # the mean over each row's routed tokens; rows without one are absent
-                        share = pool(routed[..., None].float(), local)[:, 0]
-                        present = share > 0
-                        pooled = pooled[present] / share[present, None]
-                        reduced.present[site] = present
-                    reduced.features[site] = pooled
+                    reduced.features[site] = pool(head_norms(value, layout.parts(site.layer).n_heads) if heads
+                                                  else value, plan.to(value.device))
             return observe
 
+        routed_rows = RoutedRows()
         with hooks(layout, observe={s: observer(s) for s in self.sites},
                    stop_after_layer=max(s.layer for s in self.sites)):
             run_forward(self.lm.model, example_ids=batch.example_ids, **inputs)
+        routed_rows.reduce(reduced, plan, own, token_stats)
         ran = reduced.features if plan is not None else reduced.token_sums
         missing = [s.name for s in self.sites if s not in ran]
         if missing:
