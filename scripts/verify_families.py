@@ -274,8 +274,6 @@ def _check_localize_and_lesion(lm, kind: str) -> str | None:
 
 def verify_family(model_type: str) -> dict:
     """The record's row for one family."""
-    import torch
-
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "scripts"))
     from tests.tiny import tiny_tokenizer

@@ -16,9 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from neuroloc import NeurolocError, StimulusSet, UnitSet, lesion, wrap_model
+from neuroloc import NeurolocError, StimulusSet, UnitSet, lesion, register_family, wrap_model
 from neuroloc.models.hooks import hooks, record, run_forward
-from neuroloc.models.layout import SITE_KINDS, Site
+from neuroloc.models.layout import FAMILIES, SITE_KINDS, ModelLayout, Site
 from neuroloc.record.collect import collect
 from neuroloc.record.recorder import Recorder
 from neuroloc.record.stats import StatsStore
@@ -101,6 +101,35 @@ def test_a_missing_kind_is_named_with_its_reason():
         _lm("jamba").layout.check(Site(0, "attn"))
     with pytest.raises(NeurolocError, match="experts 0..3"):
         _lm("qwen3_moe").layout.check(Site(0, "expert", 4))
+
+
+def test_the_sites_table_says_where_each_kind_is_and_why_not():
+    text = _lm("jamba").layout.table()
+    assert "attn           layer 1: 4 heads" in text and "absent in layer 0: JambaMambaDecoderLayer has no attention" in text
+    assert "expert         layer 1: 4 experts × 48 neurons" in text
+    assert "shared_expert  unavailable — " in text
+
+
+def test_register_family_takes_per_layer_rules():
+    """Rules by layer class (a mapping) or by index (a callable) replace discovery layer by layer; a path
+    set to None makes the part absent there, with the registration as the reason."""
+    model = tiny_model("jamba")
+    model.config.model_type = "jamba_renamed"
+    try:
+        register_family("jamba_renamed", layers="model.layers",
+                        per_layer={"JambaMambaDecoderLayer": {"ssm": None}})
+        layout = ModelLayout(model)
+        assert not layout.has(0, "ssm") and "registered for 'jamba_renamed'" in layout.reason(0, "ssm")
+        assert layout.has(1, "attn") and layout.has(0, "mlp") and layout.has(1, "expert")
+        register_family("jamba_renamed", layers="model.layers",
+                        per_layer=lambda index, layer: {"attn_out": None} if index == 1 else {})
+        layout = ModelLayout(model)
+        assert not layout.has(1, "attn") and layout.has(0, "ssm")
+        with pytest.raises(NeurolocError, match="unknown per-layer keys"):
+            register_family("jamba_renamed", layers="model.layers", per_layer={"JambaMambaDecoderLayer": {"mixer": "x"}})
+    finally:
+        FAMILIES.pop("jamba_renamed", None)
+    assert "mixtral_dense" not in FAMILIES  # a table entry no model type matches is gone
 
 
 def test_gates_are_checked_not_presumed():

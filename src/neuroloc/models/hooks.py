@@ -188,8 +188,8 @@ def hooks(
     handles = []
     try:
         experts: dict[int, dict[int, tuple]] = {}
-        for site in sorted(set(observe) | set(edit)):
-            module = layout.module(site)
+        modules = {site: layout.module(site) for site in sorted(set(observe) | set(edit))}  # all resolve first
+        for site, module in modules.items():
             apply, edits = _wrap(site, edit.get(site), observe.get(site)), site in edit
             if site.kind == "expert":
                 experts.setdefault(site.layer, {})[site.expert] = (apply, edits)

@@ -1,9 +1,11 @@
 """Where the sites live in an unmodified Hugging Face module tree, layer by layer.
 
 Only the decoder layer list is needed to load a model (it gives `residual`); every other site kind is
-resolved per layer, lazily and independently — by a small declarative table for known families, by
-rules given to `register_family`, and by structural discovery (`models/discovery.py`) for the rest. A
-kind a layer lacks is unavailable there with a reason (`ModelLayout.availability`), never a load failure.
+resolved per layer and independently — by a small declarative table for known families, by rules given
+to `register_family`, and by structural discovery (`models/discovery.py`) for the rest. A kind a layer
+lacks is unavailable there with a reason (`ModelLayout.availability`), never a load failure. What
+structure suggests is then checked on probes at construction: a gated MLP's gate (`models/gates.py`)
+and fused experts' arithmetic (`models/moe.py`).
 """
 
 from __future__ import annotations
@@ -118,6 +120,15 @@ class ModelLayout:
         self._parts: dict[int, LayerParts] = {}
         self._gate_checks: dict[int, str | None] | None = None
         self._experts_checked: set[int] = set()
+        self._verify()
+
+    def _verify(self) -> None:
+        """Run the probes now, on the bare model: a gated MLP's gate (one forward pass on 5 tokens) and
+        fused experts (one call each), so no probe ever runs while a caller's hooks are installed."""
+        self.gate_checks()
+        for layer in range(self.n_layers):
+            if self.parts(layer).moe is not None:
+                self._experts_readable(layer)
 
     # -- the layer list -------------------------------------------------------------------------
     def _layer_list(self, model: nn.Module, config_layers: int | None) -> tuple[str, list[nn.Module]]:
@@ -278,6 +289,24 @@ class ModelLayout:
             text = self.reason(layer, kind).split(": ", 1)[-1]
             by_reason.setdefault(text, []).append(layer)
         return "; ".join(f"{_span(ls)}: {text}" for text, ls in by_reason.items())
+
+    def table(self) -> str:
+        """`availability()` as text, one line per site kind: where it is and how wide, or why it is not
+        there (what `neuroloc info` prints)."""
+        lines = [f"{self.model_type}: {self.n_layers} layers, hidden size {self.hidden_size}"]
+        for kind, entry in self.availability().items():
+            if "unavailable" in entry:
+                lines.append(f"  {kind:<14} unavailable — {entry['unavailable']}")
+                continue
+            width = entry["width"]
+            units = f"{entry['experts']} experts × {width} neurons" if kind == "expert" else \
+                f"{width} {'heads' if kind == 'attn' else 'units'}"
+            line = f"  {kind:<14} {_span(entry['layers'])}: {units} — {entry['meaning']}"
+            if "absent" in entry:
+                line += f" (absent in {entry['absent']})"
+            lines.append(line)
+        lines.append(f"  mlp_gate holds: {self.gate_description()}")
+        return "\n".join(lines)
 
     def available_kinds(self) -> list[str]:
         return [kind for kind in SITE_KINDS if any(self.has(i, kind) for i in range(self.n_layers))]
