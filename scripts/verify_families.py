@@ -289,6 +289,8 @@ def verify_family(model_type: str) -> dict:
         model = build(model_type, len(tokenizer))
     except Exception as error:  # noqa: BLE001 - the reason is the record
         row["built"] = f"cannot build a tiny model: {type(error).__name__}: {_one_line(error)}"
+        if not _default_builds(model_type):
+            row["built"] += " (transformers' own default config for this family does not build a model either)"
         return row
     row["built"] = type(model).__name__
     try:
@@ -318,6 +320,19 @@ def verify_family(model_type: str) -> dict:
             row["sites"][kind]["detail"] += f" (absent in {entry['absent']})"
     row["seconds"] = round(time.perf_counter() - started, 1)
     return row
+
+
+def _default_builds(model_type: str) -> bool:
+    """Whether the family's default config builds a model at all (on the meta device: no memory)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        with torch.device("meta"):
+            AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type))
+        return True
+    except Exception:  # noqa: BLE001 - any failure answers the question
+        return False
 
 
 def _one_line(error: BaseException) -> str:

@@ -98,6 +98,28 @@ def _declared(model: nn.Module, key: str) -> tuple[type, ...]:
     return ()
 
 
+def _declared_all(model: nn.Module, key: str) -> tuple[type, ...]:
+    """`_declared` over every submodel (a multimodal model declares its vision and text layers apart)."""
+    classes: list[type] = []
+    for module in model.modules():
+        declared = getattr(module, "_can_record_outputs", None)
+        if isinstance(declared, dict) and key in declared:
+            entries = declared[key] if isinstance(declared[key], (list, tuple)) else [declared[key]]
+            classes.extend(c for c in (getattr(e, "target_class", e) for e in entries) if isinstance(c, type))
+    return tuple(dict.fromkeys(classes))
+
+
+def _decoder_path(model: nn.Module) -> str | None:
+    """The path of the model's text decoder (`get_decoder()`), when it names a proper submodule."""
+    try:
+        decoder = model.get_decoder()
+    except Exception:  # noqa: BLE001 - not every model implements it
+        return None
+    if not isinstance(decoder, nn.Module) or decoder is model:
+        return None
+    return next((name for name, module in model.named_modules() if module is decoder), None)
+
+
 class ModelLayout:
     """Resolved sites of one model: the layer list, and per layer the module each site kind hooks."""
 
@@ -132,28 +154,38 @@ class ModelLayout:
 
     # -- the layer list -------------------------------------------------------------------------
     def _layer_list(self, model: nn.Module, config_layers: int | None) -> tuple[str, list[nn.Module]]:
+        """The decoder layers: the table's path when the model has it (a multimodal wrapper of a tabled text
+        model has them elsewhere), else the module list of the layers transformers declares (inside the
+        model's decoder), else the one list as long as the config says."""
         if self.family is not None:
             try:
                 layers = model.get_submodule(self.family.layers)
-            except AttributeError as error:
-                raise NeurolocError(f"model type {self.model_type!r}: no layer list at {self.family.layers!r} "
-                                    f"({error}). {self._how_to_register()}") from None
-            if config_layers is not None and len(layers) != config_layers:
-                raise NeurolocError(
-                    f"model type {self.model_type!r}: {self.family.layers!r} has {len(layers)} modules but the "
-                    f"config says {config_layers} layers")
-            return self.family.layers, list(layers)
+            except AttributeError:
+                layers = None
+            if layers is not None:
+                if config_layers is not None and len(layers) != config_layers:
+                    raise NeurolocError(
+                        f"model type {self.model_type!r}: {self.family.layers!r} has {len(layers)} modules but the "
+                        f"config says {config_layers} layers")
+                return self.family.layers, list(layers)
         lists = [(name, module) for name, module in model.named_modules()
                  if isinstance(module, nn.ModuleList) and len(module) > 0]
-        declared = _declared(model, "hidden_states")
-        chosen = [(n, m) for n, m in lists if declared and all(isinstance(layer, declared) for layer in m)]
+        decoder = _decoder_path(model)
+        inside = [(n, m) for n, m in lists if decoder is None or n.startswith(decoder)] or lists
+        declared = _declared_all(model, "hidden_states")
+        chosen = [(n, m) for n, m in inside if declared and all(isinstance(layer, declared) for layer in m)]
+        if len(chosen) > 1:
+            chosen = [(n, m) for n, m in chosen if len(m) == config_layers]
+        candidates = chosen
         if len(chosen) != 1:
-            chosen = [(n, m) for n, m in lists if len(m) == config_layers]
+            chosen = [(n, m) for n, m in inside if len(m) == config_layers]
+        if len(chosen) != 1 and not candidates:  # the only list of like modules (a decoder's own count)
+            chosen = [(n, m) for n, m in inside if len(m) > 1 and len({type(layer) for layer in m}) == 1]
         if len(chosen) != 1:
-            found = ", ".join(f"{n} ({len(m)})" for n, m in chosen) or "none"
+            found = ", ".join(f"{n} ({len(m)})" for n, m in (candidates or chosen)) or "none"
             raise NeurolocError(
-                f"model type {self.model_type!r} is not in neuroloc's table and discovery found "
-                f"{len(chosen)} module lists of length {config_layers}: {found}. {self._how_to_register()}")
+                f"model type {self.model_type!r} is not in neuroloc's table and discovery cannot tell its layer "
+                f"list (the config says {config_layers} layers; candidates: {found}). {self._how_to_register()}")
         return chosen[0][0], list(chosen[0][1])
 
     def _how_to_register(self) -> str:

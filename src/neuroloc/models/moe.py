@@ -10,9 +10,14 @@ and recomputes each routed (token, expert) pair's hidden layer with the module's
 per expert: there the expert's down projection is hooked directly, and its rows are matched back to
 their tokens by their exact input rows (whatever order the block fed them in).
 
+Before use, fused experts are probed (`check_fused`): their own forward must equal Σ weight × down(h)
+as computed here, else the `expert` site is unavailable with that reason (a family whose experts module
+adds steps of its own).
+
 Routers: the router's logits are caught as they are computed inside the router's forward (the first
-result of width n_experts computed with the (n_experts, hidden) router weight), so an edit reaches the
-model's own top-k and normalisation. Observers see p = softmax(logits); an edited p' goes back as
+result computed with the router's (m ≥ n_experts, hidden) weight; its first n_experts columns are the
+experts' logits, the rest e.g. shared experts' gates), so an edit reaches the model's own top-k and
+normalisation. Observers see p = softmax over the experts' logits; an edited p' goes back as
 logits + log(p'/p) — p' = 0 masks the expert out (−∞), and an unchanged p leaves the logits untouched.
 """
 
@@ -221,7 +226,8 @@ def _fused_hook(reader: FusedExperts, shape: _Shape, wanted: dict[int, tuple[App
 
 
 def _same(new: torch.Tensor, old: torch.Tensor) -> bool:
-    return new.data_ptr() == old.data_ptr() and new.shape == old.view(new.shape).shape
+    """Whether an editor handed back the value it was given (a view of it): nothing to write back."""
+    return new.data_ptr() == old.data_ptr() and new.numel() == old.numel()
 
 
 # -- per-expert modules ---------------------------------------------------------------------------------
@@ -307,8 +313,8 @@ def _install_module_experts(reader: ModuleExperts, shape: _Shape, wanted: dict[i
 
 # -- routers --------------------------------------------------------------------------------------------
 class _Logits(TorchFunctionMode):
-    """While the router runs: the first result of width n_experts computed with an (n_experts, hidden)
-    tensor among its arguments is the logits; hand them to `edit` and return what it gives back."""
+    """While the router runs: the first result computed with a tensor of the router weight's shape among
+    its arguments, and as wide as its rows, is the logits; hand them to `edit`, return what it gives back."""
 
     def __init__(self, weight_shape: tuple[int, int], edit: Callable[[torch.Tensor], torch.Tensor]) -> None:
         super().__init__()
