@@ -3,11 +3,12 @@
 A random Qwen3-MoE (transformers' fused experts; hidden 256, 4 layers, 8 experts of 128 neurons, top-2)
 runs the same length-sorted batches three ways: a bare forward pass (with the LM head), the bare body
 (stopped after the last layer, as a recording is), and `collect` of every `expert` site (per-expert
-moments and token statistics over the routed tokens). It prints tokens/s, the recording's cost as a
-multiple of the bare forward pass (target ≤ 1.3×), and the peak RSS of recording the texts once and ten
-times over, each in a fresh process (memory must not grow with the stimuli).
+moments and token statistics over the routed tokens). It prints tokens/s and the recording's cost as a
+multiple of the bare forward pass (target ≤ 1.3×), both in wall time and in this process's CPU time
+(the steadier figure on a shared machine; one torch thread by default), and the peak RSS of recording
+the texts once and ten times over, each in a fresh process (memory must not grow with the stimuli).
 
-    python benchmarks/experts.py [--n-texts 64] [--batch-size 16] [--repeats 3] [--hidden 256]
+    python benchmarks/experts.py [--n-texts 64] [--batch-size 16] [--repeats 5] [--hidden 256] [--threads 1]
 """
 
 from __future__ import annotations
@@ -53,12 +54,15 @@ def model(hidden: int):
     return wrap_model(AutoModelForCausalLM.from_config(config).float().eval(), tokenizer, name="tiny-qwen3-moe")
 
 
-def best_time(fn, repeats: int) -> float:
-    best = float("inf")
+def best_times(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """Per function, the best (wall, CPU) seconds over `repeats` rounds, the functions interleaved."""
+    best = {name: (float("inf"), float("inf")) for name in fns}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
+        for name, fn in fns.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            best[name] = (min(best[name][0], wall), min(best[name][1], cpu))
     return best
 
 
@@ -66,10 +70,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n-texts", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     lm = model(args.hidden)
     items = texts(args.n_texts)
     stimuli = StimulusSet(name="bench", texts=items, conditions=["A", "B"] * (len(items) // 2) + ["A"] * (len(items) % 2))
@@ -106,18 +112,19 @@ def main() -> None:
           f"torch threads {torch.get_num_threads()}, best of {args.repeats}")
     bare()  # warm-up
     recording()
-    times = {"bare forward (with LM head)": best_time(bare, args.repeats),
-             "bare body (stopped after the last layer)": best_time(body, args.repeats),
-             "recording every expert site (moments + token statistics)": best_time(recording, args.repeats)}
-    for name, seconds in times.items():
-        print(f"{name}: {tokens / seconds:,.0f} tokens/s")
-    values = list(times.values())
-    print(f"recording/bare forward cost: {values[2] / values[0]:.2f}x (target <= 1.3x)")
-    print(f"recording/bare body cost: {values[2] / values[1]:.2f}x")
+    times = best_times({"bare forward (with LM head)": bare, "bare body (stopped after the last layer)": body,
+                        "recording every expert site (moments + token statistics)": recording}, args.repeats)
+    for name, (wall, cpu) in times.items():
+        print(f"{name}: {tokens / wall:,.0f} tokens/s wall, {tokens / cpu:,.0f} tokens/CPU-s")
+    (bare_wall, bare_cpu), (body_wall, body_cpu), (rec_wall, rec_cpu) = times.values()
+    print(f"recording/bare forward cost: {rec_wall / bare_wall:.2f}x wall, {rec_cpu / bare_cpu:.2f}x CPU "
+          f"(target <= 1.3x)")
+    print(f"recording/bare body cost: {rec_wall / body_wall:.2f}x wall, {rec_cpu / body_cpu:.2f}x CPU")
     runs = {}
     for repeats in (1, 10):
         out = subprocess.run([sys.executable, __file__, "--rss-child", str(repeats), "--n-texts", str(args.n_texts),
-                              "--batch-size", str(args.batch_size), "--hidden", str(args.hidden)],
+                              "--batch-size", str(args.batch_size), "--hidden", str(args.hidden),
+                              "--threads", str(args.threads)],
                              check=True, capture_output=True, text=True).stdout
         runs[repeats] = json.loads(out.strip().splitlines()[-1])
     print(f"statistics: {runs[1]['store_bytes']:,} bytes after the texts once, {runs[10]['store_bytes']:,} after ten "

@@ -180,7 +180,9 @@ def hooks(
     output; `mlp` and `attn` sites hook the input of the down projection / attention output
     projection; `shared_expert` the input of the shared expert's down projection, `ssm` the mixer's
     output. `expert` sites get the expert's neurons on its routed tokens (0 elsewhere; the context's
-    `routed` mask says which) and `router` sites the router's expert probabilities (see `models/moe.py`).
+    `routed` mask says which; an observer with a `routed_rows(rows, tokens)` attribute gets the routed rows
+    and their flat token positions instead) and `router` sites the router's expert probabilities (see
+    `models/moe.py`).
     With `stop_after_layer`, the layer's output raises `StopForward`, so later blocks and
     the LM head never run (use `run_forward`).
     """
@@ -191,8 +193,9 @@ def hooks(
         modules = {site: layout.module(site) for site in sorted(set(observe) | set(edit))}  # all resolve first
         for site, module in modules.items():
             apply, edits = _wrap(site, edit.get(site), observe.get(site)), site in edit
-            if site.kind == "expert":
-                experts.setdefault(site.layer, {})[site.expert] = (apply, edits)
+            if site.kind == "expert":  # an observer may take the routed rows directly (no dense tensor)
+                rows = None if edits else getattr(observe.get(site), "routed_rows", None)
+                experts.setdefault(site.layer, {})[site.expert] = (apply, edits, rows)
             elif site.kind == "router":
                 install_router(layout, site.layer, apply, edits, handles)
             elif layout.reads_output(site):

@@ -35,6 +35,8 @@ from ..errors import NeurolocError
 from .discovery import linear_dims
 
 Apply = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]  # (value, routed mask) -> value
+Rows = Callable[[torch.Tensor, torch.Tensor], None]  # (routed rows, their flat token positions)
+Wanted = dict[int, tuple[Apply, bool, "Rows | None"]]  # expert -> (apply, edits, rows observer)
 
 
 class FusedExperts:
@@ -58,6 +60,29 @@ class FusedExperts:
             proj = self._linear(x, m.gate_up_proj[expert], m.gate_up_proj_bias[expert] if m.has_bias else None)
             return m._apply_gate(proj)
         return m.act_fn(self._linear(x, m.up_proj[expert], m.up_proj_bias[expert] if m.has_bias else None))
+
+    def hidden_sorted(self, x: torch.Tensor, experts: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """The hidden layers of rows `x` sorted by their `experts` (`counts[e]` rows each): one grouped
+        matrix product where torch has one for these shapes (as transformers' own `grouped_mm` path), else
+        expert by expert."""
+        m = self.module
+        weight = m.gate_up_proj if m.has_gate else m.up_proj
+        bias = (m.gate_up_proj_bias if m.has_gate else m.up_proj_bias) if m.has_bias else None
+        grouped = getattr(torch.nn.functional, "grouped_mm", None)
+        if grouped is not None and x.shape[0]:
+            try:
+                offsets = torch.tensor(counts, device=x.device).cumsum(0).to(torch.int32)
+                proj = grouped(x.to(weight.dtype), weight if self.transposed else weight.transpose(-2, -1), offs=offsets)
+                if bias is not None:
+                    proj = proj + bias[experts]
+                return m._apply_gate(proj) if m.has_gate else m.act_fn(proj)
+            except (RuntimeError, NotImplementedError):  # unaligned or unsupported shapes: one by one
+                pass
+        starts = [0]
+        for count in counts:
+            starts.append(starts[-1] + count)
+        parts = [self.hidden(x[starts[e]:starts[e + 1]], e) for e in range(len(counts)) if counts[e]]
+        return torch.cat(parts) if parts else x.new_zeros(0, self.width)
 
     def down(self, h: torch.Tensor, expert: int) -> torch.Tensor:
         """The expert's output for hidden rows `h` (before the routing weight)."""
@@ -152,8 +177,9 @@ def _routing(module: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor
     return values[0], values[1], values[2]
 
 
-def install_experts(layout, layer: int, wanted: dict[int, tuple[Apply, bool]], handles: list) -> None:
-    """Hooks for the `expert` sites of one layer: `wanted[e]` = (apply, edits) for expert e."""
+def install_experts(layout, layer: int, wanted: Wanted, handles: list) -> None:
+    """Hooks for the `expert` sites of one layer: `wanted[e]` = (apply, edits, rows observer) for expert e;
+    a rows observer takes the routed rows themselves, without a dense (batch, tokens, width) view."""
     reader = experts_reader(layout, layer)
     shape = _Shape()
     handles.append(_block(layout, layer).register_forward_pre_hook(shape.pre_hook, with_kwargs=True))
@@ -180,7 +206,7 @@ class _Forget:
         _PASS.pop(self.module, None)
 
 
-def _fused_hook(reader: FusedExperts, shape: _Shape, wanted: dict[int, tuple[Apply, bool]]):
+def _fused_hook(reader: FusedExperts, shape: _Shape, wanted: Wanted):
     experts = sorted(wanted)
 
     def hook(module, args, kwargs, output):
@@ -201,13 +227,24 @@ def _fused_hook(reader: FusedExperts, shape: _Shape, wanted: dict[int, tuple[App
         for c in counts:
             starts.append(starts[-1] + c)
         batch_tokens = shape.tokens(n)
+        missing = [e for e in experts if e not in known]
+        if missing:  # one grouped product for every expert not yet computed in this pass
+            fresh = torch.isin(flat, torch.tensor(missing, device=flat.device))
+            computed = reader.hidden_sorted(x.reshape(-1, x.shape[-1]).index_select(0, token[fresh]), flat[fresh],
+                                            [counts[e] if e in missing else 0 for e in range(reader.n_experts)])
+            offset = 0
+            for e in missing:
+                known[e] = computed[offset:offset + counts[e]]
+                offset += counts[e]
         delta = None
         for e in experts:
-            apply, edits = wanted[e]
+            apply, edits, observe_rows = wanted[e]
             rows_at = slice(starts[e], starts[e + 1])
             tokens = token[rows_at]
-            rows = known[e] if e in known else reader.hidden(x.reshape(-1, x.shape[-1]).index_select(0, tokens), e)
-            known[e] = rows
+            rows = known[e]
+            if observe_rows is not None:
+                observe_rows(rows, tokens)
+                continue
             dense = rows.new_zeros(n, reader.width).index_copy_(0, tokens, rows)
             routed = torch.zeros(n, dtype=torch.bool, device=rows.device).index_fill_(0, tokens, True)
             new = apply(dense.view(*batch_tokens, reader.width), routed.view(batch_tokens))
@@ -266,7 +303,7 @@ def match_rows(rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
     return matched
 
 
-def _install_module_experts(reader: ModuleExperts, shape: _Shape, wanted: dict[int, tuple[Apply, bool]],
+def _install_module_experts(reader: ModuleExperts, shape: _Shape, wanted: Wanted,
                             handles: list, block: nn.Module) -> None:
     ran: set[int] = set()
     tokens_of: dict[int, torch.Tensor] = {}
@@ -280,13 +317,16 @@ def _install_module_experts(reader: ModuleExperts, shape: _Shape, wanted: dict[i
         return pre
 
     def down(e: int):
-        apply, edits = wanted[e]
+        apply, edits, observe_rows = wanted[e]
 
         def pre(_module, args):
             ran.add(e)
             rows, tokens = args[0], tokens_of.pop(e)
             n = shape.hidden.shape[0]
             flat = rows.reshape(-1, rows.shape[-1])
+            if observe_rows is not None:
+                observe_rows(flat, tokens)
+                return None
             dense = flat.new_zeros(n, flat.shape[-1]).index_copy_(0, tokens, flat)
             routed = torch.zeros(n, dtype=torch.bool, device=flat.device).index_fill_(0, tokens, True)
             batch_tokens = shape.tokens(n)
@@ -300,8 +340,13 @@ def _install_module_experts(reader: ModuleExperts, shape: _Shape, wanted: dict[i
         """Experts that received no token still report (an all-False routed mask), so every site runs."""
         n = shape.hidden.shape[0]
         for e in sorted(set(wanted) - ran):
+            apply, _, observe_rows = wanted[e]
+            if observe_rows is not None:
+                observe_rows(shape.hidden.new_zeros(0, reader.width), torch.zeros(0, dtype=torch.long,
+                                                                                    device=shape.hidden.device))
+                continue
             zeros = shape.hidden.new_zeros(*shape.tokens(n), reader.width)
-            wanted[e][0](zeros, torch.zeros(shape.tokens(n), dtype=torch.bool, device=zeros.device))
+            apply(zeros, torch.zeros(shape.tokens(n), dtype=torch.bool, device=zeros.device))
 
     handles.append(block.register_forward_pre_hook(reset, with_kwargs=True))
     for e in wanted:

@@ -163,6 +163,8 @@ class Recorder:
                     heads = site.kind == "attn" and not self.coordinates
                     reduced.features[site] = pool(head_norms(value, layout.parts(site.layer).n_heads) if heads
                                                   else value, plan.to(value.device))
+            if site.kind == "expert":  # the hooks hand an expert's routed rows over as they are
+                observe.routed_rows = lambda rows, tokens: routed_rows.add_rows(site, rows, tokens)
             return observe
 
         routed_rows = RoutedRows()

@@ -26,6 +26,10 @@ class RoutedRows:
         tokens = routed.reshape(-1).nonzero().flatten()
         self.rows[site] = (value.reshape(-1, value.shape[-1]).index_select(0, tokens), tokens)
 
+    def add_rows(self, site: Site, rows: torch.Tensor, tokens: torch.Tensor) -> None:
+        """Keep routed `rows` (n, width) given with their flat token positions (batch × tokens)."""
+        self.rows[site] = (rows, tokens)
+
     def reduce(self, reduced, plan: PoolPlan | None, own: torch.Tensor, token_stats: bool) -> None:
         """Pooled rows (`features`, `present`) and token statistics of every expert site into `reduced`."""
         groups: dict[tuple, list[Site]] = {}
