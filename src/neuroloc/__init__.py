@@ -12,7 +12,7 @@ from .evaluate.controls import CONTROLS, ControlData, draw_control, register_con
 from .evaluate.registry import BENCHMARKS, register_benchmark
 from .localize.localizer import Localizer
 from .models.hooks import BatchContext, HookContext, batch_context, hooks, record, run_forward
-from .models.layout import Site, register_family
+from .models.layout import SITE_KINDS, Site, register_family
 from .models.loading import LoadedModel, load_model, wrap_model
 from .align import AlignmentResult, Recordings, read_recordings, score_alignment, simulate_recordings
 from .pipelines.align import align
@@ -67,7 +67,7 @@ __all__ = [
     "run_languages", "specific_related", "split_corpus", "steer",
     "AlignmentResult", "Features", "Recordings", "align", "extract_features", "read_recordings",
     "score_alignment", "simulate_recordings",
-    "SCORES", "Design", "LabeledUnits", "Rows", "Scores", "StatsStore", "TokenStats", "collect", "encode",
+    "SCORES", "SITE_KINDS", "Design", "LabeledUnits", "Rows", "Scores", "StatsStore", "TokenStats", "collect", "encode",
     "register_score", "Intervention", "KeyNeurons", "LoadedModel", "Localizer", "Moments", "NeurolocError", "Recorder", "Site",
     "StimulusSet", "TaggedCorpus", "UnitSet", "align_words", "attribute", "build_benchmarks", "contrast_key_neurons", "control_labels",
     "evaluate_blimp", "evaluate_perplexity", "evaluate_probe", "evaluate_syntaxgym", "get_stimuli", "hooks",

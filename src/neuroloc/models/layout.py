@@ -88,18 +88,8 @@ def _config_int(config, *names: str) -> int | None:
 
 def _declared(model: nn.Module, key: str) -> tuple[type, ...]:
     """Module classes a transformers model declares for `key` in `_can_record_outputs` (the decoder layers
-    for "hidden_states", attention for "attentions", routers for "router_logits")."""
-    for module in model.modules():
-        declared = getattr(module, "_can_record_outputs", None)
-        if isinstance(declared, dict) and key in declared:
-            entries = declared[key] if isinstance(declared[key], (list, tuple)) else [declared[key]]
-            classes = [getattr(entry, "target_class", entry) for entry in entries]
-            return tuple(c for c in classes if isinstance(c, type))
-    return ()
-
-
-def _declared_all(model: nn.Module, key: str) -> tuple[type, ...]:
-    """`_declared` over every submodel (a multimodal model declares its vision and text layers apart)."""
+    for "hidden_states", attention for "attentions", routers for "router_logits"), over every submodel (a
+    multimodal model declares its vision and text parts apart)."""
     classes: list[type] = []
     for module in model.modules():
         declared = getattr(module, "_can_record_outputs", None)
@@ -172,7 +162,7 @@ class ModelLayout:
                  if isinstance(module, nn.ModuleList) and len(module) > 0]
         decoder = _decoder_path(model)
         inside = [(n, m) for n, m in lists if decoder is None or n.startswith(decoder)] or lists
-        declared = _declared_all(model, "hidden_states")
+        declared = _declared(model, "hidden_states")
         chosen = [(n, m) for n, m in inside if declared and all(isinstance(layer, declared) for layer in m)]
         if len(chosen) > 1:
             chosen = [(n, m) for n, m in chosen if len(m) == config_layers]
