@@ -133,12 +133,29 @@ def _prefixed(mlp: MlpParts, root: str) -> MlpParts:
 
 
 def find_mlps(root: nn.Module, hidden: int, excluded: list[str]) -> list[MlpParts]:
-    """Every MLP inside `root` outside the `excluded` subtrees."""
+    """Every MLP inside `root` outside the `excluded` subtrees: projections that are siblings, or else
+    (BERT's `intermediate.dense` / `output.dense`) the one pair of projections hidden → I → hidden."""
     found = []
     for path, module in root.named_modules():
         if path and _within(path, excluded):
             continue
         found.extend(_mlp_in(module, path, hidden, excluded))
+    return found or _split_mlp(root, hidden, excluded)
+
+
+def _split_mlp(root: nn.Module, hidden: int, excluded: list[str]) -> list[MlpParts]:
+    linears = {path: dims for path, module in root.named_modules()
+               if path and not _within(path, excluded) and (dims := linear_dims(module)) is not None}
+    found = []
+    for down, (width, out) in linears.items():
+        if out != hidden or width == hidden:
+            continue
+        ups = [p for p, d in linears.items() if d[0] == hidden and d[1] in (width, 2 * width)]
+        if len(ups) != 1:
+            continue
+        gated = linears[ups[0]][1] == 2 * width
+        acts = [p for p, m in root.named_modules() if p and not _within(p, excluded) and is_activation(m)]
+        found.append(MlpParts(down, gated, acts[0] if gated and len(acts) == 1 else None, (ups[0],), fused=gated))
     return found
 
 
@@ -248,6 +265,18 @@ def find_attention(layer: nn.Module, hidden: int, n_heads: int | None,
     heads = heads_of(block, n_heads)
     if heads is None:
         return None, None, f"attention block {path} ({type(block).__name__}) does not say its head count"
+    while True:  # the block's output projection, or its parent's (BERT: attention.self → attention.output.dense)
+        outs = _output_projections(layer.get_submodule(path) if path else layer, hidden, heads)
+        if outs or "." not in path:
+            break
+        path = path.rsplit(".", 1)[0]
+    if len(outs) != 1:
+        return None, None, (f"attention block {blocks[0]} ({type(block).__name__}) has output projection candidates "
+                            f"{outs or 'none'}")
+    return _join(path, outs[0]), heads, None
+
+
+def _output_projections(block: nn.Module, hidden: int, heads: int) -> list[str]:
     outs = []
     for name, module in block.named_modules():
         dims = linear_dims(module)
@@ -255,10 +284,7 @@ def find_attention(layer: nn.Module, hidden: int, n_heads: int | None,
             outs.append(name)
     if len(outs) > 1:
         outs = [n for n in outs if OUTPUT_NAMES.search(n)] or outs
-    if len(outs) != 1:
-        return None, None, (f"attention block {path} ({type(block).__name__}) has output projection candidates "
-                            f"{outs or 'none'}")
-    return _join(path, outs[0]), heads, None
+    return outs
 
 
 def find_mixer(layer: nn.Module, excluded: list[str]) -> str | None:
@@ -270,6 +296,19 @@ def find_mixer(layer: nn.Module, excluded: list[str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
+def _attention_block(layer: nn.Module, attn_out: str | None) -> str | None:
+    """The outermost attention-named module holding the output projection (BERT's `attention`, which holds
+    `attention.output.dense`), or the projection's parent."""
+    if attn_out is None or "." not in attn_out:
+        return None
+    parts = attn_out.split(".")
+    for i in range(1, len(parts)):
+        prefix = ".".join(parts[:i])
+        if ATTENTION_CLASS.search(type(layer.get_submodule(prefix)).__name__) or ATTENTION_CLASS.search(parts[i - 1]):
+            return prefix
+    return attn_out.rsplit(".", 1)[0]
+
+
 def discover_layer(layer: nn.Module, hidden: int, n_heads: int | None, *, attention_classes: tuple[type, ...] = (),
                    router_classes: tuple[type, ...] = ()) -> LayerParts:
     """Everything discovery can say about one layer (paths relative to it), with reasons for the rest."""
@@ -278,7 +317,7 @@ def discover_layer(layer: nn.Module, hidden: int, n_heads: int | None, *, attent
     parts.attn, parts.n_heads, reason = find_attention(layer, hidden, n_heads, attention_classes)
     if reason:
         parts.reasons["attn"] = f"{kind} has {reason}" if reason.startswith("no ") else reason
-    attention_block = parts.attn.rsplit(".", 1)[0] if parts.attn and "." in parts.attn else None
+    attention_block = _attention_block(layer, parts.attn)
     parts.moe, unread = find_moe(layer, hidden, router_classes)
     excluded = [p for p in (attention_block, parts.moe.block if parts.moe else None) if p]
     parts.ssm = find_mixer(layer, excluded)
