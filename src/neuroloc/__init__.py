@@ -7,10 +7,13 @@ Every public name is importable from here; each is imported the first time it is
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 # public name → the module that defines it
 _WHERE: dict[str, str] = {
+    "SITE_KINDS": ".models.layout",
     "PermutationNull": ".localize.permutation",
     "permutation_null": ".localize.permutation",
     "Reliability": ".localize.reliability",
@@ -131,3 +134,16 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_WHERE))
+
+
+class _Package(types.ModuleType):
+    """Some public names are also subpackages (`lesion`, `record`, `align`): importing the subpackage must
+    not replace the function of that name (the import system sets the attribute on the package)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _WHERE and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

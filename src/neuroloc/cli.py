@@ -310,9 +310,10 @@ def app() -> None:
 @app.command(context_settings=CONTEXT)
 @click.option("--model", "-m", default="smollm2", help="Hub id, local directory, .gguf file, or 'smollm2'.")
 @click.option("--dtype", default="auto", help="auto, float32, bfloat16 or float16.")
+@click.option("--json", "as_json", is_flag=True, default=False, help="The identity and layout as JSON.")
 @click.option("--quiet", "-q", is_flag=True, default=False, help="No progress bars.")
-def info(model: str, dtype: str, quiet: bool) -> None:
-    """Show a model's identity and the sites neuroloc finds in it."""
+def info(model: str, dtype: str, as_json: bool, quiet: bool) -> None:
+    """Show a model's identity and, per layer, the sites neuroloc finds in it (and why the others are absent)."""
     def show() -> None:
         import json
 
@@ -322,7 +323,12 @@ def info(model: str, dtype: str, quiet: bool) -> None:
 
         launcher_check(StudyConfig(model=model))
         lm = load_model(model, dtype=dtype)
-        print(json.dumps({"identity": lm.identity, "layout": lm.layout.describe()}, indent=2))
+        if as_json:
+            print(json.dumps({"identity": lm.identity, "layout": lm.layout.describe()}, indent=2, default=str))
+        else:
+            identity = ", ".join(f"{k}: {v}" for k, v in lm.identity.items() if k in ("spec", "model_type", "dtype"))
+            print(identity)
+            print(lm.layout.table())
 
     if quiet:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -14,11 +13,10 @@ from safetensors.torch import load_file, save_file
 
 from .errors import NeurolocError
 from .io import atomic_path, atomic_write_json
-from .models.layout import ModelLayout, Site
+from .models.layout import UNIT_NAME as _UNIT_NAME, ModelLayout, Site
 
 MASKS_FILE = "units.safetensors"
 INDEX_FILE = "units.json"
-_UNIT_NAME = re.compile(r"^(layers\.\d+\.(?:residual|mlp_gate|mlp|attn))\[(\d+)\]$")
 
 
 def _read_index(path: Path, keys: tuple[str, ...] = ("model",)) -> dict:
@@ -34,8 +32,17 @@ def _read_index(path: Path, keys: tuple[str, ...] = ("model",)) -> dict:
 
 
 def unit_name(site: Site, index: int) -> str:
-    """`layers.12.residual[301]`: the unit's site and its index there (attention: the head)."""
+    """`layers.12.residual[301]`: the unit's site and its index there (attention: the head; an expert's
+    neuron: `layers.5.expert[3][1407]`)."""
     return f"{site.name}[{index}]"
+
+
+def _exists(layout: ModelLayout, site: Site) -> bool:
+    try:
+        layout.check(site)
+        return True
+    except NeurolocError:
+        return False
 
 
 class UnitSet:
@@ -54,7 +61,7 @@ class UnitSet:
     # -- construction -----------------------------------------------------------------------------
     @classmethod
     def empty(cls, layout: ModelLayout, kinds: str | Iterable[str] = "residual", model: dict | None = None) -> "UnitSet":
-        return cls({s: torch.zeros(layout.width(s.kind), dtype=torch.bool) for s in layout.sites(kinds)}, model)
+        return cls({s: torch.zeros(layout.width(s), dtype=torch.bool) for s in layout.sites(kinds)}, model)
 
     @classmethod
     def from_names(cls, names: Iterable[str], layout: ModelLayout, model: dict | None = None) -> "UnitSet":
@@ -66,8 +73,8 @@ class UnitSet:
                 raise NeurolocError(f"cannot parse unit name {name!r}; expected e.g. 'layers.3.mlp[1407]'")
             site = layout.check(Site.parse(match.group(1)))
             index = int(match.group(2))
-            if index >= layout.width(site.kind):
-                raise NeurolocError(f"unit {name}: index {index} ≥ width {layout.width(site.kind)} of {site.kind}")
+            if index >= layout.width(site):
+                raise NeurolocError(f"unit {name}: index {index} ≥ width {layout.width(site)} of {site.name}")
             hits.append((site, index))
         units = cls.empty(layout, sorted({s.kind for s, _ in hits}) or "residual", model)
         for site, index in hits:
@@ -167,11 +174,12 @@ class UnitSet:
         """Raise when these units cannot belong to the model: layers or widths differ, or the recorded
         identity (architecture, weights hash, config hash) names another model."""
         for site, mask in self.masks.items():
-            if site.layer >= layout.n_layers or mask.numel() != layout.width(site.kind):
+            exists = _exists(layout, site)
+            if not exists or mask.numel() != layout.width(site):
                 raise NeurolocError(
                     f"the UnitSet does not fit this model: site {site.name} has {mask.numel()} units, but the "
                     f"model ({layout.model_type}, {layout.n_layers} layers) "
-                    + (f"has {layout.width(site.kind)} there" if site.layer < layout.n_layers else "has no such layer")
+                    + (f"has {layout.width(site)} there" if exists else "has no such site")
                     + f". Was it made for another model ({self.model.get('spec', 'unknown')})?"
                 )
         for key in ("model_type", "sha256", "config_sha256"):
@@ -347,7 +355,7 @@ class UnitIndex:
     def from_layout(cls, layout: ModelLayout, kinds: str | Iterable[str],
                     layers: Iterable[int] | None = None) -> "UnitIndex":
         sites = layout.sites(kinds, layers)
-        return cls(sites, [layout.width(s.kind) for s in sites])
+        return cls(sites, [layout.width(s) for s in sites])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])

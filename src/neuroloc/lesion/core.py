@@ -26,7 +26,7 @@ UnitFunction = Union[Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 
 def coordinate_mask(layout: ModelLayout, site: Site, unit_mask: torch.Tensor) -> torch.Tensor:
     """Expand a per-unit mask to the hooked tensor's coordinates (a head covers head_dim of them)."""
-    return unit_mask.repeat_interleave(layout.head_dim) if site.kind == "attn" else unit_mask
+    return unit_mask.repeat_interleave(layout.head_dim_at(site.layer)) if site.kind == "attn" else unit_mask
 
 
 class _PerDevice:
@@ -138,9 +138,9 @@ def _site_values(lm: LoadedModel, units: UnitSet, spec: Intervention,
         if site.name not in data:
             raise NeurolocError(f"lesion mode {spec.kind!r}: no {name} for site {site.name} (have {sorted(data)})")
         value = torch.as_tensor(data[site.name]).flatten()
-        width = lm.layout.coordinate_width(site.kind)
-        if site.kind == "attn" and value.numel() == lm.layout.n_heads:
-            value = value.repeat_interleave(lm.layout.head_dim)
+        width = lm.layout.coordinate_width(site)
+        if site.kind == "attn" and value.numel() == lm.layout.width(site):
+            value = value.repeat_interleave(lm.layout.head_dim_at(site.layer))
         if value.numel() != width:
             raise NeurolocError(f"lesion mode {spec.kind!r}: {name} for {site.name} has {value.numel()} values; "
                                 f"the site has {width} coordinates")

@@ -88,10 +88,11 @@ def _builtins() -> dict[str, InterventionKind]:
     from .add import Add
     from .mean import Mean
     from .scale import Scale
+    from .unroute import Unroute
     from .value import Value
     from .zero import Zero
 
-    return {kind.name: kind for kind in (Zero(), Mean(), Scale(), Value(), Add())}
+    return {kind.name: kind for kind in (Zero(), Mean(), Scale(), Value(), Add(), Unroute())}
 
 
 INTERVENTIONS: dict[str, InterventionKind] = _builtins()

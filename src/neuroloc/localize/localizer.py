@@ -251,7 +251,7 @@ class Localizer:
                 "labels": stimuli.labels, "contrast": list(stimuli.contrast or ()), "source": stimuli.source,
                 "bos": self.bos}
         return self.fit_stats(stats, model=lm.identity, stimuli=info, design=design,
-                              widths={s.name: lm.layout.width(s.kind) for s in lm.layout.sites(site_kinds(self.site))})
+                              widths={s.name: lm.layout.width(s) for s in lm.layout.sites(site_kinds(self.site))})
 
     def _resolve_design(self, labels: Sequence[str], stimuli: StimulusSet | None = None) -> Design:
         design = self._design_spec() or (stimuli.design if stimuli is not None else None)

@@ -121,14 +121,21 @@ def _welch_rows(stats: StatsStore, design: Design, absolute: bool) -> Scores:
         parts: dict[str, list[np.ndarray]] = {k: [] for k in rows}
         for site in ordered_sites(stats, "moments"):
             a, b = stats.get("moments", target, site), _stat(stats, "moments", others, site)
+            routed = Site.parse(site).kind == "expert"  # an expert sees only the rows routed to it
             for name, n in ((target, a.n), ("+".join(others), b.n)):
-                if n < 2:
+                if n < 2 and not routed:
                     raise NeurolocError(f"condition {name!r} has {n} item(s); a t test needs at least 2")
             mean_a, m2_a = (getattr(a, f).cpu().numpy() for f in fields)
             mean_b, m2_b = (getattr(b, f).cpu().numpy() for f in fields)
-            result = welch_t_test(a.n, mean_a, m2_a, b.n, mean_b, m2_b)
-            for key, value in (("t", result.t), ("p", result.p), ("df", result.df), ("mean_a", mean_a),
-                               ("mean_b", mean_b), ("d", cohens_d(a.n, mean_a, m2_a, b.n, mean_b, m2_b))):
+            if min(a.n, b.n) < 2:  # an expert too rarely routed to test: t is NaN (never selected), p is 1
+                nan = np.full(mean_a.shape, np.nan)
+                scored = (("t", nan), ("p", np.ones(mean_a.shape)), ("df", nan), ("mean_a", mean_a),
+                          ("mean_b", mean_b), ("d", nan))
+            else:
+                result = welch_t_test(a.n, mean_a, m2_a, b.n, mean_b, m2_b)
+                scored = (("t", result.t), ("p", result.p), ("df", result.df), ("mean_a", mean_a),
+                          ("mean_b", mean_b), ("d", cohens_d(a.n, mean_a, m2_a, b.n, mean_b, m2_b)))
+            for key, value in scored:
                 parts[key].append(value)
         for key in rows:
             rows[key].append(np.concatenate(parts[key]))

@@ -21,6 +21,7 @@ from typing import Callable, Iterator, Mapping, Sequence, Union
 import torch
 
 from .layout import ModelLayout, Site
+from .moe import install_experts, install_router
 
 __all__ = ["BatchContext", "Editor", "HookContext", "Observer", "StopForward", "batch_context", "current_batch",
            "hooks", "input_device", "record", "run_forward", "takes_context"]
@@ -57,10 +58,13 @@ class BatchContext:
 
 @dataclass(frozen=True)
 class HookContext:
-    """What an editor or observer is looking at: the site and the batch."""
+    """What an editor or observer is looking at: the site and the batch. At an `expert` site, `routed`
+    (batch, tokens) says which tokens were routed to the expert: the value is the expert's neurons there
+    and 0 elsewhere (an expert never sees the other tokens)."""
 
     site: Site
     batch: BatchContext
+    routed: torch.Tensor | None = None
 
     @property
     def example_ids(self) -> tuple[int, ...] | None:
@@ -123,11 +127,13 @@ class StopForward(Exception):
 
 
 def _hidden(output):
-    return output[0] if isinstance(output, tuple) else output
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def _replace_hidden(output, hidden):
-    return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+    if isinstance(output, (tuple, list)):
+        return type(output)([hidden, *output[1:]])
+    return hidden
 
 
 def _tokens_view(value: torch.Tensor, batch: BatchContext) -> torch.Tensor:
@@ -138,14 +144,15 @@ def _tokens_view(value: torch.Tensor, batch: BatchContext) -> torch.Tensor:
     return value
 
 
-def _wrap(site: Site, editor: Editor | None, observer: Observer | None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """One function applying the editor then the observer, passing a context to those that take it."""
+def _wrap(site: Site, editor: Editor | None, observer: Observer | None) -> Callable[..., torch.Tensor]:
+    """One function applying the editor then the observer, passing a context to those that take it
+    (`routed`: the expert's routed tokens, at `expert` sites)."""
     edit_ctx = editor is not None and takes_context(editor, 1)
     observe_ctx = observer is not None and takes_context(observer, 1)
 
-    def apply(value: torch.Tensor) -> torch.Tensor:
+    def apply(value: torch.Tensor, routed: torch.Tensor | None = None) -> torch.Tensor:
         batch = _BATCH.get()
-        context = HookContext(site, batch)
+        context = HookContext(site, batch, routed)
         view = _tokens_view(value, batch)
         new = view
         if editor is not None:
@@ -171,16 +178,27 @@ def hooks(
     flatten tokens, when the batch's attention mask is declared — and, if they take a second argument,
     a `HookContext`. Residual sites hook a decoder layer's output, `mlp_gate` the gate activation's
     output; `mlp` and `attn` sites hook the input of the down projection / attention output
-    projection. With `stop_after_layer`, the layer's output raises `StopForward`, so later blocks and
+    projection; `shared_expert` the input of the shared expert's down projection, `ssm` the mixer's
+    output. `expert` sites get the expert's neurons on its routed tokens (0 elsewhere; the context's
+    `routed` mask says which; an observer with a `routed_rows(rows, tokens)` attribute gets the routed rows
+    and their flat token positions instead) and `router` sites the router's expert probabilities (see
+    `models/moe.py`).
+    With `stop_after_layer`, the layer's output raises `StopForward`, so later blocks and
     the LM head never run (use `run_forward`).
     """
     observe, edit = dict(observe or {}), dict(edit or {})
     handles = []
     try:
-        for site in sorted(set(observe) | set(edit)):
-            module = layout.module(site)
+        experts: dict[int, dict[int, tuple]] = {}
+        modules = {site: layout.module(site) for site in sorted(set(observe) | set(edit))}  # all resolve first
+        for site, module in modules.items():
             apply, edits = _wrap(site, edit.get(site), observe.get(site)), site in edit
-            if layout.reads_output(site):
+            if site.kind == "expert":  # an observer may take the routed rows directly (no dense tensor)
+                rows = None if edits else getattr(observe.get(site), "routed_rows", None)
+                experts.setdefault(site.layer, {})[site.expert] = (apply, edits, rows)
+            elif site.kind == "router":
+                install_router(layout, site.layer, apply, edits, handles)
+            elif layout.reads_output(site):
                 def output_hook(_module, _args, output, apply=apply, edits=edits):
                     new = apply(_hidden(output))
                     return _replace_hidden(output, new) if edits else None
@@ -192,6 +210,8 @@ def hooks(
                     return (new, *args[1:]) if edits else None
 
                 handles.append(module.register_forward_pre_hook(input_hook))
+        for layer, wanted in experts.items():
+            install_experts(layout, layer, wanted, handles)
         if stop_after_layer is not None:
             def stop(_module, _args, _output):
                 raise StopForward

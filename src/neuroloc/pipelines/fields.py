@@ -9,7 +9,7 @@ from typing import Any
 from ..config import Each, InstanceOf, Interval, Options, Valid, param
 from ..evaluate.controls import CONTROLS
 from ..evaluate.registry import BENCHMARKS, BenchmarkSpec, benchmark_specs, parse_benchmarks
-from ..lesion import Intervention
+from ..lesion import INTERVENTIONS, Intervention
 from ..localize.score_functions import SCORES
 from ..models.layout import SITE_KINDS
 from ..parse import parse_floats, parse_list
@@ -49,8 +49,9 @@ def control_kinds(default: tuple[str, ...]) -> Any:
 
 
 def intervention(default: str = "zero", help: str = "The intervention: zero, mean, scale:K (scale:0 suppresses, "
-                                                    "scale:2 enhances), value, add:K.") -> Any:
-    return param(default, Valid(Intervention.parse, "an intervention: zero, mean, scale:K, value, add:K"),
+                                                    "scale:2 enhances), value, add:K, or unroute (router units: "
+                                                    "remove the experts from routing).") -> Any:
+    return param(default, Valid(Intervention.parse, "an intervention: " + ", ".join(INTERVENTIONS)),
                  flag="--mode", help=help)
 
 

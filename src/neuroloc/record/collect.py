@@ -41,23 +41,60 @@ def _pick(values: torch.Tensor, rows: list[int], n: int) -> torch.Tensor:
 
 def add_batch(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kinds: Sequence[str]) -> None:
     """Route one reduced batch into `store`; `labels[i]` is text i's label. The sites of a device go
-    in side by side (`StatsStore.update_sites`): a few tensor operations per label, whatever the sites."""
+    in side by side (`StatsStore.update_sites`): a few tensor operations per label, whatever the sites.
+    Expert sites, which see only their routed rows and tokens, go in one by one (`_add_routed`)."""
     row_labels = _label_rows([labels[text] for text, _ in batch.rows])
-    for names, widths, group in _side_by_side(batch.features):
-        joined = _joined(batch.features, group)
+    full = {site: value for site, value in batch.features.items() if site not in batch.present}
+    for names, widths, group in _side_by_side(full):
+        joined = _joined(full, group)
         for label, rows in row_labels.items():
             chosen = _pick(joined, rows, joined.shape[0])
             for kind in ("moments", "rows"):
                 if kind in kinds:
                     store.update_sites(kind, label, names, widths, chosen)
+    _add_routed(store, batch, labels, kinds)
     if "tokens" in kinds and batch.token_sums:
         text_labels = _label_rows([labels[text] for text in batch.texts])
         counts = batch.token_counts.tolist()
-        for names, widths, group in _side_by_side(batch.token_sums):
+        sums = {site: value for site, value in batch.token_sums.items() if site not in batch.routed_counts}
+        for names, widths, group in _side_by_side(sums):
             positive, sums = _joined(batch.token_positive, group), _joined(batch.token_sums, group)
             for label, texts in text_labels.items():
                 store.update_sites("tokens", label, names, widths, sum(counts[j] for j in texts),
                                    _pick(positive, texts, len(counts)).sum(0), _pick(sums, texts, len(counts)).sum(0))
+
+
+def _add_routed(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kinds: Sequence[str]) -> None:
+    """Expert sites: each label's rows among those the expert saw, and token statistics over the tokens
+    routed to it, counted by `routed_counts` — so a statistic's count is the expert's own count (an empty
+    update still creates the entry: an expert no text of a label reached has count 0). Entries are made
+    outside inference mode (the recorder's batches arrive inside it), so they can be merged later."""
+    with torch.inference_mode(False):
+        _add_routed_entries(store, batch, labels, kinds)
+
+
+def _add_routed_entries(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kinds: Sequence[str]) -> None:
+    batch_labels = dict.fromkeys(labels[text] for text in batch.texts)
+    for site, present in batch.present.items():
+        kept = torch.nonzero(present.cpu()).flatten().tolist()
+        values = batch.features[site]
+        seen = _label_rows([labels[batch.rows[i][0]] for i in kept])
+        for label in batch_labels:
+            rows = torch.tensor(seen.get(label, []), dtype=torch.long, device=values.device)
+            chosen = values.index_select(0, rows)
+            for kind in ("moments", "rows"):
+                if kind in kinds:
+                    store.update(kind, label, site.name, chosen)
+    if "tokens" not in kinds:
+        return
+    text_labels = _label_rows([labels[text] for text in batch.texts])
+    for site, counts in batch.routed_counts.items():
+        counts = counts.tolist()
+        for label, texts in text_labels.items():
+            index = torch.tensor(texts, dtype=torch.long, device=batch.token_sums[site].device)
+            store.update("tokens", label, site.name, sum(counts[j] for j in texts),
+                         batch.token_positive[site].index_select(0, index).sum(0),
+                         batch.token_sums[site].index_select(0, index).sum(0))
 
 
 def collect(recorder: Recorder, stimuli: StimulusSet, store: StatsStore | None = None, *,

@@ -116,7 +116,7 @@ def extract_features(lm: LoadedModel, texts: Sequence[str], sites: Site | str | 
         spans = [[span] for span in own]
     recorder = Recorder(lm, wanted, pooling=f"word-{pooling}", batch_size=batch_size,
                         max_tokens=max_tokens, bos=bos, progress=progress, description="features")
-    values = {s: torch.empty(len(texts), lm.layout.width(s.kind), dtype=torch.float32) for s in recorder.sites}
+    values = {s: torch.empty(len(texts), lm.layout.width(s), dtype=torch.float32) for s in recorder.sites}
     seen = np.zeros(len(texts), dtype=bool)
     for batch in recorder.iter_batches(texts, spans):
         rows = torch.tensor([text for text, _ in batch.rows])

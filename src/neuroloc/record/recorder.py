@@ -15,13 +15,14 @@ import torch
 
 from ..errors import NeurolocError
 from ..models.batching import MicroBatcher
-from ..models.hooks import hooks, run_forward
+from ..models.hooks import HookContext, hooks, run_forward
 from ..models.layout import Site
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
 from ..text.alignment import align_words
 from ..text.encoding import Batch, batches, check_bos, encode, length_order, pad_id
 from .pooling import WORD_POOLINGS, PoolPlan, check_pooling, head_norms, pool, text_plan, word_plan
+from .routed import RoutedRows
 
 
 @dataclass
@@ -30,7 +31,12 @@ class PooledBatch:
     `features`; `texts` lists the batch's text indices, which index the per-text token statistics over
     each text's own tokens (never padding, nor special tokens such as a prepended BOS):
     `token_positive[site][j]` counts text j's tokens with activation > 0 per coordinate,
-    `token_sums[site][j]` sums its activations (float64), `token_counts[j]` counts its tokens."""
+    `token_sums[site][j]` sums its activations (float64), `token_counts[j]` counts its tokens.
+
+    `expert` sites see only the tokens routed to their expert: `present[site]` (bool over `rows`) says
+    which rows the expert saw (a row pools the routed tokens of its span), `features[site]` holds those
+    rows only, and `routed_counts[site][j]` counts text j's own tokens routed there (what its token
+    statistics count instead of `token_counts`)."""
 
     rows: list[tuple[int, int]]
     features: dict[Site, torch.Tensor]
@@ -38,6 +44,8 @@ class PooledBatch:
     token_positive: dict[Site, torch.Tensor] = field(default_factory=dict)
     token_sums: dict[Site, torch.Tensor] = field(default_factory=dict)
     token_counts: torch.Tensor | None = None
+    present: dict[Site, torch.Tensor] = field(default_factory=dict)
+    routed_counts: dict[Site, torch.Tensor] = field(default_factory=dict)
 
 
 def takes_position_ids(model: torch.nn.Module) -> bool:
@@ -69,7 +77,9 @@ class Recorder:
         self.pooling = check_pooling(pooling)
         self.batch_size = batch_size
         self.max_tokens = max_tokens
-        self.padding_side = padding_side
+        # A model that takes no position ids counts positions from the start of the row, so left padding
+        # would shift its texts; pooling reads the mask, so right padding gives every model the same answer.
+        self.padding_side = padding_side if takes_position_ids(lm.model) else "right"
         self.coordinates = coordinates
         self.bos = check_bos(bos)
         self.progress = progress
@@ -139,21 +149,32 @@ class Recorder:
         reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=batch.own.sum(1))  # CPU: no sync
 
         def observer(site: Site):
-            def observe(value: torch.Tensor) -> None:
+            def observe(value: torch.Tensor, context: HookContext) -> None:
+                if value.numel() != mask.numel() * value.shape[-1]:
+                    raise NeurolocError(f"site {site.name} holds a {tuple(value.shape)} tensor, not one row of "
+                                        f"{value.shape[-1]} per token of this {tuple(mask.shape)} batch: neuroloc "
+                                        "cannot pool it (e.g. layers that carry several residual streams)")
                 value = value.reshape(*mask.shape, value.shape[-1])  # some models flatten tokens
+                if context.routed is not None:  # an expert: reduced with its layer's other experts below
+                    routed_rows.add(site, value, context.routed.reshape(mask.shape).to(value.device))
+                    return
                 if token_stats:
                     real = own.to(value.device)[..., None]
                     reduced.token_positive[site] = ((value > 0) & real).sum(1)
                     reduced.token_sums[site] = (value.double() * real).sum(1)
                 if plan is not None:
                     heads = site.kind == "attn" and not self.coordinates
-                    reduced.features[site] = pool(head_norms(value, layout.n_heads) if heads else value,
-                                                  plan.to(value.device))
+                    reduced.features[site] = pool(head_norms(value, layout.parts(site.layer).n_heads) if heads
+                                                  else value, plan.to(value.device))
+            if site.kind == "expert":  # the hooks hand an expert's routed rows over as they are
+                observe.routed_rows = lambda rows, tokens: routed_rows.add_rows(site, rows, tokens)
             return observe
 
+        routed_rows = RoutedRows()
         with hooks(layout, observe={s: observer(s) for s in self.sites},
                    stop_after_layer=max(s.layer for s in self.sites)):
             run_forward(self.lm.model, example_ids=batch.example_ids, **inputs)
+        routed_rows.reduce(reduced, plan, own, token_stats)
         ran = reduced.features if plan is not None else reduced.token_sums
         missing = [s.name for s in self.sites if s not in ran]
         if missing:

@@ -1,0 +1,421 @@
+"""Mixture-of-experts sites on the unmodified model: expert neurons and router probabilities.
+
+Experts come in two layouts. transformers 5 fuses them into one module with 3-D weights (the experts
+interface, `use_experts_implementation`): it is called with the tokens, their top-k expert indices and
+weights, and computes act(gate)·up and the down projection inside one forward, so no module boundary
+exposes an expert's neurons. neuroloc hooks that module's forward, takes the routing from its arguments
+and recomputes each routed (token, expert) pair's hidden layer with the module's own weights and its own
+`_apply_gate` / `act_fn` — the model's code, not a copy. An edit there changes the experts' output by
+Σ weight × (down(h') − down(h)) over the edited pairs. Older and remote-code models hold one MLP module
+per expert: there the expert's down projection is hooked directly, and its rows are matched back to
+their tokens by their exact input rows (whatever order the block fed them in).
+
+Before use, fused experts are probed (`check_fused`): their own forward must equal Σ weight × down(h)
+as computed here, else the `expert` site is unavailable with that reason (a family whose experts module
+adds steps of its own).
+
+Routers: the router's logits are caught as they are computed inside the router's forward (the first
+result computed with the router's (m ≥ n_experts, hidden) weight; its first n_experts columns are the
+experts' logits, the rest e.g. shared experts' gates), so an edit reaches the model's own top-k and
+normalisation. Observers see p = softmax over the experts' logits; an edited p' goes back as
+logits + log(p'/p) — p' = 0 masks the expert out (−∞), and an unchanged p leaves the logits untouched.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from ..errors import NeurolocError
+from .discovery import linear_dims
+
+Apply = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]  # (value, routed mask) -> value
+Rows = Callable[[torch.Tensor, torch.Tensor], None]  # (routed rows, their flat token positions)
+Wanted = dict[int, tuple[Apply, bool, "Rows | None"]]  # expert -> (apply, edits, rows observer)
+
+
+class FusedExperts:
+    """Read transformers' fused experts: per expert, the hidden layer and the down projection."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+        self.n_experts = module.num_experts
+        self.transposed = bool(module.is_transposed)
+        down = module.down_proj  # (E, hidden, I), or (E, I, hidden) when transposed
+        self.width = down.shape[1] if self.transposed else down.shape[2]
+
+    def _linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        out = x @ weight if self.transposed else x @ weight.T
+        return out + bias if bias is not None else out
+
+    def hidden(self, x: torch.Tensor, expert: int) -> torch.Tensor:
+        """The expert's hidden layer (its down projection's input) for rows `x` (n, hidden)."""
+        m = self.module
+        if m.has_gate:
+            proj = self._linear(x, m.gate_up_proj[expert], m.gate_up_proj_bias[expert] if m.has_bias else None)
+            return m._apply_gate(proj)
+        return m.act_fn(self._linear(x, m.up_proj[expert], m.up_proj_bias[expert] if m.has_bias else None))
+
+    def hidden_sorted(self, x: torch.Tensor, experts: torch.Tensor, counts: list[int]) -> torch.Tensor:
+        """The hidden layers of rows `x` sorted by their `experts` (`counts[e]` rows each): one grouped
+        matrix product where torch has one for these shapes (as transformers' own `grouped_mm` path), else
+        expert by expert."""
+        m = self.module
+        weight = m.gate_up_proj if m.has_gate else m.up_proj
+        bias = (m.gate_up_proj_bias if m.has_gate else m.up_proj_bias) if m.has_bias else None
+        grouped = getattr(torch.nn.functional, "grouped_mm", None)
+        if grouped is not None and x.shape[0]:
+            try:
+                offsets = torch.tensor(counts, device=x.device).cumsum(0).to(torch.int32)
+                proj = grouped(x.to(weight.dtype), weight if self.transposed else weight.transpose(-2, -1), offs=offsets)
+                if bias is not None:
+                    proj = proj + bias[experts]
+                return m._apply_gate(proj) if m.has_gate else m.act_fn(proj)
+            except (RuntimeError, NotImplementedError):  # unaligned or unsupported shapes: one by one
+                pass
+        starts = [0]
+        for count in counts:
+            starts.append(starts[-1] + count)
+        parts = [self.hidden(x[starts[e]:starts[e + 1]], e) for e in range(len(counts)) if counts[e]]
+        return torch.cat(parts) if parts else x.new_zeros(0, self.width)
+
+    def down(self, h: torch.Tensor, expert: int) -> torch.Tensor:
+        """The expert's output for hidden rows `h` (before the routing weight)."""
+        m = self.module
+        out = self._linear(h, m.down_proj[expert], m.down_proj_bias[expert] if m.has_bias else None)
+        return m.post_expert_norm(out) if getattr(m, "has_post_expert_norm", False) else out
+
+
+class ModuleExperts:
+    """Experts held as one MLP module each (a ModuleList); `down` is the path of the down projection."""
+
+    def __init__(self, module: nn.ModuleList, down: str) -> None:
+        self.module = module
+        self.n_experts = len(module)
+        self.down_path = down
+        self.width = linear_dims(module[0].get_submodule(down))[0]
+
+
+def check_fused(reader: FusedExperts, hidden: int) -> str | None:
+    """None when the experts module's own forward, on a probe, equals Σ weight × down(hidden layer) as
+    neuroloc computes it per expert (so recording and editing its neurons mean what they say); else why not."""
+    module = reader.module
+    parameter = module.down_proj
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(3, hidden, generator=generator).to(parameter.device, parameter.dtype)
+    k = min(2, reader.n_experts)
+    index = (torch.arange(3)[:, None] + torch.arange(k)[None]) % reader.n_experts
+    weights = torch.rand(3, k, generator=generator).to(parameter.device, parameter.dtype)
+    index = index.to(parameter.device)
+    try:
+        with torch.no_grad():
+            own = module(x, index, weights)
+            mine = torch.zeros_like(own)
+            for slot in range(k):
+                for e in index[:, slot].unique().tolist():
+                    rows = index[:, slot] == e
+                    mine[rows] += reader.down(reader.hidden(x[rows], e), e) * weights[rows, slot, None]
+    except Exception as error:  # noqa: BLE001 - any failure: the layout cannot be read, say why
+        return f"{type(module).__name__} could not be probed ({type(error).__name__}: {str(error)[:100]})"
+    scale = float(own.abs().max()) or 1.0
+    tolerance = 1e-4 if parameter.dtype == torch.float32 else 2e-2
+    if float((own - mine).abs().max()) > tolerance * scale:
+        return (f"{type(module).__name__}'s output is not Σ weight × down(hidden layer) of its experts "
+                "(its forward adds steps of its own), so its neurons cannot be read or edited faithfully")
+    return None
+
+
+def experts_reader(layout, layer: int) -> FusedExperts | ModuleExperts:
+    moe = layout.parts(layer).moe
+    module = layout.layers[layer].get_submodule(moe.experts)
+    return FusedExperts(module) if moe.fused else ModuleExperts(module, moe.expert_down)
+
+
+def _block(layout, layer: int) -> nn.Module:
+    moe = layout.parts(layer).moe
+    return layout.layers[layer].get_submodule(moe.block) if moe.block else layout.layers[layer]
+
+
+class _Shape:
+    """The (batch, tokens) of the tokens entering a MoE block, recorded by a pre-hook on the block, so
+    flattened rows can be shown as (batch, tokens, width) whatever the caller declared."""
+
+    def __init__(self) -> None:
+        self.shape: tuple[int, ...] | None = None
+        self.hidden: torch.Tensor | None = None
+
+    def pre_hook(self, _module, args, kwargs):
+        hidden = args[0] if args else next(iter(kwargs.values()))
+        self.shape = tuple(hidden.shape[:-1])
+        self.hidden = hidden.reshape(-1, hidden.shape[-1])
+
+    def tokens(self, n: int) -> tuple[int, ...]:
+        if self.shape is not None and _numel(self.shape) == n:
+            return self.shape if len(self.shape) == 2 else (1, n)
+        return (1, n)
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    total = 1
+    for size in shape:
+        total *= size
+    return total
+
+
+def _routing(module: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(hidden states, top-k expert indices, top-k weights) from a fused experts call."""
+    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    values = list(bound.arguments.values())
+    if len(values) < 3:
+        raise NeurolocError(f"{type(module).__name__} was called without (hidden states, expert indices, weights); "
+                            "neuroloc cannot read its routing")
+    return values[0], values[1], values[2]
+
+
+def install_experts(layout, layer: int, wanted: Wanted, handles: list) -> None:
+    """Hooks for the `expert` sites of one layer: `wanted[e]` = (apply, edits, rows observer) for expert e;
+    a rows observer takes the routed rows themselves, without a dense (batch, tokens, width) view."""
+    reader = experts_reader(layout, layer)
+    shape = _Shape()
+    handles.append(_block(layout, layer).register_forward_pre_hook(shape.pre_hook, with_kwargs=True))
+    if isinstance(reader, FusedExperts):
+        handles.append(reader.module.register_forward_hook(_fused_hook(reader, shape, wanted), with_kwargs=True))
+        handles.append(_Forget(reader.module))
+    else:
+        _install_module_experts(reader, shape, wanted, handles, _block(layout, layer))
+
+
+# Per fused experts module, the hidden rows an earlier hook of the same pass left (edited or not), keyed
+# by the identity of the pass's input: a hook installed later (a recording inside a lesion) sees the
+# edited neurons, as it would at a module boundary, and edits on top of them.
+_PASS: "weakref.WeakKeyDictionary[nn.Module, tuple[torch.Tensor, dict[int, torch.Tensor]]]" = weakref.WeakKeyDictionary()
+
+
+class _Forget:
+    """A handle whose removal drops the module's cached rows (hooks gone, nothing held)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.module = module
+
+    def remove(self) -> None:
+        _PASS.pop(self.module, None)
+
+
+def _fused_hook(reader: FusedExperts, shape: _Shape, wanted: Wanted):
+    experts = sorted(wanted)
+
+    def hook(module, args, kwargs, output):
+        x, index, weights = _routing(module, args, kwargs)
+        cached = _PASS.get(module)
+        known = cached[1] if cached is not None and cached[0] is x else {}
+        _PASS[module] = (x, known)
+        n, k = x.reshape(-1, x.shape[-1]).shape[0], index.shape[-1]
+        flat = index.reshape(-1)
+        token = torch.arange(n, device=flat.device).repeat_interleave(k)
+        weight = weights.reshape(-1)
+        chosen = torch.isin(flat, torch.tensor(experts, device=flat.device))
+        flat, token, weight = flat[chosen], token[chosen], weight[chosen]
+        order = torch.argsort(flat, stable=True)
+        flat, token, weight = flat[order], token[order], weight[order]
+        counts = torch.bincount(flat, minlength=reader.n_experts).tolist()
+        starts = [0]
+        for c in counts:
+            starts.append(starts[-1] + c)
+        batch_tokens = shape.tokens(n)
+        missing = [e for e in experts if e not in known]
+        if missing:  # one grouped product for every expert not yet computed in this pass
+            fresh = torch.isin(flat, torch.tensor(missing, device=flat.device))
+            computed = reader.hidden_sorted(x.reshape(-1, x.shape[-1]).index_select(0, token[fresh]), flat[fresh],
+                                            [counts[e] if e in missing else 0 for e in range(reader.n_experts)])
+            offset = 0
+            for e in missing:
+                known[e] = computed[offset:offset + counts[e]]
+                offset += counts[e]
+        delta = None
+        for e in experts:
+            apply, edits, observe_rows = wanted[e]
+            rows_at = slice(starts[e], starts[e + 1])
+            tokens = token[rows_at]
+            rows = known[e]
+            if observe_rows is not None:
+                observe_rows(rows, tokens)
+                continue
+            dense = rows.new_zeros(n, reader.width).index_copy_(0, tokens, rows)
+            routed = torch.zeros(n, dtype=torch.bool, device=rows.device).index_fill_(0, tokens, True)
+            new = apply(dense.view(*batch_tokens, reader.width), routed.view(batch_tokens))
+            if edits and new is not None and not _same(new, dense):
+                new_rows = new.reshape(n, reader.width).index_select(0, tokens)
+                known[e] = new_rows
+                change = (reader.down(new_rows, e) - reader.down(rows, e)) * weight[rows_at, None].to(rows.dtype)
+                out = output.reshape(-1, output.shape[-1])
+                delta = torch.zeros_like(out) if delta is None else delta
+                delta.index_add_(0, tokens, change.to(out.dtype))
+        if delta is not None:
+            return (output.reshape(-1, output.shape[-1]) + delta).reshape(output.shape)
+        return None
+
+    return hook
+
+
+def _same(new: torch.Tensor, old: torch.Tensor) -> bool:
+    """Whether an editor handed back the value it was given (a view of it): nothing to write back."""
+    return new.data_ptr() == old.data_ptr() and new.numel() == old.numel()
+
+
+# -- per-expert modules ---------------------------------------------------------------------------------
+_HASH: dict[tuple[int, torch.device], torch.Tensor] = {}
+
+
+def _row_keys(x: torch.Tensor) -> torch.Tensor:
+    """An exact integer key per row: a fixed random combination of the rows' bit patterns (no overflow)."""
+    bits = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[x.element_size()]
+    raw = x.contiguous().view(bits).long()
+    raw = raw & 0xFFFFFFFF if x.element_size() >= 4 else raw & 0xFFFF
+    key = (x.shape[-1], x.device)
+    if key not in _HASH:
+        generator = torch.Generator().manual_seed(x.shape[-1])
+        _HASH[key] = torch.randint(1, 2**15, (x.shape[-1],), generator=generator).to(x.device)
+    return (raw * _HASH[key]).sum(-1)
+
+
+def match_rows(rows: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """For each row of `rows`, the index of an equal row of `table`, one-to-one (a row repeated k times in
+    `rows` takes k distinct equal rows of `table`). Raises when a row has no partner."""
+    if rows.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=rows.device)
+    table_keys, row_keys = _row_keys(table), _row_keys(rows)
+    sorted_keys, table_order = torch.sort(table_keys, stable=True)
+    row_sorted, row_order = torch.sort(row_keys, stable=True)
+    first = torch.searchsorted(row_sorted, row_sorted, right=False)
+    rank = torch.arange(len(row_sorted), device=rows.device) - first
+    start = torch.searchsorted(sorted_keys, row_sorted, right=False)
+    position = (start + rank).clamp(max=len(sorted_keys) - 1)
+    matched = torch.empty_like(row_order)
+    matched[row_order] = table_order[position]
+    if not torch.equal(table.index_select(0, matched), rows):
+        raise NeurolocError("an expert's input rows do not match the tokens entering its mixture-of-experts block: "
+                            "neuroloc cannot tell which tokens were routed to it")
+    return matched
+
+
+def _install_module_experts(reader: ModuleExperts, shape: _Shape, wanted: Wanted,
+                            handles: list, block: nn.Module) -> None:
+    ran: set[int] = set()
+    tokens_of: dict[int, torch.Tensor] = {}
+
+    def reset(_module, _args, _kwargs):
+        ran.clear()
+
+    def inputs(e: int):
+        def pre(_module, args):
+            tokens_of[e] = match_rows(args[0].reshape(-1, args[0].shape[-1]), shape.hidden)
+        return pre
+
+    def down(e: int):
+        apply, edits, observe_rows = wanted[e]
+
+        def pre(_module, args):
+            ran.add(e)
+            rows, tokens = args[0], tokens_of.pop(e)
+            n = shape.hidden.shape[0]
+            flat = rows.reshape(-1, rows.shape[-1])
+            if observe_rows is not None:
+                observe_rows(flat, tokens)
+                return None
+            dense = flat.new_zeros(n, flat.shape[-1]).index_copy_(0, tokens, flat)
+            routed = torch.zeros(n, dtype=torch.bool, device=flat.device).index_fill_(0, tokens, True)
+            batch_tokens = shape.tokens(n)
+            new = apply(dense.view(*batch_tokens, flat.shape[-1]), routed.view(batch_tokens))
+            if edits and new is not None and not _same(new, dense):
+                return (new.reshape(n, -1).index_select(0, tokens).reshape(rows.shape), *args[1:])
+            return None
+        return pre
+
+    def unrouted(_module, _args, _output):
+        """Experts that received no token still report (an all-False routed mask), so every site runs."""
+        n = shape.hidden.shape[0]
+        for e in sorted(set(wanted) - ran):
+            apply, _, observe_rows = wanted[e]
+            if observe_rows is not None:
+                observe_rows(shape.hidden.new_zeros(0, reader.width), torch.zeros(0, dtype=torch.long,
+                                                                                    device=shape.hidden.device))
+                continue
+            zeros = shape.hidden.new_zeros(*shape.tokens(n), reader.width)
+            apply(zeros, torch.zeros(shape.tokens(n), dtype=torch.bool, device=zeros.device))
+
+    handles.append(block.register_forward_pre_hook(reset, with_kwargs=True))
+    for e in wanted:
+        expert = reader.module[e]
+        handles.append(expert.register_forward_pre_hook(inputs(e)))
+        handles.append(expert.get_submodule(reader.down_path).register_forward_pre_hook(down(e)))
+    handles.append(block.register_forward_hook(unrouted))
+
+
+# -- routers --------------------------------------------------------------------------------------------
+class _Logits(TorchFunctionMode):
+    """While the router runs: the first result computed with a tensor of the router weight's shape among
+    its arguments, and as wide as its rows, is the logits; hand them to `edit`, return what it gives back."""
+
+    def __init__(self, weight_shape: tuple[int, int], edit: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.weight_shape, self.edit, self.done = weight_shape, edit, False
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        if not self.done and isinstance(out, torch.Tensor) and out.ndim >= 1 and out.shape[-1] == self.weight_shape[0] \
+                and any(isinstance(a, torch.Tensor) and tuple(a.shape) == self.weight_shape
+                        for a in (*args, *kwargs.values())):
+            self.done = True
+            out = self.edit(out)
+        return out
+
+
+def router_weight_shape(router: nn.Module, n_experts: int, hidden: int) -> tuple[int, int] | None:
+    """The shape of the router's (m, hidden) weight, m ≥ n_experts (rows past n_experts: e.g. shared
+    experts' gates, which some routers score alongside), or None."""
+    for parameter in router.parameters():
+        if parameter.ndim == 2 and parameter.shape[1] == hidden and parameter.shape[0] >= n_experts:
+            return tuple(parameter.shape)
+    return None
+
+
+def install_router(layout, layer: int, apply: Apply, edits: bool, handles: list) -> None:
+    """Hooks for the `router` site of one layer: units are the first n_experts logits' softmax."""
+    parts = layout.parts(layer)
+    router = layout.layers[layer].get_submodule(parts.moe.router)
+    shape = _Shape()
+    handles.append(_block(layout, layer).register_forward_pre_hook(shape.pre_hook, with_kwargs=True))
+    n = parts.moe.n_experts
+    weight_shape = router_weight_shape(router, n, layout.hidden_size)
+    active: list[_Logits] = []
+
+    def edit(logits: torch.Tensor) -> torch.Tensor:
+        flat = logits.reshape(-1, logits.shape[-1])
+        routed = flat[:, :n].float()
+        probs = torch.softmax(routed, dim=-1)
+        batch_tokens = shape.tokens(flat.shape[0])
+        new = apply(probs.view(*batch_tokens, -1), None)
+        if not edits or new is None or _same(new, probs):
+            return logits
+        new = new.reshape(probs.shape).to(probs.dtype)
+        shifted = torch.where(new != probs, routed + torch.log(new / probs), routed).to(logits.dtype)
+        return torch.cat([shifted, flat[:, n:]], dim=1).reshape(logits.shape)
+
+    def enter(_module, _args):
+        mode = _Logits(weight_shape, edit)
+        mode.__enter__()
+        active.append(mode)
+
+    def leave(_module, _args, _output):
+        if active:  # also when the forward raised (always_call): the mode never outlives the router
+            active.pop().__exit__(None, None, None)
+
+    handles.append(router.register_forward_pre_hook(enter))
+    # prepend: a router hooked twice (a recording inside a lesion) leaves its modes in reverse order
+    handles.append(router.register_forward_hook(leave, always_call=True, prepend=True))
