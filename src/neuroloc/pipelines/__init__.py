@@ -17,6 +17,10 @@ STUDIES: dict[str, tuple[str, str]] = {
                "Lesion units and matched controls; evaluate benchmarks."),
     "language-network": ("neuroloc.pipelines.language_network:LanguageNetworkConfig",
                          "The language network end to end: localize, lesion against controls, report."),
+    "task": ("neuroloc.pipelines.task:TaskConfig",
+             "Task neurons: score units per label of prompt–answer data, intervene, build the effect matrix."),
+    "pos": ("neuroloc.pipelines.pos:PosConfig",
+            "Key neurons for parts of speech: attribute, select per class, probe on fresh text, lesion."),
 }
 
 # Old command names kept for one release: old name → new name.

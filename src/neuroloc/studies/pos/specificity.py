@@ -35,7 +35,7 @@ SUMMARY_COLUMNS = ["lesioned_class", "evaluated_class", "n_units", "n_words", "i
                    "control_mean", "control_sd", "n_controls", "effect_sd"]
 
 
-def word_logprobs(lm: LoadedModel, corpus: TaggedCorpus, *, batch_size: int = 16, bos: str = "prepend") -> pd.DataFrame:
+def word_logprobs(lm: LoadedModel, corpus: TaggedCorpus, *, batch_size: int, bos: str) -> pd.DataFrame:
     """One row per word whose tokens it shares with no other word: sent_index, word_index, upos and
     logprob = ln p(first subword | BOS, preceding tokens), in nats. Lesions active around the call
     apply."""
@@ -99,9 +99,9 @@ def specificity(
     n_random: int = 5,
     seed: int = 0,
     mode: str = "zero",
-    batch_size: int = 16,
+    batch_size: int,
     skip_absent: bool = False,
-    bos: str = "prepend",
+    bos: str,
     progress: bool = False,
 ) -> SpecificityResult:
     """Lesion each class's key units (and `n_random` matched random sets, seeds seed…seed+n−1) and
