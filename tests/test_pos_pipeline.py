@@ -243,3 +243,17 @@ def test_deprecated_run_pos_and_old_config_names(lm, treebanks, tmp_path) -> Non
         config = PosConfig(method="gradxact", n_random=3, batch_size=8, bos="none")
     assert (config.score, config.n_controls, config.settings.batch_size, config.settings.bos) == \
         ("gradxact", 3, 8, "none")
+
+
+@pytest.mark.parametrize("score, bos", [("gradxact", "none"), ("contrast", "tokenizer")])
+def test_a_bos_policy_reaches_every_forward_pass(lm, treebanks, tmp_path, monkeypatch, score, bos) -> None:
+    """The attribution (or word recording), the probes' features and the lesion check all encode under the run
+    settings' BOS policy: every call of the one encoding path says so."""
+    from tests.bos_spy import spy_bos
+
+    train, evaluation = treebanks
+    calls = spy_bos(monkeypatch)
+    run_study(lm, train, tmp_path / "o", evaluation, score=score, n_controls=1, n_bootstrap=5, max_sentences=12,
+              settings=RunSettings(bos=bos, batch_size=7, progress=False))
+    # key neurons 1; probe features 3 splits; specificity: intact + (1 key + 1 random) × 4 classes
+    assert len(calls) >= 1 + 3 + 9 and set(calls) == {bos}, sorted(set(calls))

@@ -20,7 +20,7 @@ from neuroloc.evaluate.registry import BENCHMARKS, register_benchmark
 from neuroloc.evaluate.scoring import token_logprobs
 from neuroloc.lesion import lesion
 from neuroloc.models.loading import wrap_model
-from neuroloc.pipelines.task import TaskConfig, TaskInputs, _label_values, run_task
+from neuroloc.pipelines.task import TaskConfig, _label_values, run_task
 from neuroloc.record.collect import collect
 from neuroloc.record.recorder import Recorder
 from neuroloc.runner import RunOptions, run
@@ -127,8 +127,8 @@ def test_value_mode_sets_units_to_the_label_median(lm, facts) -> None:
     values = _label_values(stats, ident.label_names, sites)
     features = direct_features(lm, ident.prompts, sites)
     rows = ident.indices("sum")
-    assert torch.allclose(values["sum"][sites[1].name], torch.from_numpy(np.median(features[rows][:, lm.layout.width("mlp"):], 0)),
-                          atol=1e-5)
+    second = features[rows][:, lm.layout.width("mlp"):]  # the second site's units
+    assert torch.allclose(values["sum"][sites[1].name], torch.from_numpy(np.median(second, 0)), atol=1e-5)
 
 
 def test_cli_task(tmp_path) -> None:
@@ -284,4 +284,3 @@ def test_deprecated_run_task_still_runs(lm, tmp_path, facts) -> None:
     assert old.units.sets == new.units.sets
     pd.testing.assert_frame_equal(old.effects, new.effects)
     assert set(old.guard.benchmark) == {"perplexity"}
-    assert isinstance(TaskInputs, type)

@@ -188,3 +188,45 @@ def test_frequency_aggregate_counts_items_with_the_unit_on_top() -> None:
 def test_scores_without_a_tiebreak_column_are_refused() -> None:
     with pytest.raises(NeurolocError, match="break ties by column 't'"):
         Scores(np.zeros((1, 3)), ("a",), tiebreak="t")
+
+
+def test_unknown_score_options_are_refused() -> None:
+    """An option a score does not take is an error naming it, never dropped (the Localizer, the score itself
+    and a study config)."""
+    from neuroloc.pipelines.localize import LocalizeConfig
+    from neuroloc.pipelines.task import TaskConfig
+
+    with pytest.raises(NeurolocError, match="score 'average_precision' takes no option absolute"):
+        Localizer("mlp", score="average_precision", absolute=True).check_params()
+    with pytest.raises(NeurolocError, match="takes no option bogus"):
+        Localizer("mlp", score="ap", options={"bogus": 1}).check_params()
+    with pytest.raises(NeurolocError, match="takes no option quantile"):
+        SCORES["welch"](rows_store(np.ones((4, 2)), ["a", "a", "b", "b"], "moments"), Design.contrast("a", "b"),
+                        quantile=0.5)
+    with pytest.raises(NeurolocError, match="takes no option absolute"):
+        LocalizeConfig(score="average_precision", absolute=True)
+    with pytest.raises(NeurolocError, match="takes no option z0"):
+        TaskConfig(score="contrast", z0=1.0)
+
+
+def test_selection_across_site_kinds_together() -> None:
+    """`per_kind=False`: the k best units over every site kind together (scipy's Welch t on the rows), where
+    the default takes k of each kind."""
+    rng = np.random.default_rng(3)
+    labels = ["a"] * 6 + ["b"] * 7
+    rows = {"layers.0.mlp": rng.normal(size=(13, 4)), "layers.0.attn": rng.normal(size=(13, 3))}
+    rows["layers.0.attn"][:6] += np.array([3.0, 0.0, 1.5])
+    rows["layers.0.mlp"][:6, 2] += 2.0
+    store = StatsStore()
+    for site, x in rows.items():
+        for label in "ab":
+            store.update("moments", label, site, torch.from_numpy(x[np.array(labels) == label]))
+    design = Design.contrast("a", "b")
+    y = np.array(labels) == "a"
+    t = np.concatenate([stats.ttest_ind(rows[s][y], rows[s][~y], equal_var=False).statistic
+                        for s in ("layers.0.attn", "layers.0.mlp")])  # sites in order: attn before mlp
+    joint = Localizer(["mlp", "attn"], score="welch", count=3, per_kind=False).fit_stats(store, design=design)
+    assert sorted(joint.units_.flat_indices().tolist()) == sorted(np.argsort(-t)[:3].tolist())
+    each = Localizer(["mlp", "attn"], score="welch", count=2).fit_stats(store, design=design)
+    assert each.units_.counts() == {"layers.0.attn": 2, "layers.0.mlp": 2}
+    assert len(joint.units_) == 3

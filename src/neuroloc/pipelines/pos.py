@@ -348,7 +348,8 @@ def prepare_data(lm: LoadedModel, train: TaggedCorpus, eval_corpus: TaggedCorpus
 
 
 def find_key_neurons(lm: LoadedModel, data: PosData, config: PosConfig, *, progress: bool = False,
-                     baseline: Mapping[str, torch.Tensor] | None = None) -> tuple[KeyNeurons, AttributionSummary | None]:
+                     baseline: Mapping[str, torch.Tensor] | None = None
+                     ) -> tuple[KeyNeurons, AttributionSummary | None]:
     """Stage 2: key neurons per class on the fitting part (attribution recipe, or a score of word activations)."""
     settings = config.settings
     if not config.attribution:
@@ -438,8 +439,8 @@ class PosResult(StudyResult):
         label = ("Effect (control SDs of the random lesions' drop)" if value == "effect_sd"
                  else "Drop in mean log-prob (nats)")
         self.figures = {
-            "layers": plot_layer_distribution(self.layers, title=f"Key neurons per layer ({config.score}, k={config.k})",
-                                              group="class"),
+            "layers": plot_layer_distribution(self.layers, group="class",
+                                              title=f"Key neurons per layer ({config.score}, k={config.k})"),
             "probe": plot_probe(self.probe),
             "specificity": plot_heatmap(spec.matrix(value), "Lesioning key neurons: drop in next-word log-prob by "
                                         "class", label)}

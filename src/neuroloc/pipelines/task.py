@@ -90,7 +90,9 @@ class TaskConfig(StudyConfig):
                        help="'relations' (the built-in relation set) or a JSONL/CSV/TSV prompt–answer file "
                             "(prompt, answer, label; optional split, choices). Formerly --data.")
     data: str | None = fields.data_root()
-    score: str = fields.score("average_precision", help="How units are scored per label.")
+    score: str = fields.score("average_precision", help="How units are scored per label: average_precision (ap), "
+                                                        "one_vs_rest_welch (contrast), welch, cohen_d; or an "
+                                                        "attribution score, gradxact or ig.")
     k: int = param(100, Interval(int, 1, None), help="Units per label.")
     bottom_k: int = param(0, Interval(int, 0, None),
                           help="Activation scores: also each label's units whose activation drops most for it.")
@@ -288,7 +290,8 @@ def _labeled(selected: UnitSet | LabeledUnits, labels: Sequence[str]) -> Labeled
     return LabeledUnits({label: selected[label] for label in labels})
 
 
-def _label_values(stats: StatsStore, labels: Sequence[str], sites: Sequence[Site]) -> dict[str, dict[str, torch.Tensor]]:
+def _label_values(stats: StatsStore, labels: Sequence[str], sites: Sequence[Site]
+                  ) -> dict[str, dict[str, torch.Tensor]]:
     """Per label and site, each unit's median pooled activation on the label's identification prompts (the
     replacement values of mode `value`)."""
     return {label: {s.name: torch.from_numpy(np.median(stats.get("rows", label, s.name).values().cpu().numpy(),
