@@ -149,6 +149,8 @@ def test_errors(lm, tmp_path, facts) -> None:
         run_study(lm, tmp_path / "o", items=str(facts), score="lape")
     with pytest.raises(NeurolocError, match="takes no option z0"):
         run_study(lm, tmp_path / "o", items=str(facts), score="ap", z0=1.0)
+    with pytest.raises(NeurolocError, match="--max-tokens"):  # a setting the study cannot honour is refused
+        run_study(lm, tmp_path / "o", items=str(facts), settings=RunSettings(max_tokens=8))
     items = load_prompts(facts)
     few = tmp_path / "few.jsonl"
     few.write_text("".join(line + "\n" for i, line in enumerate(facts.read_text().splitlines())

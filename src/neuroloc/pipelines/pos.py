@@ -22,6 +22,7 @@ specificity.png (the runner adds report.html and manifest.json, with the split).
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -271,6 +272,9 @@ class PosConfig(StudyConfig):
             raise NeurolocError(f"score (--score): `neuroloc pos` takes an attribution score (ig, gradxact) or a "
                                 f"score of word-activation moments with a one-vs-rest design (one_vs_rest_welch, "
                                 f"welch, cohen_d); {self.score} needs {', '.join(function.needs)}")
+        if self.settings.max_tokens is not None:
+            raise NeurolocError("max_tokens (--max-tokens): the pos study attributes, probes and scores every word of "
+                                "whole sentences; leave it out")
         if self.rule == "trapezoid" and self.steps < 2:
             raise NeurolocError("steps (--steps): the trapezoid rule needs at least 2 steps")
 
@@ -464,8 +468,6 @@ class PosResult(StudyResult):
     def write(self, folder: Path) -> None:
         key = self.key_neurons
         key.save(folder / "key_neurons")
-        import json
-
         (folder / "key_neurons.json").write_text(json.dumps(
             {**key.to_json(), "parameters": self.config.to_dict(), "sites": [s.name for s in self.sites()]},
             indent=2, default=str))

@@ -160,6 +160,9 @@ class TaskConfig(StudyConfig):
         if not self.attribution and (self.control or self.nuisance):
             raise NeurolocError(f"control (--control) and nuisance (--nuisance) sets are for the attribution scores "
                                 f"(gradxact, ig), not {self.score}")
+        if self.settings.max_tokens is not None:
+            raise NeurolocError("max_tokens (--max-tokens): the task study scores whole prompts with their answers; "
+                                "leave it out (shorten long prompts in the data instead)")
         if "value" in {Intervention.parse(m).kind for m in self.modes} and "attn" in self.site:
             raise NeurolocError("modes (--mode): 'value' sets units to activation values; attention heads are "
                                 "recorded as output norms, so use it with mlp or mlp_gate sites only")
@@ -196,20 +199,39 @@ class TaskConfig(StudyConfig):
                          options={**self.score_options(), **options} or None, settings=self.settings)
 
     def compute(self, lm: LoadedModel, ctx: RunContext, inputs: "TaskInputs") -> "TaskResult":
-        settings, progress = self.settings, ctx.progress
-        ident, test = inputs.identification, inputs.test
-        labels = ident.label_names
-        sites = lm.layout.sites(list(self.site))
+        settings, progress, test = self.settings, ctx.progress, inputs.test
         answers = score_answers(lm, test, batch_size=settings.batch_size, bos=settings.bos, progress=progress)
         intact = answer_accuracy(answers)
-
-        stimuli = StimulusSet(ident.name, tuple(ident.prompts), tuple(ident.labels))
         modes = [str(Intervention.parse(m)) for m in self.modes]
         wants_values = any(Intervention.parse(m).kind == "value" for m in modes)
-        localizer = self.localizer()
-        completeness = None
+        localizer, units, scores, values, completeness = self._select(lm, ctx, inputs, wants_values)
+
+        labels, n_units = list(units.labels), sum(localizer.widths_)
+        ks = sorted(set(self.dose if self.dose is not None else
+                        [max(1, self.k // 4), max(1, self.k // 2), self.k, 2 * self.k]))
+        effects = effect_matrix(lm, units.sets, test, modes=modes, n_random=self.n_controls, seed=self.seed,
+                                settings=settings, values=values, intact=intact, progress=progress)
+        sizes = {k: _labeled(localizer.select(count=min(k, n_units)), labels).sets for k in ks}
+        dose = dose_response(lm, sizes, test, mode=modes[0], n_random=1, seed=self.seed, settings=settings,
+                             values=values, intact=intact, progress=progress) if ks else \
+            pd.DataFrame(columns=EFFECT_COLUMNS + ["k"])
+        guard = general_guard(lm, units.sets, inputs.benchmarks, modes=modes, n_random=self.n_controls,
+                              seed=self.seed, values=values, progress=progress)
+        return TaskResult(config=self, model=dict(lm.identity), units=units, scores=scores, intact=intact,
+                          answers=answers.assign(prompt=test.prompts, answer=test.answers), effects=effects,
+                          dose=dose, guard=guard, inputs=inputs, modes=modes, dose_ks=ks, labels=labels,
+                          completeness=completeness.summary() if completeness is not None else None)
+
+    def _select(self, lm: LoadedModel, ctx: RunContext, inputs: "TaskInputs", wants_values: bool):
+        """Record (activations or attributions), score every unit per label and select each label's units:
+        (the fitted localizer, the units, the scores table, the values of mode `value` or None, IG's
+        completeness or None)."""
+        ident = inputs.identification
+        labels, sites = ident.label_names, lm.layout.sites(list(self.site))
+        stimuli = StimulusSet(ident.name, tuple(ident.prompts), tuple(ident.labels))
+        localizer, completeness = self.localizer(), None
         if self.attribution:
-            stats, completeness = self._attributions(lm, inputs, sites, progress)
+            stats, completeness = self._attributions(lm, inputs, sites, ctx.progress)
             activations = self._activations(lm, ctx, stimuli, sites, ("rows",)) if wants_values else None
         else:
             needs = set(localizer.score_function.needs) | ({"rows"} if wants_values else set())
@@ -225,35 +247,19 @@ class TaskConfig(StudyConfig):
         empty = [label for label in labels if len(units[label]) == 0]
         if empty:
             raise NeurolocError(f"no units pass the selection for labels {empty}; lower --z0 or --nuisance-percent")
-        values = _label_values(activations, labels, sites) if wants_values else None
-
-        n_units = sum(widths.values())
-        ks = sorted(set(self.dose if self.dose is not None else
-                        [max(1, self.k // 4), max(1, self.k // 2), self.k, 2 * self.k]))
-        effects = effect_matrix(lm, units.sets, test, modes=modes, n_random=self.n_controls, seed=self.seed,
-                                settings=settings, values=values, intact=intact, progress=progress)
-        sizes = {k: _labeled(localizer.select(count=min(k, n_units)), labels).sets for k in ks}
-        dose = dose_response(lm, sizes, test, mode=modes[0], n_random=1, seed=self.seed, settings=settings,
-                             values=values, intact=intact, progress=progress) if ks else \
-            pd.DataFrame(columns=EFFECT_COLUMNS + ["k"])
-        guard = general_guard(lm, units.sets, inputs.benchmarks, modes=modes, n_random=self.n_controls,
-                              seed=self.seed, values=values, progress=progress)
         scores = localizer.scores_frame(units)
         for name, table in extra.items():  # rows in the localizer's label order, as the scores table
             scores[name] = np.concatenate(list(table))
-        return TaskResult(config=self, model=dict(lm.identity), units=units, scores=scores, intact=intact,
-                          answers=answers.assign(prompt=test.prompts, answer=test.answers), effects=effects,
-                          dose=dose, guard=guard, inputs=inputs, modes=modes, dose_ks=ks, labels=labels,
-                          completeness=completeness.summary() if completeness is not None else None)
+        values = _label_values(activations, labels, sites) if wants_values else None
+        return localizer, units, scores, values, completeness
 
     def _activations(self, lm: LoadedModel, ctx: RunContext, stimuli: StimulusSet, sites: list[Site],
                      kinds: tuple[str, ...]) -> StatsStore:
         """The identification prompts' pooled activations, recorded into `kinds` statistics per label
         (checkpointed when the run keeps checkpoints)."""
         settings = self.settings
-        recorder = Recorder(lm, sites, pooling=self.pooling, batch_size=settings.batch_size,
-                            max_tokens=settings.max_tokens, bos=settings.bos, progress=ctx.progress,
-                            description="recording prompts")
+        recorder = Recorder(lm, sites, pooling=self.pooling, batch_size=settings.batch_size, bos=settings.bos,
+                            progress=ctx.progress, description="recording prompts")
         if ctx.checkpointing:
             key = ctx.key(lm, data=stimuli.content_hash(), study=self.identity(), kinds=list(kinds))
             return collect_resumable(recorder, stimuli, ctx.checkpoint("prompts", key), kinds=kinds)
@@ -325,7 +331,9 @@ class TaskInputs:
         reserved = {CONTROL, NUISANCE} & set(ident.label_names)
         if reserved:
             raise NeurolocError(f"{self.items.name}: the labels {sorted(reserved)} are reserved; rename them")
-        limit = lambda s: s.split(IDENTIFICATION).limit(config.max_identification) if s is not None else None  # noqa
+        def limit(extra: PromptSet | None) -> PromptSet | None:  # control and nuisance: identification items
+            return extra.split(IDENTIFICATION).limit(config.max_identification) if extra is not None else None
+
         return TaskInputs(self.items, limit(self.control), limit(self.nuisance), self.benchmarks, self.sources,
                           ident, test)
 
