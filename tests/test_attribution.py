@@ -11,12 +11,30 @@ from neuroloc.errors import NeurolocError
 from neuroloc.models.hooks import hooks
 from neuroloc.models.layout import Site
 from neuroloc.models.loading import wrap_model
-from neuroloc.studies.pos.attribution import attribute, iter_attributions, word_targets
+from neuroloc.studies.pos import attribution as engine
 from neuroloc.studies.pos.key_neurons import select_key_neurons
-from neuroloc.studies.pos.specificity import word_logprobs
+from neuroloc.studies.pos.specificity import word_logprobs as _word_logprobs
 from neuroloc.stimuli.treebank import TaggedCorpus, TaggedSentence
 from tests.test_pos_pipeline import own_tokenizer, tagged_corpus
 from tests.tiny import tiny_model, tiny_tokenizer
+
+
+# The engine takes the run settings explicitly (no defaults below the study): these tests use the BOS policy
+# `prepend` and 64 rows per pass unless they say otherwise.
+def iter_attributions(lm, corpus, **kwargs):
+    return engine.iter_attributions(lm, corpus, **{"bos": "prepend", "batch_size": 64, **kwargs})
+
+
+def attribute(lm, corpus, **kwargs):
+    return engine.attribute(lm, corpus, **{"bos": "prepend", "batch_size": 64, **kwargs})
+
+
+def word_targets(lm, corpus, classes=None):
+    return engine.word_targets(lm, corpus, classes, bos="prepend")
+
+
+def word_logprobs(lm, corpus, bos="prepend"):
+    return _word_logprobs(lm, corpus, batch_size=16, bos=bos)
 
 
 @pytest.fixture(scope="module")
@@ -153,10 +171,14 @@ def test_results_do_not_depend_on_batching(llama64, corpus, method) -> None:
         assert np.allclose(other_f, f, rtol=1e-9)
 
 
-def test_target_logprobs_equal_the_scorer(corpus) -> None:
+@pytest.mark.parametrize("bos", ["prepend", "none"])
+def test_target_logprobs_equal_the_scorer(corpus, bos) -> None:
+    """The attribution's targets are the scorer's word log-probabilities; without a BOS both leave each
+    sentence's first word out (nothing predicts it)."""
     lm = wrap_model(tiny_model("llama"), own_tokenizer())
-    summary = attribute(lm, corpus, classes=None, method="gradxact")
-    scored = word_logprobs(lm, corpus)
+    summary = attribute(lm, corpus, classes=None, method="gradxact", bos=bos)
+    scored = word_logprobs(lm, corpus, bos)
+    assert (0 in set(scored.word_index)) == (bos == "prepend")
     merged = summary.words.merge(scored, on=["sent_index", "word_index", "upos"], suffixes=("", "_scorer"))
     assert len(merged) == len(summary.words) == len(scored)
     assert np.allclose(merged["logprob"], merged["logprob_scorer"], atol=1e-4)

@@ -358,7 +358,7 @@ def test_save_load_multilabel_localizer(lm, three, tmp_path):
     loaded = Localizer.load(tmp_path)
     assert loaded.units_ == localizer.units_ and loaded.design_ == localizer.design_
     np.testing.assert_allclose(loaded.scores_, localizer.scores_)
-    assert loaded.get_params()["bos"] == "prepend"
+    assert loaded.get_params()["settings"]["bos"] == "prepend"
 
 
 # ------------------------------------------------------------------------------------- LabeledUnits
@@ -411,7 +411,8 @@ def test_a_neuroloc_01_output_folder_still_loads(lm, tmp_path):
     fitted = Localizer("residual", percent=5, bos="tokenizer").fit(lm, stimuli)
     fitted.save(tmp_path)
     info = json.loads((tmp_path / "localizer.json").read_text())
-    info["params"].pop("bos"), info["params"].pop("score"), info["params"].pop("design"), info.pop("widths")
+    info["params"].pop("settings"), info["params"].pop("score"), info["params"].pop("design"), info.pop("widths")
+    info["params"].update(batch_size=32, max_tokens=None, progress=False, quantile=0.95)  # 0.1's parameters
     info["contrast"] = list(info.pop("design")["labels"])
     (tmp_path / "localizer.json").write_text(json.dumps(info))
     state = {k.split("|", 1)[1]: v for k, v in fitted.stats_.state_dict().items() if k.startswith("moments|")}

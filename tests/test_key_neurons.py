@@ -15,6 +15,7 @@ from neuroloc.studies.pos.key_neurons import (
     top_percent_indices,
 )
 from neuroloc.record.recorder import Recorder
+from neuroloc.settings import RunSettings
 from neuroloc.units import UnitSet
 from tests.test_pos_pipeline import own_tokenizer, tagged_corpus
 from tests.tiny import tiny_model
@@ -135,10 +136,12 @@ def lm():
 def test_contrast_matches_scipy_welch(lm, pooling) -> None:
     corpus = tagged_corpus(n_docs=3, per_doc=4)
     sites = lm.layout.sites("mlp")
-    key = contrast_key_neurons(lm, corpus, classes=("NOUN", "VERB"), k=4, pooling=pooling, batch_size=5)
+    key = contrast_key_neurons(lm, corpus, classes=("NOUN", "VERB"), k=4, pooling=pooling,
+                               settings=RunSettings(batch_size=5))
     # independent: record the same word rows, then scipy's Welch test, class vs every other word
     rows, values = [], []
-    for batch in Recorder(lm, sites, pooling=pooling, batch_size=3, bos="prepend").iter_batches(corpus.texts(), corpus.word_spans()):
+    for batch in Recorder(lm, sites, pooling=pooling, batch_size=3, bos="prepend").iter_batches(corpus.texts(),
+                                                                                                corpus.word_spans()):
         rows += batch.rows
         values.append(torch.cat([batch.features[s] for s in sites], dim=1).double().numpy())
     values = np.concatenate(values)
@@ -149,10 +152,10 @@ def test_contrast_matches_scipy_welch(lm, pooling) -> None:
         top = np.argsort(-expected, kind="stable")[:4]
         assert key.units[c].flat_indices().tolist() == sorted(top.tolist())
         assert key.n_words[c] == int((tags == c).sum())
-    assert key.method == "contrast"
+    assert key.method == "one_vs_rest_welch"  # the registered score behind the alias `contrast`
 
 
 def test_contrast_needs_two_words_per_class(lm) -> None:
     corpus = tagged_corpus(n_docs=1, per_doc=1)
     with pytest.raises(NeurolocError, match="at least 2"):
-        contrast_key_neurons(lm, corpus, classes=("ADV",), k=2, pooling="word-mean")
+        contrast_key_neurons(lm, corpus, classes=("ADV",), k=2, pooling="word-mean", settings=RunSettings())

@@ -227,15 +227,19 @@ def test_cli_pos_on_a_small_treebank(model_dir, tmp_path):
 
     (tmp_path / "train.conllu").write_text(conllu_text(n_docs=6, per_doc=4, seed=0))
     (tmp_path / "fresh.conllu").write_text(conllu_text(n_docs=2, per_doc=4, seed=1))
+    # the old flags (--data FILE, --method, --random-sets) still work, with a warning
     result = CliRunner().invoke(app, [
         "pos", "--model", str(model_dir), "--data", str(tmp_path / "train.conllu"), "--eval",
         str(tmp_path / "fresh.conllu"), "--method", "gradxact", "--classes", "NOUN,VERB", "--k", "5",
         "--random-sets", "2", "--out", str(tmp_path / "pos"), "--quiet"])
     assert result.exit_code == 0, result.output
+    assert "--method is deprecated" in result.output and "--random-sets is deprecated" in result.output
     probe = pd.read_csv(tmp_path / "pos" / "probe.csv")
     assert {"test", "eval"} <= set(probe.split)
-    assert json.loads((tmp_path / "pos" / "manifest.json").read_text())["parameters"]["method"] == "gradxact"
-    missing = CliRunner().invoke(app, ["pos", "--model", str(model_dir), "--data", str(tmp_path / "none.conllu"),
+    parameters = json.loads((tmp_path / "pos" / "manifest.json").read_text())["parameters"]
+    assert parameters["score"] == "gradxact" and parameters["n_controls"] == 2
+    assert parameters["treebank"] == str(tmp_path / "train.conllu") and parameters["data"] is None
+    missing = CliRunner().invoke(app, ["pos", "--model", str(model_dir), "--treebank", str(tmp_path / "none.conllu"),
                                        "--out", str(tmp_path / "x"), "--quiet"])
     assert missing.exit_code == 2 and "none.conllu" in missing.output and not (tmp_path / "x").exists()
 

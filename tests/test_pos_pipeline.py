@@ -1,4 +1,5 @@
-"""`run_pos` end to end on a tiny model and a hand-written CoNLL-U treebank."""
+"""The pos study (`PosConfig` through the runner) end to end on a tiny model and a hand-written CoNLL-U
+treebank; the deprecated `run_pos` call form still works."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import pytest
 from neuroloc.errors import NeurolocError
 from neuroloc.models.loading import wrap_model
 from neuroloc.pipelines import pos as pos_pipeline
-from neuroloc.pipelines.pos import PROBE_COLUMNS, run_pos
+from neuroloc.pipelines.pos import PROBE_COLUMNS, PosConfig, PosInputs, run_pos
+from neuroloc.runner import RunOptions, run
+from neuroloc.settings import RunSettings
 from neuroloc.studies.pos.specificity import LONG_COLUMNS, SUMMARY_COLUMNS
 from neuroloc.stimuli.treebank import TaggedCorpus, read_conllu
 from neuroloc.units import UnitSet
@@ -91,7 +94,14 @@ def treebanks(tmp_path):
     return read_conllu(train), read_conllu(evaluation)
 
 
-FAST = dict(k=5, steps=4, n_random=2, n_bootstrap=20, progress=False, batch_size=7, attribution_batch_size=50)
+FAST = dict(k=5, steps=4, n_controls=2, n_bootstrap=20, attribution_batch_size=50,
+            settings=RunSettings(batch_size=7, progress=False))
+
+
+def run_study(lm, train, out, evaluation=None, **fields):
+    """The pos study on in-memory corpora, through the runner."""
+    config = PosConfig(**{**FAST, **fields}, model="tiny")
+    return run(config, out, lm=lm, inputs=PosInputs(train, evaluation), options=RunOptions(overwrite=True))
 
 
 def test_the_corpus_helper_reads_back() -> None:
@@ -104,7 +114,7 @@ def test_the_corpus_helper_reads_back() -> None:
 def test_run_pos_writes_every_output(lm, treebanks, tmp_path) -> None:
     train, evaluation = treebanks
     out = tmp_path / "pos"
-    result = run_pos(lm, train, out, eval_corpus=evaluation, method="ig", **FAST)
+    result = run_study(lm, train, out, evaluation, score="ig")
     names = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     expected = {"key_neurons.json", "layers.csv", "attributions.parquet", "probe.csv", "specificity.csv",
                 "specificity_summary.csv", "layers.png", "probe.png", "specificity.png", "manifest.json"}
@@ -114,7 +124,7 @@ def test_run_pos_writes_every_output(lm, treebanks, tmp_path) -> None:
         units = UnitSet.load(out / "key_neurons" / c)
         assert units == result.key_neurons.units[c] and 0 < len(units) <= 5
         assert units.model == lm.identity
-    assert not list(tmp_path.glob(".pos.staging-*"))
+    assert not list(tmp_path.glob(".pos.*"))  # no staging folder left behind
 
     info = json.loads((out / "key_neurons.json").read_text())
     assert info["method"] == "ig" and set(info["classes"]) == {"NOUN", "VERB", "ADJ", "ADV"}
@@ -150,16 +160,16 @@ def test_run_pos_writes_every_output(lm, treebanks, tmp_path) -> None:
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == "pos" and manifest["model"] == lm.identity
     assert manifest["data"]["train"]["sha256"] and manifest["data"]["eval"]["sha256"]
-    assert manifest["parameters"]["method"] == "ig" and manifest["parameters"]["steps"] == 4
+    assert manifest["parameters"]["score"] == "ig" and manifest["parameters"]["steps"] == 4
     completeness = manifest["results"]["ig_completeness"]
     assert completeness["n_pairs"] > 0 and completeness["relative_error"] < 0.05
-    assert set(manifest["results"]["timings"]) == {"key_neurons_s", "probe_s", "specificity_s", "total_s"}
+    assert {"key_neurons_s", "probe_s", "specificity_s", "total_s"} <= set(manifest["timings"])
     assert result.summary["probe"]["test"]["random"]["accuracy"]["n"] == 2
 
 
 def test_probe_train_and_test_share_no_sentence(lm, treebanks, tmp_path) -> None:
     train, evaluation = treebanks
-    result = run_pos(lm, train, tmp_path / "out", method="gradxact", test_fraction=0.25, seed=3, **FAST)
+    result = run_study(lm, train, tmp_path / "out", score="gradxact", test_fraction=0.25, seed=3)
     split = json.loads((tmp_path / "out" / "manifest.json").read_text())["split"]
     assert not set(split["train_sentences"]) & set(split["test_sentences"])
     assert not set(split["train_documents"]) & set(split["test_documents"])
@@ -176,7 +186,7 @@ def test_probe_train_and_test_share_no_sentence(lm, treebanks, tmp_path) -> None
 
 def test_contrast_method_and_all_classes(lm, treebanks, tmp_path) -> None:
     train, _ = treebanks
-    result = run_pos(lm, train, tmp_path / "c", method="contrast", classes="all", max_sentences=20, **FAST)
+    result = run_study(lm, train, tmp_path / "c", score="contrast", classes="all", max_sentences=20)
     assert set(result.key_neurons.classes) == {t for s in train.subset(range(20)) for t in s.upos}
     table = pd.read_parquet(tmp_path / "c" / "attributions.parquet")
     assert {"welch_t", "key"} <= set(table.columns)
@@ -194,23 +204,56 @@ def test_failure_leaves_no_output(lm, treebanks, tmp_path, monkeypatch) -> None:
 
     monkeypatch.setattr(pos_pipeline, "plot_heatmap", broken)
     with pytest.raises(RuntimeError, match="figure failed"):
-        run_pos(lm, train, out, method="gradxact", **FAST)
+        run_study(lm, train, out, score="gradxact")
     assert not out.exists()
     # an earlier result stays untouched
     out.mkdir()
     (out / "probe.csv").write_text("old\n")
     with pytest.raises(RuntimeError, match="figure failed"):
-        run_pos(lm, train, out, method="gradxact", **FAST)
+        run_study(lm, train, out, score="gradxact")
     assert [p.name for p in out.iterdir()] == ["probe.csv"] and (out / "probe.csv").read_text() == "old\n"
-    assert not list(tmp_path.glob(".pos.staging-*"))
+    assert not list(tmp_path.glob(".pos.*"))  # no staging folder left behind
 
 
 def test_parameter_errors(lm, treebanks, tmp_path) -> None:
     train, _ = treebanks
-    with pytest.raises(NeurolocError, match="unknown method"):
-        run_pos(lm, train, tmp_path / "x", method="lrp", **FAST)
+    with pytest.raises(NeurolocError, match="'lrp' is not a score"):
+        run_study(lm, train, tmp_path / "x", score="lrp")
+    with pytest.raises(NeurolocError, match="`neuroloc pos` takes an attribution score"):
+        run_study(lm, train, tmp_path / "x", score="lape")
     with pytest.raises(NeurolocError, match="XYZ"):
-        run_pos(lm, train, tmp_path / "x", classes=("NOUN", "XYZ"), **FAST)
+        run_study(lm, train, tmp_path / "x", classes=("NOUN", "XYZ"))
     with pytest.raises(NeurolocError, match="layer 7 does not exist"):
-        run_pos(lm, train, tmp_path / "x", probe_layer=7, **FAST)
+        run_study(lm, train, tmp_path / "x", probe_layer=7)
     assert not (tmp_path / "x").exists()
+
+
+def test_deprecated_run_pos_and_old_config_names(lm, treebanks, tmp_path) -> None:
+    """`run_pos(..., method=, n_random=, batch_size=, progress=)` and `PosConfig(method=...)` (neuroloc 0.1) run
+    the same study as the new names."""
+    train, _ = treebanks
+    with pytest.warns(DeprecationWarning):
+        old = run_pos(lm, train, tmp_path / "old", method="contrast", k=5, n_random=1, n_bootstrap=5,
+                      batch_size=7, progress=False, max_sentences=12)
+    new = run_study(lm, train, tmp_path / "new", score="one_vs_rest_welch", n_controls=1, n_bootstrap=5,
+                    max_sentences=12)
+    assert old.key_neurons.units.sets == new.key_neurons.units.sets
+    pd.testing.assert_frame_equal(old.probe, new.probe)
+    with pytest.warns(DeprecationWarning):
+        config = PosConfig(method="gradxact", n_random=3, batch_size=8, bos="none")
+    assert (config.score, config.n_controls, config.settings.batch_size, config.settings.bos) == \
+        ("gradxact", 3, 8, "none")
+
+
+@pytest.mark.parametrize("score, bos", [("gradxact", "none"), ("contrast", "tokenizer")])
+def test_a_bos_policy_reaches_every_forward_pass(lm, treebanks, tmp_path, monkeypatch, score, bos) -> None:
+    """The attribution (or word recording), the probes' features and the lesion check all encode under the run
+    settings' BOS policy: every call of the one encoding path says so."""
+    from tests.bos_spy import spy_bos
+
+    train, evaluation = treebanks
+    calls = spy_bos(monkeypatch)
+    run_study(lm, train, tmp_path / "o", evaluation, score=score, n_controls=1, n_bootstrap=5, max_sentences=12,
+              settings=RunSettings(bos=bos, batch_size=7, progress=False))
+    # key neurons 1; probe features 3 splits; specificity: intact + (1 key + 1 random) × 4 classes
+    assert len(calls) >= 1 + 3 + 9 and set(calls) == {bos}, sorted(set(calls))

@@ -63,7 +63,8 @@ def test_specificity_equals_a_hand_computation():
     key = {"NOUN": UnitSet.from_names(["layers.0.mlp[3]", "layers.0.mlp[17]", "layers.1.mlp[8]", "layers.1.mlp[30]"],
                                       lm.layout),
            "VERB": UnitSet.from_names(["layers.0.mlp[5]", "layers.1.mlp[2]", "layers.1.mlp[40]"], lm.layout)}
-    result = specificity(lm, corpus, key, evaluated=["NOUN", "VERB", "DET"], n_random=3, seed=4, batch_size=2)
+    result = specificity(lm, corpus, key, evaluated=["NOUN", "VERB", "DET"], n_random=3, seed=4, batch_size=2,
+                         bos="prepend")
 
     intact = {c: np.mean(v) for c, v in _word_logprobs(lm, corpus, None).items()}
     counts = {c: len(v) for c, v in _word_logprobs(lm, corpus, None).items()}

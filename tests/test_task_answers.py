@@ -28,7 +28,7 @@ def _items() -> PromptSet:
 def _reference(lm, prompt: str, answer: str) -> tuple[float, bool]:
     """Plain loop: joint encoding as the library does, one forward without padding, and greedy
     decoding with `generate` compared with the answer's tokens."""
-    (e,) = encode_continuations(lm.tokenizer, [prompt], [answer])
+    (e,) = encode_continuations(lm.tokenizer, [prompt], [answer], bos="prepend")
     ids = torch.tensor([e.ids])
     with torch.no_grad():
         logp = lm.model(ids).logits[0].double().log_softmax(-1)
@@ -85,9 +85,9 @@ def test_choices_pick_the_most_likely_and_accuracy_per_label() -> None:
 def test_answer_that_tokenizes_to_nothing_is_an_error() -> None:
     lm = _lm()
     with pytest.raises(NeurolocError, match="tokenizes to nothing"):
-        encode_continuations(lm.tokenizer, ["The quick brown fox"], [" "])
+        encode_continuations(lm.tokenizer, ["The quick brown fox"], [" "], bos="prepend")
     with pytest.raises(NeurolocError, match="tokenizes to nothing"):
-        encode_continuations(lm.tokenizer, ["The quick brown fox", "1 + 2 ="], ["jumps", ""])
+        encode_continuations(lm.tokenizer, ["The quick brown fox", "1 + 2 ="], ["jumps", ""], bos="prepend")
 
 
 @pytest.mark.smollm2
@@ -105,9 +105,10 @@ def test_smollm2_knows_paris_and_ig_is_complete() -> None:
     assert scores.exact.all()
     for i in range(2):
         assert scores.loc[i, "logprob"] == pytest.approx(_reference(lm, items.prompts[i], items.answers[i])[0], abs=1e-3)
-    encoded = encode_continuations(lm.tokenizer, items.prompts, items.answers)
+    encoded = encode_continuations(lm.tokenizer, items.prompts, items.answers, bos="prepend")
     batches = list(iter_answer_attributions(lm, encoded, method="ig", sites=[Site(3, "mlp"), Site(20, "mlp")],
-                                            steps=16, reduce="sum", batch_size=34))
+                                            steps=16, reduce="sum", batch_size=34, items_per_group=16,
+                                            skip_first=True))
     totals = np.concatenate([b.site_totals for b in batches])
     deltas = np.concatenate([b.site_deltas for b in batches])
     assert np.abs(totals - deltas).sum() < 0.05 * np.abs(deltas).sum()

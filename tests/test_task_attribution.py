@@ -26,7 +26,7 @@ def lm():
 
 @pytest.fixture(scope="module")
 def encoded(lm):
-    return encode_continuations(lm.tokenizer, PROMPTS, ANSWERS)
+    return encode_continuations(lm.tokenizer, PROMPTS, ANSWERS, bos="prepend")
 
 
 def _f(lm, e, site, position=None, unit=None, step=0.0) -> tuple[float, torch.Tensor]:
@@ -49,7 +49,8 @@ def _f(lm, e, site, position=None, unit=None, step=0.0) -> tuple[float, torch.Te
 
 
 def _all(lm, encoded, **kwargs):
-    batches = list(iter_answer_attributions(lm, encoded, **kwargs))
+    settings = {"batch_size": 16, "items_per_group": 16, "skip_first": True}  # explicit: the engine has no defaults
+    batches = list(iter_answer_attributions(lm, encoded, **{**settings, **kwargs}))
     order = np.argsort(np.concatenate([b.items for b in batches]))
     scores = torch.cat([b.scores for b in batches]).double()[order]
     return batches, scores, np.concatenate([b.logprob for b in batches])[order]
@@ -59,7 +60,7 @@ def _all(lm, encoded, **kwargs):
 def test_gradxact_against_finite_differences(reduce) -> None:
     """On GPT-2 (its eager attention stays in float64, so central differences are exact to ~1e-9)."""
     lm = wrap_model(tiny_model("gpt2").double(), tiny_tokenizer())
-    encoded = encode_continuations(lm.tokenizer, PROMPTS, ANSWERS)
+    encoded = encode_continuations(lm.tokenizer, PROMPTS, ANSWERS, bos="prepend")
     sites = lm.layout.sites("mlp")
     width = lm.layout.width("mlp")
     _, scores, f = _all(lm, encoded, method="gradxact", reduce=reduce, batch_size=3, items_per_group=3)
@@ -108,9 +109,10 @@ def test_attention_heads_and_batching_do_not_change_results(lm, encoded) -> None
 
 
 def test_errors(lm, encoded) -> None:
+    settings = {"batch_size": 16, "items_per_group": 16, "skip_first": True}
     with pytest.raises(NeurolocError, match="position reduction"):
-        list(iter_answer_attributions(lm, encoded, reduce="mean"))
+        list(iter_answer_attributions(lm, encoded, **settings, reduce="mean"))
     with pytest.raises(NeurolocError, match="unknown attribution method"):
-        list(iter_answer_attributions(lm, encoded, method="lrp"))
+        list(iter_answer_attributions(lm, encoded, **settings, method="lrp"))
     with pytest.raises(NeurolocError, match="items_per_group"):
-        list(iter_answer_attributions(lm, encoded, items_per_group=0))
+        list(iter_answer_attributions(lm, encoded, **{**settings, "items_per_group": 0}))

@@ -16,8 +16,9 @@ __all__ = ["parse_benchmark", "parse_floats", "parse_ints", "parse_layers", "par
 
 
 def parse_list(text: str) -> tuple[str, ...]:
-    """`a,b, c` → ('a', 'b', 'c'); empty items are dropped."""
-    return tuple(part.strip() for part in text.split(",") if part.strip())
+    """`a,b, c` → ('a', 'b', 'c'); items separated by ';' when the text has one (`scale:0;scale:2`: how the
+    command line shows a default whose items hold ':' or ','); empty items are dropped."""
+    return tuple(part.strip() for part in text.split(";" if ";" in text else ",") if part.strip())
 
 
 def parse_floats(text: str) -> tuple[float, ...]:

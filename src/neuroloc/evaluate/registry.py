@@ -73,11 +73,11 @@ def register_benchmark(name: str, builder: Builder, *, options: type[Config] = D
 
 
 register_benchmark("blimp", blimp.benchmark, description="BLiMP minimal pairs (Warstadt et al. 2020)",
-                   legacy_flags={"--blimp": "path", "--limit": "limit"})
+                   legacy_flags={"--blimp": "path", "--limit": "limit", "--guard-pairs": "limit"})
 register_benchmark("syntaxgym", syntaxgym.benchmark, description="SyntaxGym 2020 suites (Hu et al. 2020)",
                    legacy_flags={"--syntaxgym": "path", "--syntaxgym-limit": "limit"})
 register_benchmark("perplexity", perplexity.benchmark, description="perplexity of held-out text (UD EWT dev)",
-                   legacy_flags={"--perplexity-text": "path", "--perplexity-limit": "limit"})
+                   legacy_flags={"--perplexity-text": "path", "--perplexity-limit": "limit", "--guard-texts": "limit"})
 register_benchmark("lm-eval", lambda options: lm_eval.lm_eval_benchmark(
     options.declared.tasks, batch_size=options.batch_size, limit=options.declared.limit), options=LmEvalOptions,
     description="lm-evaluation-harness tasks (needs neuroloc[lm-eval])", legacy_flags={"--lm-eval": "tasks"})

@@ -7,7 +7,9 @@ The generic core shared by every attribution study (POS key neurons, task neuron
   the `Completeness` check (Σ attributions = f(x) − f(baseline), up to the quadrature error), and
   `frozen_parameters` (no weight-gradient graph);
 * `iter_answer_attributions`: attribution of f = ln p(answer | prompt) — every answer token — to the
-  units of `sites` at every position, reduced over positions by `max` or `sum`.
+  units of `sites` at every position, reduced over positions by `max` or `sum`;
+* `record_answer_attributions`: those attributions folded per label into the `attribution` statistic of a
+  `StatsStore` (`localize.attribution_scores`), which the registered scores `gradxact` and `ig` read.
 
 `gradxact` is gradient × (activation − baseline) of f, all sites in one backward pass (total
 derivatives: paths through later sites included). `ig` is integrated gradients one site at a time:
@@ -35,12 +37,14 @@ from ..models.layout import Site
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
 from ..record.recorder import takes_position_ids
+from ..record.stats import StatsStore
+from ..settings import RunSettings
 from ..text.encoding import pad_id
-from ..stimuli.prompts import EncodedContinuation
+from ..stimuli.prompts import EncodedContinuation, PromptSet, encode_continuations
 
 __all__ = ["ATTRIBUTION_METHODS", "IG_RULES", "POSITION_REDUCTIONS", "AnswerAttributionBatch", "AttributionRows",
            "Completeness", "check_attribution", "frozen_parameters", "ig_quadrature", "iter_answer_attributions",
-           "row_plan", "site_baselines"]
+           "record_answer_attributions", "row_plan", "site_baselines"]
 
 ATTRIBUTION_METHODS = ("ig", "gradxact")
 IG_RULES = ("midpoint", "trapezoid")
@@ -350,9 +354,9 @@ def iter_answer_attributions(
     steps: int = 16,
     rule: str = "midpoint",
     baseline: str | Mapping[str, torch.Tensor] | None = "zero",
-    batch_size: int = 16,
-    items_per_group: int = 16,
-    skip_first: bool = True,
+    batch_size: int,
+    items_per_group: int,
+    skip_first: bool,
     progress: bool = False,
 ) -> Iterator[AnswerAttributionBatch]:
     """Yield attributions of ln p(answer | prompt) for `encoded` items (from
@@ -360,7 +364,8 @@ def iter_answer_attributions(
 
     `sites` default to every layer's `mlp` site. `batch_size` is the number of sequences per
     forward/backward pass (IG needs 1 + sites × (steps + 1) of them per item with the midpoint rule).
-    `skip_first` leaves position 0 (the prepended BOS) out of the positions attributed to.
+    `skip_first` leaves position 0 out of the positions attributed to: pass True when the items were encoded
+    with a prepended BOS (the BOS policy `prepend`), so the BOS token gets no attribution.
     """
     sites = list(sites) if sites is not None else lm.layout.sites("mlp")
     engine = _AnswerEngine(lm, sites, method, steps, rule, baseline, batch_size, reduce)
@@ -375,3 +380,39 @@ def iter_answer_attributions(
                 raise NeurolocError(f"a prompt with its answer is longer than the model's {limit} positions")
             yield engine.group([encoded[i] for i in chosen], chosen, skip_first)
             advance(len(chosen))
+
+
+def record_answer_attributions(lm: LoadedModel, items: PromptSet, sites: Sequence[Site], *, method: str,
+                               settings: RunSettings, reduce: str = "max", weight_by_p: bool = False, steps: int = 16,
+                               label: str | None = None, store: StatsStore | None = None, progress: bool = False
+                               ) -> tuple[StatsStore, np.ndarray, Completeness | None]:
+    """Attribute ln p(answer | prompt) of every item of `items` (encoded under `settings.bos`, `settings.batch_size`
+    sequences per pass) and fold the position-reduced attributions (× p(answer | prompt) with `weight_by_p`)
+    into `store`'s `attribution` statistic per label (every item under `label` when given: a control or
+    nuisance set). Returns (the store, each item's ln p(answer | prompt), IG's completeness or None)."""
+    from .attribution_scores import AttributionStats  # noqa: F401  (registers the statistic kind)
+
+    if not len(items):
+        raise NeurolocError(f"{items.name}: no items to attribute")
+    sites = sorted(sites)
+    names = [s.name for s in sites]
+    widths = [lm.layout.width(s.kind) for s in sites]
+    store = store if store is not None else StatsStore()
+    labels = [label] * len(items) if label is not None else list(items.labels)
+    encoded = encode_continuations(lm.tokenizer, items.prompts, items.answers, bos=settings.bos)
+    logprob = np.full(len(items), np.nan)
+    completeness = Completeness(names) if method == "ig" else None
+    for batch in iter_answer_attributions(lm, encoded, method=method, sites=sites, reduce=reduce, steps=steps,
+                                          batch_size=settings.batch_size, items_per_group=settings.batch_size,
+                                          skip_first=settings.bos == "prepend", progress=progress):
+        scores = batch.scores.double()
+        if weight_by_p:
+            scores = scores * torch.from_numpy(np.exp(batch.logprob))[:, None]
+        of_batch = [labels[i] for i in batch.items]
+        for name in dict.fromkeys(of_batch):
+            rows = torch.tensor([j for j, other in enumerate(of_batch) if other == name])
+            store.update_sites("attribution", name, names, widths, scores.index_select(0, rows))
+        logprob[batch.items] = batch.logprob
+        if completeness is not None and batch.site_deltas is not None:
+            completeness.update(batch.site_totals, batch.site_deltas)
+    return store, logprob, completeness

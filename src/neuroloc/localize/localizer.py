@@ -23,7 +23,7 @@ from ..io import atomic_path, atomic_write_json, atomic_write_with
 from ..models.layout import SITE_KINDS, Site
 from ..models.loading import LoadedModel
 from ..record.checkpoint import Checkpoint, collect_resumable
-from ..record.collect import collect
+from ..record.collect import KINDS as RECORDED, collect
 from ..record.folds import FoldStats, record_folds
 from ..record.pooling import check_pooling
 from ..record.recorder import Recorder
@@ -35,7 +35,7 @@ from ..stimuli.folds import FoldAssignment, assign_folds
 from ..units import LabeledUnits, UnitIndex, UnitSet
 from .score_functions import ScoreCallable, ScoreFunction, Scores, get_score, ordered_sites
 from .scores import benjamini_hochberg
-from .selection import select_band, select_fdr, select_top
+from .selection import select_band, select_fdr
 
 STATS_FILE = "stats.safetensors"
 MEANS_FILE = "means.safetensors"
@@ -79,15 +79,21 @@ class Localizer:
         probabilities, as LAPE counts them).
     percent / count: how many units to keep (percent of the site's units, or a count; neither means 1%).
     per_layer: select the top units of each layer instead of across all layers of a site.
+    per_kind: select within each site kind (default), or — False — across every unit of every site kind
+        together (a study's "k units per label", e.g. task neurons over mlp and attention heads).
     absolute: test |activation| (the reference code's choice) instead of activation.
     fdr: keep only units whose Benjamini–Hochberg adjusted p is ≤ fdr (and the score's sign agrees).
     layers: restrict to these layers (default: all).
     quantile: LAPE's activation-probability bar (a quantile of all unit × label probabilities; default: the
         score's own, 0.95).
+    options: further options of the score (e.g. the attribution scores' `aggregate`, `z0`,
+        `nuisance_percent`; average precision's `negate`).
     settings: the run settings (`neuroloc.settings.RunSettings`: BOS policy, batch size, truncation,
         progress bars) every recording pass uses.
 
-    `absolute` and `quantile` are options of the score: a score that does not take an option given refuses it.
+    `absolute`, `quantile` and `options` are options of the score: a score that does not take an option given
+    refuses it. A score that needs statistics a recording does not make (the attribution scores: `attribution`,
+    from the attribution engine) is fitted from given statistics (`fit_stats`) only.
     The keywords `batch_size`, `bos`, `max_tokens` and `progress` are deprecated aliases of the run settings'
     fields (neuroloc 0.1.0 and 0.1 outputs' `localizer.json` use them).
     folds: record the statistics per fold too (K folds by content, `neuroloc.stimuli.folds`), in the same
@@ -100,7 +106,8 @@ class Localizer:
                  count: int | None = None, per_layer: bool = False, absolute: bool = False,
                  fdr: float | None = None, layers: Sequence[int] | None = None, padding_side: str = "right",
                  quantile: float | None = None, settings: RunSettings | Mapping | None = None,
-                 folds: int | None = None, **legacy: Any) -> None:
+                 folds: int | None = None, per_kind: bool = True, options: Mapping[str, Any] | None = None,
+                 **legacy: Any) -> None:
         self.site = site
         self.score = score
         self.design = design
@@ -115,6 +122,8 @@ class Localizer:
         self.quantile = quantile
         self.settings = _settings(settings, legacy)
         self.folds = folds
+        self.per_kind = per_kind
+        self.options = dict(options) if options else None
 
     def get_params(self) -> dict:
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(self).items()
@@ -136,7 +145,7 @@ class Localizer:
             options["absolute"] = True
         if self.quantile is not None:
             options["quantile"] = self.quantile
-        return options
+        return {**options, **(self.options or {})}
 
     @property
     def score_function(self) -> ScoreFunction:
@@ -167,7 +176,10 @@ class Localizer:
             raise NeurolocError(f"folds must be an int >= 2 (or None), got {self.folds!r}")
 
     def statistic_kinds(self) -> tuple[str, ...]:
-        """What to record: the score's needs, token statistics always (unit means for mean lesions)."""
+        """What to record: the score's needs, token statistics always (unit means for mean lesions). A score
+        needing statistics no recording makes (`attribution`) gets exactly its needs."""
+        if not set(self.score_function.needs) <= set(RECORDED):
+            return tuple(self.score_function.needs)
         needs = set(self.score_function.needs) | {"tokens"}
         if self.pooling == "tokens":
             needs.discard("moments")
@@ -220,6 +232,11 @@ class Localizer:
         """Stream `stimuli` into (new or given) statistics; nothing is scored. With a `checkpoint`, the
         statistics are saved every few batches and a rerun with the same inputs resumes from them."""
         self.check_params()
+        other = sorted(set(self.score_function.needs) - set(RECORDED))
+        if other:
+            raise NeurolocError(f"score {self.score_function.name!r} needs {', '.join(other)} statistics, which a "
+                                "recording of activations does not make (the attribution scores are computed by "
+                                "`neuroloc task` and `neuroloc pos`); fit it on such statistics with fit_stats")
         sites = lm.layout.sites(site_kinds(self.site), self.layers)
         recorder = Recorder(lm, sites, pooling=self.pooling, batch_size=self.settings.batch_size,
                             max_tokens=self.settings.max_tokens, padding_side=self.padding_side,
@@ -263,7 +280,8 @@ class Localizer:
                   design: Design | None = None, widths: dict[str, int] | None = None) -> "Localizer":
         """Score and select from statistics alone (no model needed): merged from several processes,
         restored from disk, or just recorded."""
-        kind = next(k for k in ("moments", "rows", "tokens") if k in self.statistic_kinds())
+        kinds_recorded = self.statistic_kinds()
+        kind = next(k for k in ("moments", "rows", "tokens", *kinds_recorded) if k in kinds_recorded)
         kinds = site_kinds(self.site)
         names = ordered_sites(stats, kind)
         self.sites_ = [site for site in map(Site.parse, names)
@@ -328,7 +346,7 @@ class Localizer:
     def _groups(self, per_layer: bool) -> np.ndarray:
         """Selection groups per unit: the site kind, or each (layer, kind) site when per layer."""
         kinds = site_kinds(self.site)
-        labels = [i if per_layer else kinds.index(s.kind) for i, s in enumerate(self.sites_)]
+        labels = [i if per_layer else kinds.index(s.kind) if self.per_kind else 0 for i, s in enumerate(self.sites_)]
         return np.repeat(labels, self.widths_)
 
     def _units(self, mask: np.ndarray) -> UnitSet:
@@ -343,8 +361,8 @@ class Localizer:
                 raise NeurolocError(f"fdr needs p-values, and score {self.score_function.name!r} has none")
             p_fdr = benjamini_hochberg(self.result_.pvalues[row])
             eligible = select_fdr(p_fdr, self.fdr) & ((key > 0) if largest else (key < 0))
-        return select_top(key, percent=percent, count=count, groups=self._groups(per_layer), per_group=True,
-                          eligible=eligible, largest=largest, allow_fewer=self.fdr is not None)
+        return self.result_.top(row, percent=percent, count=count, groups=self._groups(per_layer), eligible=eligible,
+                                largest=largest, allow_fewer=self.fdr is not None)
 
     def get_support(self, percent: float | None = None, count: int | None = None) -> np.ndarray:
         """Boolean mask over the flat units (one row per label for multi-label designs)."""

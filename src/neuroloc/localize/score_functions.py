@@ -2,8 +2,10 @@
 
 The selector's score is a parameter, as in scikit-learn's `SelectKBest(score_func)`. Registered scores
 have stable names (`welch`, `cohen_d`, `one_vs_rest_welch`, `activation_probability`, `lape`,
-`average_precision`); any callable `(stats, design) -> Scores` works too. Each registered score says
-which statistics it needs recorded (`moments`, `tokens`, `rows`; see `neuroloc.record.stats`).
+`average_precision`, and the attribution scores `gradxact`, `ig`); any callable `(stats, design) -> Scores`
+works too. Each registered score says which statistics it needs (`moments`, `tokens`, `rows` recorded from
+activations, see `neuroloc.record.stats`; `attribution`, recorded by the attribution engine). The registry is
+the one namespace of scores for every study; `SCORE_ALIASES` keeps a few short names (`ap`, `contrast`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from ..models.layout import Site
 from ..record.stats import StatsStore
 from ..stimuli.design import Design
 from .scores import cohens_d, lape_scores, lape_select, welch_t_test
+from .selection import select_top
+
+__all__ = ["SCORES", "SCORE_ALIASES", "ScoreFunction", "Scores", "average_precision", "get_score", "ordered_sites",
+           "register_score", "score_name"]
 
 
 @dataclass
@@ -29,6 +35,9 @@ class Scores:
     holds further per-(row, unit) tables for the scores table (Cohen's d, condition means, activation
     probabilities, entropy). `support(percent, count)` is a score's own selection rule, when it has
     one (LAPE: the lowest-entropy units, each assigned to every label above the probability bar).
+    `eligible` (rows × units, bool) is the score's own filter (the culture-neuron recipe's z-score bar and
+    nuisance units): other units are never selected. `tiebreak` names the column that orders units of
+    equal score (average precision saturates at 1: its Welch t decides); the lower unit index decides last.
     """
 
     values: np.ndarray
@@ -37,11 +46,59 @@ class Scores:
     larger_is_better: bool = True
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     support: Callable[[float | None, int | None], np.ndarray] | None = None
+    eligible: np.ndarray | None = None
+    tiebreak: str | None = None
 
     def __post_init__(self) -> None:
         self.values = np.atleast_2d(np.asarray(self.values, dtype=np.float64))
         if self.values.shape[0] != len(self.labels):
             raise NeurolocError(f"scores have {self.values.shape[0]} rows but {len(self.labels)} labels")
+        if self.eligible is not None:
+            self.eligible = np.broadcast_to(np.asarray(self.eligible, dtype=bool), self.values.shape)
+        if self.tiebreak is not None and self.tiebreak not in self.columns:
+            raise NeurolocError(f"scores break ties by column {self.tiebreak!r}, which they do not have")
+
+    def row(self, label: str) -> int:
+        """The row of `label`."""
+        try:
+            return self.labels.index(label)
+        except ValueError:
+            raise NeurolocError(f"no scores for label {label!r}; labels: {', '.join(self.labels)}") from None
+
+    def ranking_key(self, row: int, largest: bool = True) -> np.ndarray:
+        """One number per unit whose order is the selection order of row `row` (larger first when
+        `largest`): the score with its selective end up, ties broken by the `tiebreak` column (then, in
+        `select_top`, by the lower index); NaN where the score is NaN."""
+        values = self.values[row]
+        key = values if self.larger_is_better else -values
+        if self.tiebreak is None:
+            return key
+        second = self.columns[self.tiebreak][row]
+        second = second if self.larger_is_better else -second
+        finite = ~np.isnan(key)
+        order = np.lexsort((np.arange(key.size), second, key)) if not largest else \
+            np.lexsort((np.arange(key.size), -second, -key))
+        order = order[finite[order]]
+        ranks = np.full(key.size, np.nan)
+        ranks[order] = (np.arange(order.size, 0, -1) if largest else np.arange(order.size)).astype(np.float64)
+        return ranks
+
+    def top(self, row: int, *, percent: float | None = None, count: int | None = None,
+            groups: np.ndarray | None = None, eligible: np.ndarray | None = None, largest: bool = True,
+            allow_fewer: bool = False) -> np.ndarray:
+        """The one selection rule every study uses: a boolean mask of row `row`'s most (or, with
+        `largest=False`, least) selective units — `percent` of each group's units or `count` per group
+        (`groups`: an integer per unit; None: all units together), among the units the score itself deems
+        `eligible` and the caller's `eligible` (e.g. FDR-significant units); ties by `tiebreak`, then the
+        lower index. With a filter, fewer units than asked may come back (`allow_fewer` in any case)."""
+        mask = None if self.eligible is None else self.eligible[row]
+        if eligible is not None:
+            mask = eligible if mask is None else mask & eligible
+        if mask is not None and mask.all():
+            mask = None
+        return select_top(self.ranking_key(row, largest), percent=percent, count=count, groups=groups,
+                          per_group=groups is not None, eligible=mask, largest=largest,
+                          allow_fewer=allow_fewer or self.eligible is not None)
 
 
 ScoreCallable = Callable[..., Scores]
@@ -80,6 +137,14 @@ class ScoreFunction:
 
 
 SCORES: dict[str, ScoreFunction] = {}
+# Short names kept for the studies that used them (`neuroloc task --score ap`, `neuroloc pos --method contrast`).
+SCORE_ALIASES: dict[str, str] = {"ap": "average_precision", "contrast": "one_vs_rest_welch"}
+
+
+def score_name(name: str) -> str:
+    """The registered name of a score given by name or alias (`ap` → `average_precision`); other names are
+    returned unchanged (for the caller's check to refuse)."""
+    return SCORE_ALIASES.get(name.strip(), name.strip())
 
 
 def register_score(name: str, *, needs: Sequence[str], designs: Sequence[str], description: str):
@@ -98,7 +163,7 @@ def get_score(score: str | ScoreCallable | ScoreFunction) -> ScoreFunction:
         name = getattr(score, "__name__", "custom")
         return ScoreFunction(name, score, ("moments",), ("contrast", "one_vs_rest", "groups"), "user score")
     try:
-        return SCORES[score]
+        return SCORES[score_name(score)]
     except KeyError:
         raise NeurolocError(f"unknown score {score!r}; choose one of {', '.join(SCORES)} or pass a callable") from None
 
@@ -232,20 +297,42 @@ def average_precision(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
 
 
 @register_score("average_precision", needs=("rows",), designs=("one_vs_rest", "contrast", "groups"),
-                description="unit activation as a classifier of one label vs the rest (Liu et al. 2025)")
-def average_precision_score(stats: StatsStore, design: Design) -> Scores:
+                description="unit activation as a classifier of one label vs the rest (Liu et al. 2025); ties "
+                            "broken by the one-vs-rest Welch t")
+def average_precision_score(stats: StatsStore, design: Design, *, negate: bool = False) -> Scores:
+    """Average precision of each unit's pooled activation (of its negation with `negate`: units whose
+    activation drops for the label) as a ranking of the label's texts. AP saturates at 1 for every unit that
+    separates a label perfectly (e.g. one template per label), so the Welch t of the same rows (column `t`)
+    breaks ties."""
     present = stats.labels("rows")
     comparisons = design.comparisons(present) if design.kind != "groups" else \
         Design.one_vs_rest(design.labels).comparisons(present)
     sites = ordered_sites(stats, "rows")
-    rows = []
+    sign = -1.0 if negate else 1.0
+    rows, ties = [], []
     for target, others in comparisons:
-        parts = []
+        parts, t_parts = [], []
         for site in sites:
             values = [stats.get("rows", label, site).values() for label in (target, *others)]
-            stacked = np.concatenate([v.cpu().numpy() for v in values])
+            stacked = sign * np.concatenate([v.cpu().numpy() for v in values]).astype(np.float64)
             positive = np.zeros(stacked.shape[0], dtype=bool)
             positive[:values[0].shape[0]] = True
             parts.append(average_precision(stacked, positive))
+            t_parts.append(_welch_of_rows(stacked[positive], stacked[~positive]))
         rows.append(np.concatenate(parts))
-    return Scores(np.stack(rows), tuple(t for t, _ in comparisons))
+        ties.append(np.concatenate(t_parts))
+    return Scores(np.stack(rows), tuple(t for t, _ in comparisons), columns={"t": np.stack(ties)}, tiebreak="t")
+
+
+def _welch_of_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Welch t of rows `a` against rows `b` (two-pass moments in float64); NaN (no tie-break) when a side
+    has fewer than two rows."""
+    if min(len(a), len(b)) < 2:
+        return np.full(a.shape[1], np.nan)
+    m2 = lambda v: ((v - v.mean(0)) ** 2).sum(0)  # noqa: E731
+    return welch_t_test(len(a), a.mean(0), m2(a), len(b), b.mean(0), m2(b)).t
+
+
+# The attribution scores (gradxact, ig) register themselves from their module; imported last, as it uses
+# `register_score` and `Scores` from this one.
+from . import attribution_scores  # noqa: E402,F401

@@ -19,6 +19,10 @@ STUDIES: dict[str, tuple[str, str]] = {
                          "The language network end to end: localize, lesion against controls, report."),
     "align": ("neuroloc.pipelines.align:AlignConfig",
               "Brain alignment: encoding scores of units vs matched random units, layers, confounds, ceiling."),
+    "task": ("neuroloc.pipelines.task:TaskConfig",
+             "Task neurons: score units per label of prompt–answer data, intervene, build the effect matrix."),
+    "pos": ("neuroloc.pipelines.pos:PosConfig",
+            "Key neurons for parts of speech: attribute, select per class, probe on fresh text, lesion."),
 }
 
 # Old command names kept for one release: old name → new name.

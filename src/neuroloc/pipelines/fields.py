@@ -10,7 +10,7 @@ from ..config import Each, InstanceOf, Interval, Options, Valid, param
 from ..evaluate.controls import CONTROLS
 from ..evaluate.registry import BENCHMARKS, BenchmarkSpec, benchmark_specs, parse_benchmarks
 from ..lesion import INTERVENTIONS, Intervention
-from ..localize.score_functions import SCORES
+from ..localize.score_functions import SCORES, score_name
 from ..models.layout import SITE_KINDS
 from ..parse import parse_floats, parse_list
 from ..record.pooling import POOLINGS
@@ -28,8 +28,10 @@ def pooling(default: str = "last", choices: Any = None,
     return param(default, Options(choices or (lambda: POOLINGS), noun="pooling"), help=help)
 
 
-def score(default: str = "welch", help: str = "How units are scored.") -> Any:
-    return param(default, Options(lambda: SCORES, noun="score"), help=help)
+def score(default: str = "welch", help: str = "How units are scored.", aliases: dict | None = None) -> Any:
+    """A registered score (the one namespace of every study; short aliases such as `ap` are accepted and
+    recorded by their registered name)."""
+    return param(default, Options(lambda: SCORES, noun="score"), parse=score_name, aliases=aliases, help=help)
 
 
 def sizes(default: tuple[float, ...] | None, help: str) -> Any:
@@ -38,9 +40,10 @@ def sizes(default: tuple[float, ...] | None, help: str) -> Any:
     return param(default, *constraints, parse=parse_floats, aliases={"--percent": None}, help=help)
 
 
-def n_controls(default: int, minimum: int = 0, help: str = "Control sets (seeds) per kind and size.") -> Any:
-    """The number of control sets (`--controls`): one name for it in every study."""
-    return param(default, Interval(int, minimum, None), flag="--controls", help=help)
+def n_controls(default: int, minimum: int = 0, help: str = "Control sets (seeds) per kind and size.",
+               aliases: dict | None = None) -> Any:
+    """The number of control sets (`--controls`): one name for it in every study (`aliases`: its old flags)."""
+    return param(default, Interval(int, minimum, None), flag="--controls", aliases=aliases, help=help)
 
 
 def control_kinds(default: tuple[str, ...]) -> Any:

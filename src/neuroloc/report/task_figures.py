@@ -71,10 +71,21 @@ def plot_task_dose_response(dose: pd.DataFrame, metric: str = "delta_accuracy") 
     return fig
 
 
+def _headline(rows: pd.DataFrame) -> pd.DataFrame:
+    """A benchmark's headline rows: perplexity's perplexity, the `overall` subset where there is one, else its
+    first (subset, metric)."""
+    if (rows.metric == "perplexity").any():
+        return rows[rows.metric == "perplexity"]
+    if (rows.subset == "overall").any():
+        return rows[rows.subset == "overall"]
+    first = rows.iloc[0]
+    return rows[(rows.subset == first.subset) & (rows.metric == first.metric)]
+
+
 def plot_guard(guard: pd.DataFrame) -> Figure:
-    """Per benchmark metric (perplexity, BLiMP overall): intact, each label's target and random units."""
-    keep = guard[((guard.benchmark == "perplexity") & (guard.metric == "perplexity"))
-                 | ((guard.benchmark == "blimp") & (guard.subset == "overall"))]
+    """Per benchmark's headline metric (perplexity, BLiMP overall, any registered benchmark's first): intact,
+    each label's target and random units."""
+    keep = pd.concat([_headline(rows) for _, rows in guard.groupby("benchmark", sort=False)]) if len(guard) else guard
     if keep.empty:
         raise NeurolocError("no guard rows to plot")
     panels = list(keep.groupby(["benchmark", "mode"], sort=False))

@@ -215,7 +215,7 @@ class EncodedContinuation:
 
 
 def encode_continuations(tokenizer, prompts: Sequence[str], continuations: Sequence[str], *,
-                         bos: str = "prepend", max_length: int | None = None) -> list[EncodedContinuation]:
+                         bos: str, max_length: int | None = None) -> list[EncodedContinuation]:
     """Encode (prompt, continuation) pairs jointly; the continuation's tokens are those after the
     prompt's own. `bos` is the BOS policy of `neuroloc.text.encoding` (the one every consumer shares).
     An answer that adds no token of its own (empty, or swallowed by the prompt's last token) is an error."""

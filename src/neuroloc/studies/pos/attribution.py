@@ -48,7 +48,7 @@ from ...progress import progress_bar
 from ...record.recorder import takes_position_ids
 from ...text.alignment import align_words
 from ...text.encoding import encode, pad_id
-from .key_neurons import ClassFrequency, KeyNeurons, resolve_classes
+from .key_neurons import ClassFrequency, KeyNeurons, resolve_classes, select_units
 from ...stimuli.treebank import TaggedCorpus
 
 __all__ = [
@@ -69,7 +69,7 @@ class WordTarget:
 
 
 def word_targets(lm: LoadedModel, corpus: TaggedCorpus, classes: Iterable[str] | None = None, *,
-                 bos: str = "prepend") -> tuple[list[list[int]], list[list[WordTarget]]]:
+                 bos: str) -> tuple[list[list[int]], list[list[WordTarget]]]:
     """Token ids (under the BOS policy `bos`, `neuroloc.text.encoding`) and the attributable words of
     each sentence (without a BOS, a sentence's first word has no predicting position and is skipped).
 
@@ -227,9 +227,9 @@ def iter_attributions(
     steps: int = 32,
     rule: str = "midpoint",
     baseline: str | Mapping[str, torch.Tensor] | None = "zero",
-    batch_size: int = 64,
+    batch_size: int,
     words_per_group: int = 64,
-    bos: str = "prepend",
+    bos: str,
     progress: bool = False,
 ) -> Iterator[AttributionBatch]:
     """Yield attributions for the words of `corpus` (those of `classes`; all when None), a group of
@@ -283,13 +283,20 @@ class AttributionSummary:
         return self.frequency.classes
 
     def key_neurons(self, k: int = 100, *, skip_empty: bool = False) -> KeyNeurons:
-        """Apply the recipe: per class, the `k` units most often in a word's top percent. A class with
-        no attributed word is an error, or is left out with `skip_empty`."""
-        indices = self.frequency.select(k, skip_empty=skip_empty)
-        rows = [self.classes.index(c) for c in indices]
-        return KeyNeurons.from_indices(indices, self.sites, self.widths, method=self.method, model=self.model,
-                                       scores=self.frequency.frequency()[rows],
-                                       n_words={c: int(self.frequency.n_words[i]) for c, i in zip(indices, rows)})
+        """Apply the recipe through the registered score (`gradxact` / `ig`, aggregate `frequency`) and the
+        one selection rule: per class, the `k` units most often in a word's top percent. A class with no
+        attributed word is an error, or is left out with `skip_empty`."""
+        freq = self.frequency
+        empty = [c for c, n in zip(freq.classes, freq.n_words) if n == 0]
+        if empty and not skip_empty:
+            raise NeurolocError(f"no attributed words of class(es) {empty}; use more sentences or other classes")
+        classes = [c for c in freq.classes if c not in empty]
+        if not classes:
+            raise NeurolocError("no attributed words of any class; use more sentences or other classes")
+        units, scores = select_units(freq.store(self.sites, self.widths), classes, k, score=self.method,
+                                     options={"aggregate": "frequency"}, model=self.model)
+        return KeyNeurons(classes, units, self.method, scores,
+                          {c: int(freq.n_words[freq.classes.index(c)]) for c in classes})
 
     def unit_names(self) -> list[str]:
         return [f"{s.name}[{i}]" for s, w in zip(self.sites, self.widths) for i in range(w)]
@@ -327,10 +334,10 @@ def attribute(
     steps: int = 32,
     rule: str = "midpoint",
     baseline: str | Mapping[str, torch.Tensor] | None = "zero",
-    batch_size: int = 64,
+    batch_size: int,
     words_per_group: int = 64,
     keep_scores: bool = False,
-    bos: str = "prepend",
+    bos: str,
     progress: bool = False,
 ) -> AttributionSummary:
     """Attribute the words of `classes` and fold them into per-class top-`top_percent` % counts.

@@ -11,6 +11,10 @@ same counts are streamed with `ClassFrequency`, which never holds more than one 
 
 The contrast alternative (`contrast_key_neurons`) ranks units by the Welch t of their word-level
 activations at words of the class against all other words, from streamed moments.
+
+Both select through the registered scores (`gradxact` / `ig` with the `frequency` aggregate, reading the
+counts as the `attribution` statistic; `one_vs_rest_welch`) and the Localizer's one selection rule
+(`select_units`).
 """
 
 from __future__ import annotations
@@ -24,13 +28,17 @@ import pandas as pd
 import torch
 
 from ...errors import NeurolocError
+from ...localize.localizer import Localizer
 from ...localize.selection import select_top
 from ...models.layout import Site
+from ...record.stats import StatsStore
+from ...settings import RunSettings
+from ...stimuli.design import Design
 from ...units import LabeledUnits, UnitSet
 
 __all__ = [
     "DEFAULT_CLASSES", "UPOS_TAGS", "ClassFrequency", "KeyNeurons", "contrast_key_neurons", "contrast_scores",
-    "key_from_counts", "n_top", "resolve_classes", "select_key_neurons", "top_percent_indices",
+    "key_from_counts", "n_top", "resolve_classes", "select_key_neurons", "select_units", "top_percent_indices",
 ]
 
 DEFAULT_CLASSES = ("NOUN", "VERB", "ADJ", "ADV")
@@ -184,6 +192,18 @@ class ClassFrequency:
     def mean_attribution(self, absolute: bool = False) -> np.ndarray:
         return (self.abs_sums if absolute else self.sums) / np.maximum(self.n_words, 1)[:, None]
 
+    def store(self, sites: Sequence[Site], widths: Sequence[int]) -> StatsStore:
+        """The counts and sums as the `attribution` statistic of a `StatsStore`, per class and site (units
+        flat over `sites` in order, `widths` each): what the registered attribution scores read."""
+        stats = StatsStore()
+        bounds = np.cumsum([0, *widths])
+        for i, c in enumerate(self.classes):
+            for site, start, end in zip(sites, bounds[:-1], bounds[1:]):
+                stats.entry("attribution", c, site.name, int(end - start)).add(
+                    int(self.n_words[i]), torch.from_numpy(self.sums[i, start:end]),
+                    torch.from_numpy(self.abs_sums[i, start:end]), torch.from_numpy(self.counts[i, start:end]))
+        return stats
+
     def select(self, k: int = 100, *, skip_empty: bool = False) -> dict[str, np.ndarray]:
         """Per class, the key units' flat indices (see `key_from_counts`). A class without words is
         an error, not an empty set — or, with `skip_empty`, left out."""
@@ -216,6 +236,27 @@ def select_key_neurons(
         raise NeurolocError(f"attributions must be a (words, units) table, got shape {values.shape}")
     counter = ClassFrequency(chosen, values.shape[1], top_percent, absolute=absolute)
     return counter.update(list(labels), values).select(k)
+
+
+def select_units(stats: StatsStore, classes: Sequence[str], k: int, *, score: str, options: dict | None = None,
+                 model: dict | None = None) -> tuple[LabeledUnits, np.ndarray]:
+    """Per class, the `k` best units by a registered `score` of `stats` (one against the other words),
+    through the Localizer's one selection rule over every unit together (ties to the lower index; a score
+    with its own eligibility may give fewer). Returns the units and the scores (classes × units)."""
+    sites = [Site.parse(name) for name in stats.sites()]
+    localizer = Localizer(sorted({s.kind for s in sites}), score=score, count=int(min(k, _n_units(stats))),
+                          per_kind=False, options=options)
+    localizer.fit_stats(stats, model=model, design=Design.one_vs_rest(classes))
+    selected = localizer.units_
+    units = LabeledUnits({classes[0]: selected}) if isinstance(selected, UnitSet) else \
+        LabeledUnits({c: selected[c] for c in classes})
+    return units, localizer.result_.values
+
+
+def _n_units(stats: StatsStore) -> int:
+    """Units over every site of a store (one label's widths)."""
+    kind, label = next(iter(stats.entries))[:2]
+    return sum(entry.width for (k, lab, _), entry in stats.entries.items() if k == kind and lab == label)
 
 
 # ------------------------------------------------------------------------------------ result object
@@ -286,14 +327,8 @@ def safe_name(label: str) -> str:
 
 
 # ------------------------------------------------------------------------------ contrast alternative
-def contrast_scores(stats, classes: Sequence[str], sites: Sequence[Site]) -> np.ndarray:
-    """Welch t (class minus all other words) per class and unit, from a `StatsStore` whose labels are
-    word labels and whose sites are `sites` (by name): the core's one-vs-rest Welch score. Returns
-    (classes, units) over the sites laid end to end. Every class needs two words, and so do the other
-    words together."""
-    from ...localize.score_functions import one_vs_rest_welch
-    from ...stimuli.design import Design
-
+def _check_word_counts(stats, classes: Sequence[str]) -> None:
+    """Every class needs two words, and so do the other words together (a Welch t needs two per side)."""
     present = stats.labels("moments")
     total = sum(stats.count(c) for c in present)
     for c in classes:
@@ -302,7 +337,36 @@ def contrast_scores(stats, classes: Sequence[str], sites: Sequence[Site]) -> np.
             raise NeurolocError(f"contrast: class {c!r} has {n} words; a t test needs at least 2")
         if total - n < 2:
             raise NeurolocError(f"contrast: fewer than 2 words outside class {c!r}")
+
+
+def contrast_scores(stats, classes: Sequence[str], sites: Sequence[Site]) -> np.ndarray:
+    """Welch t (class minus all other words) per class and unit, from a `StatsStore` whose labels are
+    word labels and whose sites are `sites` (by name): the core's one-vs-rest Welch score. Returns
+    (classes, units) over the sites laid end to end. Every class needs two words, and so do the other
+    words together."""
+    from ...localize.score_functions import one_vs_rest_welch
+
+    _check_word_counts(stats, classes)
     return one_vs_rest_welch(stats, Design.one_vs_rest(classes)).values
+
+
+def word_moments(lm, corpus, sites: Sequence[Site], *, pooling: str, settings: RunSettings,
+                 progress: bool = False) -> StatsStore:
+    """Word-level activations (pooled per word by the Recorder, under the run settings' BOS policy and batch
+    size) streamed into moments per UPOS tag; nothing per word is kept."""
+    from ...record.recorder import Recorder
+
+    labels = [s.upos for s in corpus]
+    recorder = Recorder(lm, sites, pooling=pooling, batch_size=settings.batch_size, max_tokens=settings.max_tokens,
+                        bos=settings.bos, progress=progress, description="recording word activations")
+    stats = StatsStore()
+    for batch in recorder.iter_batches(corpus.texts(), corpus.word_spans()):
+        tags = np.array([labels[t][w] for t, w in batch.rows])
+        for tag in np.unique(tags):
+            picks = torch.as_tensor(np.flatnonzero(tags == tag))
+            for site, values in batch.features.items():
+                stats.update("moments", str(tag), site.name, values[picks.to(values.device)])
+    return stats
 
 
 def contrast_key_neurons(
@@ -313,47 +377,26 @@ def contrast_key_neurons(
     k: int = 100,
     sites: Sequence[Site] | None = None,
     pooling: str = "word-predict",
-    batch_size: int = 16,
+    score: str = "one_vs_rest_welch",
     skip_rare: bool = False,
-    bos: str = "prepend",
+    settings: RunSettings,
     progress: bool = False,
 ) -> KeyNeurons:
-    """Key units by contrast: per class, the `k` units with the largest Welch t of word-level
-    activations at words of the class against all other words (ties: lower index). A class with
-    fewer than two words is an error, or is left out with `skip_rare`.
+    """Key units by contrast: per class, the `k` units with the largest `score` (a registered score of
+    moments, default the Welch t) of word-level activations at words of the class against all other words
+    (ties: lower index). A class with fewer than two words is an error, or is left out with `skip_rare`.
 
     Activations are pooled per word by the Recorder (`pooling`: "word-predict" = the position that
     predicts the word, as the attribution uses; or "word-first" / "word-last" / "word-mean" over the
-    word's own tokens) and streamed into moments per UPOS tag; nothing per word is kept.
+    word's own tokens) and streamed into moments per UPOS tag (`word_moments`).
     """
-    from ...record.recorder import Recorder
-    from ...record.stats import StatsStore
-
     sites = sorted(sites) if sites is not None else lm.layout.sites("mlp")
-    labels = [s.upos for s in corpus]
-    chosen = resolve_classes(classes, [t for tags in labels for t in tags])
-    recorder = Recorder(lm, sites, pooling=pooling, batch_size=batch_size, bos=bos, progress=progress,
-                        description="recording word activations")
-    stats = StatsStore()
-    texts = corpus.texts()
-    for batch in recorder.iter_batches(texts, corpus.word_spans()):
-        tags = np.array([labels[t][w] for t, w in batch.rows])
-        for tag in np.unique(tags):
-            picks = torch.as_tensor(np.flatnonzero(tags == tag))
-            for site, values in batch.features.items():
-                stats.update("moments", str(tag), site.name, values[picks.to(values.device)])
+    chosen = resolve_classes(classes, [t for s in corpus for t in s.upos])
+    stats = word_moments(lm, corpus, sites, pooling=pooling, settings=settings, progress=progress)
     if skip_rare:
         chosen = [c for c in chosen if stats.count(c) >= 2]
         if not chosen:
             raise NeurolocError("contrast: no class has at least 2 words")
-    scores = contrast_scores(stats, chosen, sites)
-    widths = [lm.layout.width(s.kind) for s in sites]
-    indices = {}
-    for i, c in enumerate(chosen):
-        t = np.where(np.isnan(scores[i]), -np.inf, scores[i])
-        mask = select_top(t, count=min(k, t.size))
-        chosen_idx = np.flatnonzero(mask)
-        indices[c] = chosen_idx[np.lexsort((chosen_idx, -t[chosen_idx]))]
-    n_words = {c: stats.count(c) for c in chosen}
-    return KeyNeurons.from_indices(indices, list(sites), widths, method="contrast", model=lm.identity,
-                                   scores=scores, n_words=n_words)
+    _check_word_counts(stats, chosen)
+    units, scores = select_units(stats, chosen, k, score=score, model=lm.identity)
+    return KeyNeurons(list(chosen), units, score, scores, {c: stats.count(c) for c in chosen})

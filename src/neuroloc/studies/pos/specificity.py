@@ -35,20 +35,26 @@ SUMMARY_COLUMNS = ["lesioned_class", "evaluated_class", "n_units", "n_words", "i
                    "control_mean", "control_sd", "n_controls", "effect_sd"]
 
 
-def word_logprobs(lm: LoadedModel, corpus: TaggedCorpus, *, batch_size: int = 16, bos: str = "prepend") -> pd.DataFrame:
+def word_logprobs(lm: LoadedModel, corpus: TaggedCorpus, *, batch_size: int, bos: str) -> pd.DataFrame:
     """One row per word whose tokens it shares with no other word: sent_index, word_index, upos and
-    logprob = ln p(first subword | BOS, preceding tokens), in nats. Lesions active around the call
-    apply."""
+    logprob = ln p(first subword | BOS, preceding tokens), in nats. Without a BOS (policy `none`, or a
+    tokenizer that adds none) a text's first token is not scored, so words before the first scored token are
+    left out (as the attribution leaves them out). Lesions active around the call apply."""
     texts = corpus.texts()
     scored = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=batch_size, bos=bos)
     rows = []
     for i, (sentence, score) in enumerate(zip(corpus, scored)):
         if not len(sentence) or not len(score):
             continue
-        aligned = align_words([tuple(o) for o in score.offsets], sentence.spans)
-        for w, (tokens, tag) in enumerate(zip(aligned, sentence.upos)):
+        offsets = [tuple(o) for o in score.offsets]
+        start, end = offsets[0]
+        while start < end and texts[i][start].isspace():
+            start += 1
+        words = [w for w, (a, _) in enumerate(sentence.spans) if a >= start]
+        aligned = align_words(offsets, [sentence.spans[w] for w in words])
+        for w, tokens in zip(words, aligned):
             if not tokens.merged:
-                rows.append((i, w, tag, float(score.logprobs[tokens.first])))
+                rows.append((i, w, sentence.upos[w], float(score.logprobs[tokens.first])))
     return pd.DataFrame(rows, columns=["sent_index", "word_index", "upos", "logprob"])
 
 
@@ -99,9 +105,9 @@ def specificity(
     n_random: int = 5,
     seed: int = 0,
     mode: str = "zero",
-    batch_size: int = 16,
+    batch_size: int,
     skip_absent: bool = False,
-    bos: str = "prepend",
+    bos: str,
     progress: bool = False,
 ) -> SpecificityResult:
     """Lesion each class's key units (and `n_random` matched random sets, seeds seed…seed+n−1) and
