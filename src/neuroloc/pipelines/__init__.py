@@ -17,10 +17,12 @@ STUDIES: dict[str, tuple[str, str]] = {
                "Lesion units and matched controls; evaluate benchmarks."),
     "language-network": ("neuroloc.pipelines.language_network:LanguageNetworkConfig",
                          "The language network end to end: localize, lesion against controls, report."),
+    "multilingual": ("neuroloc.pipelines.multilingual:MultilingualConfig",
+                     "Language-specific, -related and -agnostic units; deactivation matrix; steering."),
 }
 
 # Old command names kept for one release: old name → new name.
-DEPRECATED_COMMANDS: dict[str, str] = {"run language": "language-network"}
+DEPRECATED_COMMANDS: dict[str, str] = {"run language": "language-network", "languages": "multilingual"}
 
 
 def study_config(command: str):

@@ -54,10 +54,11 @@ def add_batch(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kind
         text_labels = _label_rows([labels[text] for text in batch.texts])
         counts = batch.token_counts.tolist()
         for names, widths, group in _side_by_side(batch.token_sums):
-            positive, sums = _joined(batch.token_positive, group), _joined(batch.token_sums, group)
+            per_text = [_joined(values, group) for values in
+                        (batch.token_positive, batch.token_sums, batch.token_positive_sums)]
             for label, texts in text_labels.items():
                 store.update_sites("tokens", label, names, widths, sum(counts[j] for j in texts),
-                                   _pick(positive, texts, len(counts)).sum(0), _pick(sums, texts, len(counts)).sum(0))
+                                   *(_pick(values, texts, len(counts)).sum(0) for values in per_text))
 
 
 def collect(recorder: Recorder, stimuli: StimulusSet, store: StatsStore | None = None, *,
@@ -67,6 +68,7 @@ def collect(recorder: Recorder, stimuli: StimulusSet, store: StatsStore | None =
     if unknown:
         raise ValueError(f"unknown statistic kinds {unknown}; choose from {KINDS}")
     store = store if store is not None else StatsStore()
-    for batch in recorder.iter_batches(stimuli.texts, stimuli.word_spans, token_stats="tokens" in kinds):
+    for batch in recorder.iter_batches(stimuli.texts, stimuli.word_spans, token_stats="tokens" in kinds,
+                                       count_from=stimuli.count_from):
         add_batch(store, batch, stimuli.conditions, kinds)
     return store
