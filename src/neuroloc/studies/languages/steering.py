@@ -14,6 +14,8 @@ runs them all in order.
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
@@ -53,14 +55,20 @@ class Steering:
         return f"{self.condition}:{self.source}:{self.target}:{self.seed}"
 
 
-def language_identifier(languages: Sequence[str]) -> Callable[[str], str]:
-    """text → language code among `languages` (those langid knows), '' for empty text."""
+@functools.lru_cache(maxsize=1)
+def _langid():
+    """langid's model, read once per process (unpacking it takes seconds)."""
     try:
         from langid.langid import LanguageIdentifier, model
     except ImportError:
         raise NeurolocError("steering needs the offline language identifier: pip install langid "
                             "(or the extra 'neuroloc[languages]')") from None
-    identifier = LanguageIdentifier.from_modelstring(model, norm_probs=False)
+    return LanguageIdentifier.from_modelstring(model, norm_probs=False)
+
+
+def language_identifier(languages: Sequence[str]) -> Callable[[str], str]:
+    """text → language code among `languages` (those langid knows), '' for empty text."""
+    identifier = copy.copy(_langid())  # restricting the languages replaces the copy's arrays, not the model's
     known = [lang for lang in languages if lang in identifier.nb_classes]
     if len(known) < 2:
         raise NeurolocError(f"langid knows fewer than two of the languages {list(languages)}; steering cannot be "
