@@ -123,6 +123,8 @@ def test_score_names_and_their_old_spellings() -> None:
     assert MultilingualConfig(steer_pairs="en:de, de:en").steer_pairs == (("en", "de"), ("de", "en"))
     with pytest.raises(NeurolocError, match="--steer-pairs names it"):
         MultilingualConfig(steer_pairs="en:it").prepare(_corpus())
+    config = MultilingualConfig(languages="en,de", steer_pairs="en:de", settings=RunSettings(bos="none"))
+    assert MultilingualConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config  # `neuroloc rerun`
 
 
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(),
