@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import torch
 
-from neuroloc import MultilingualConfig, RunOptions, RunSettings, run, wrap_model
+from neuroloc import MultilingualConfig, RunSettings, run, wrap_model
 from neuroloc.errors import NeurolocError
 from neuroloc.interrupts import Interrupted
 from neuroloc.stimuli.corpora import MultilingualCorpus

@@ -188,24 +188,28 @@ class MultilingualConfig(StudyConfig):
             steering, generations = self._steer(lm, ctx, inputs.heldout, per_language, localizer.stats_, settings)
         timings["steering_s"] = round(time.perf_counter() - started, 1)
         stats = localizer.stats_
-        counting = {"tokens": "every token of each text except the BOS the encoding prepends; padding never"
-                              + ("; only the tokens after each text's prompt" if self.response_only else ""),
-                    "implementation": "neuroloc.Localizer(pooling='tokens'): Recorder → StatsStore token statistics",
-                    "tokens_per_language": {lang: stats.count(lang, "tokens") for lang in languages},
-                    "tokens_per_character": None if self.response_only else {
-                        lang: round(stats.count(lang, "tokens") / max(1, sum(map(len, inputs.identify.texts[lang]))), 4)
-                        for lang in languages},
-                    "statistics_reused": reused, "world_size": ctx.dist.world_size}
         return MultilingualResult(
             config=self, model=dict(lm.identity), timings=timings, selection=selection, stats=stats,
             units=per_language, categories=category_units(selection, sites, widths, model=lm.identity),
             layers=per_layer_distribution(selection, sites, widths),
             overlap=overlap_table(selection.assignment, languages, categories=selection.category),
             scores=scores_table(selection, sites, widths), deactivation=deactivation, steering=steering,
-            generations=generations, unknown=unknown, counting=counting,
+            generations=generations, unknown=unknown,
+            counting={**self._counting(stats, inputs.identify), "statistics_reused": reused,
+                      "world_size": ctx.dist.world_size},
             corpus={"identification": inputs.identify.describe(), "heldout": inputs.heldout.describe(),
                     "source": inputs.corpus.source},
             site={"kind": SITE_KIND, "meaning": lm.layout.describe()["mlp_gate"], "gated": lm.layout.gated})
+
+    def _counting(self, stats: StatsStore, identify: MultilingualCorpus) -> dict[str, Any]:
+        """What was counted (for the manifest)."""
+        tokens = {lang: stats.count(lang, "tokens") for lang in identify.languages}
+        return {"tokens": "every token of each text except the BOS the encoding prepends; padding never"
+                          + ("; only the tokens after each text's prompt" if self.response_only else ""),
+                "implementation": "neuroloc.Localizer(pooling='tokens'): Recorder → StatsStore token statistics",
+                "tokens_per_language": tokens,
+                "tokens_per_character": None if self.response_only else {
+                    lang: round(n / max(1, sum(map(len, identify.texts[lang]))), 4) for lang, n in tokens.items()}}
 
     def _count(self, lm: LoadedModel, ctx: RunContext, stimuli: StimulusSet, languages: Sequence[str],
                settings: RunSettings) -> tuple[Localizer, bool]:
