@@ -213,9 +213,10 @@ def test_study_writes_everything_and_reuses_statistics(lm, tmp_path) -> None:
     assert manifest["counting"]["statistics_reused"] is True
     assert second.summary["n_units"] == first.summary["n_units"]
     other = wrap_model(tiny_model("llama", seed=1), copy.deepcopy(tiny_tokenizer()))
-    run(MultilingualConfig(model="tiny", settings=RunSettings(progress=False), **{**options, "score": "lape"}), out,
-        lm=other, inputs=MultilingualConfig(**{**options, "score": "lape"}).prepare(_corpus()),
-        options=RunOptions(keep_checkpoints=True, overwrite=True))
+    counting_only = {**options, "score": "lape", "deactivation": False, "steering": False}
+    run(MultilingualConfig(model="tiny", settings=RunSettings(progress=False), **counting_only), out, lm=other,
+        inputs=MultilingualConfig(**counting_only).prepare(_corpus()), options=RunOptions(keep_checkpoints=True,
+                                                                                          overwrite=True))
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counting"]["statistics_reused"] is False  # other weights: counted afresh
 
