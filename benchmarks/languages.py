@@ -1,9 +1,10 @@
 """Speed and memory of the activation-probability pass (LAPE's counting) on SmolLM2.
 
 Prints tokens/s of a bare forward pass (the whole model, and the body only, stopped after the last
-layer like the counting pass) and of counting act(gate) > 0 on all 30 `mlp_gate` sites, on the same
-batches of PUD sentences (several languages), their ratio (target ≥ 0.9), and the peak-RSS growth between
-counting the texts once and ten times over (each in a fresh process; target < 10%).
+layer like the counting pass) and of the multilingual study's counting pass (`MultilingualConfig.localizer`:
+the Recorder's token statistics of all 30 `mlp_gate` sites into a StatsStore labelled by language), on
+the same batches of PUD sentences (several languages), their ratio (target ≥ 0.9), and the peak-RSS growth
+between counting the texts once and ten times over (each in a fresh process; target < 10%).
 
     python benchmarks/languages.py [--n-texts 48] [--batch-size 16] [--dtype float32] [--repeats 2]
 """
@@ -20,20 +21,28 @@ from pathlib import Path
 
 import torch
 
-from neuroloc import load_model
+from neuroloc import MultilingualConfig, RunSettings, StimulusSet, load_model
 from neuroloc.models.hooks import hooks, run_forward
 from neuroloc.stimuli.corpora import load_pud
-from neuroloc.studies.languages import count_language
 from neuroloc.text.encoding import batches, encode, pad_id
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 LANGUAGES = ("en", "de", "zh", "ru", "hi", "id")
 
 
-def texts(n: int) -> list[str]:
+def texts(n: int) -> StimulusSet:
+    """`n` PUD sentences, as many per language as fit, labelled by language."""
     corpus = load_pud(DATA, LANGUAGES)
     per = -(-n // len(LANGUAGES))
-    return [t for lang in LANGUAGES for t in corpus.texts[lang][:per]][:n]
+    pairs = [(t, lang) for lang in LANGUAGES for t in corpus.texts[lang][:per]][:n]
+    return StimulusSet("pud", tuple(t for t, _ in pairs), tuple(lang for _, lang in pairs))
+
+
+def count(lm, stimuli: StimulusSet, batch_size: int, store=None):
+    """The study's counting pass."""
+    localizer = MultilingualConfig().localizer(sorted(set(stimuli.conditions)),
+                                               RunSettings(batch_size=batch_size, progress=False))
+    return localizer.record(lm, stimuli, store)
 
 
 def prepared(lm, items, batch_size):
@@ -59,15 +68,15 @@ def main() -> None:
     parser.add_argument("--rss-child", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     lm = load_model("smollm2", dtype=args.dtype)
-    items = texts(args.n_texts)
-    sites = lm.layout.sites("mlp_gate")
+    stimuli = texts(args.n_texts)
     if args.rss_child:
-        counts = count_language(lm, items, sites, batch_size=args.batch_size)
+        store = count(lm, stimuli, args.batch_size)
         for _ in range(args.rss_child - 1):
-            counts.merge(count_language(lm, items, sites, batch_size=args.batch_size))
-        print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "n": counts.n}))
+            count(lm, stimuli, args.batch_size, store)
+        n = sum(store.count(label, "tokens") for label in store.labels("tokens"))
+        print(json.dumps({"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "n": n}))
         return
-    inputs = prepared(lm, items, args.batch_size)
+    inputs = prepared(lm, stimuli.texts, args.batch_size)
     tokens = sum(int(b["attention_mask"].sum()) for b in inputs)
     last = lm.layout.n_layers - 1
 
@@ -82,9 +91,9 @@ def main() -> None:
                 run_forward(lm.model, **batch)
 
     def counting() -> None:
-        count_language(lm, items, sites, batch_size=args.batch_size)
+        count(lm, stimuli, args.batch_size)
 
-    print(f"model smollm2 ({args.dtype}), {len(items)} PUD sentences in {', '.join(LANGUAGES)}, {tokens} tokens, "
+    print(f"model smollm2 ({args.dtype}), {len(stimuli)} PUD sentences in {', '.join(LANGUAGES)}, {tokens} tokens, "
           f"batch size {args.batch_size}, torch threads {torch.get_num_threads()}, best of {args.repeats}")
     bare()  # warm-up
     rates = {"bare forward (with LM head)": best_rate(bare, tokens, args.repeats),

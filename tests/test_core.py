@@ -143,7 +143,8 @@ def _token_store(prob: np.ndarray, tokens: int = 1000) -> StatsStore:
     store = StatsStore()
     for i, row in enumerate(prob):
         positive = torch.tensor(np.round(row * tokens), dtype=torch.int64)
-        store.update("tokens", f"L{i}", "layers.0.mlp_gate", tokens, positive, torch.zeros(len(row), dtype=torch.float64))
+        zeros = torch.zeros(len(row), dtype=torch.float64)
+        store.update("tokens", f"L{i}", "layers.0.mlp_gate", tokens, positive, zeros, zeros)
     return store
 
 
@@ -283,7 +284,7 @@ def test_fit_stats_from_merged_halves_equals_fit_on_all(lm, three):
 def test_stats_protocol_roundtrip_merge_and_device():
     rng = np.random.default_rng(3)
     a, b = torch.tensor(rng.normal(size=(5, 4))), torch.tensor(rng.normal(size=(3, 4)))
-    for make, add in ((lambda: TokenStats(4), lambda s, x: s.update(x.shape[0], (x > 0).sum(0), x.sum(0))),
+    for make, add in ((lambda: TokenStats(4), lambda s, x: s.update(x.shape[0], (x > 0).sum(0), x.sum(0), x.clamp(min=0).sum(0))),
                       (lambda: Rows(4), lambda s, x: s.update(x))):
         left, right, whole = make(), make(), make()
         add(left, a)
@@ -310,13 +311,15 @@ def test_sites_side_by_side_equal_sites_one_by_one():
     def per_site(store, kind, label, values):
         for site, piece in zip(sites, values.split(widths, dim=1)):
             if kind == "tokens":
-                store.update(kind, label, site, values.shape[0], (piece > 0).sum(0), piece.double().sum(0))
+                store.update(kind, label, site, values.shape[0], (piece > 0).sum(0), piece.double().sum(0),
+                             piece.double().clamp(min=0).sum(0))
             else:
                 store.update(kind, label, site, piece)
 
     def side_by_side(store, kind, label, values):
         if kind == "tokens":
-            store.update_sites(kind, label, sites, widths, values.shape[0], (values > 0).sum(0), values.double().sum(0))
+            store.update_sites(kind, label, sites, widths, values.shape[0], (values > 0).sum(0), values.double().sum(0),
+                               values.double().clamp(min=0).sum(0))
         else:
             store.update_sites(kind, label, sites, widths, values)
 

@@ -57,6 +57,8 @@ def test_load_corpus_dispatches_and_selects() -> None:
     assert corpus.languages == ["de", "zh"]
     with pytest.raises(NeurolocError, match="no PUD treebank for xx"):
         load_corpus(DATA, ["de", "xx"])
+    default = load_corpus(None, ["de", "zh"], data_root=DATA)  # PUD under the data root
+    assert default.texts == corpus.texts and default.source == corpus.source
 
 
 def test_language_folder_reads_txt_and_conllu(tmp_path) -> None:

@@ -1,5 +1,5 @@
 """Language units on a tiny gated model: counting against a direct computation, the deactivation matrix,
-steering, the pipeline (outputs, resumable statistics, manifest) and the CLI."""
+steering, the study (outputs, reused statistics, manifest), its deprecated wrapper and the CLI."""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from neuroloc import wrap_model
+from neuroloc import MultilingualConfig, RunOptions, RunSettings, StatsStore, run, wrap_model
 from neuroloc.errors import NeurolocError
 from neuroloc.evaluate.scoring import token_logprobs
 from neuroloc.models.layout import Site
 from neuroloc.pipelines.languages import run_languages
 from neuroloc.stimuli.corpora import MultilingualCorpus
-from neuroloc.studies.languages import (count_language, deactivation_matrix, generate, language_identifier,
-                                        prompt_prefix, steer)
+from neuroloc.studies.languages import deactivation_matrix, generate, language_identifier, prompt_prefix, steer
 from neuroloc.units import LabeledUnits, UnitSet
 
 from .tiny import tiny_model, tiny_tokenizer
@@ -50,45 +49,60 @@ def _direct_gate(lm, text: str) -> list[torch.Tensor]:
     return outputs
 
 
+def _counts(lm, texts, *, batch_size: int = 16, prompts=None) -> StatsStore:
+    """The study's counting pass (a Localizer on token statistics) over `texts`, labelled "en"."""
+    corpus = MultilingualCorpus({"en": list(texts)}, {"en": [str(i) for i in range(len(texts))]}, "test",
+                                prompts=None if prompts is None else {"en": list(prompts)})
+    stimuli = corpus.stimulus_set("test", response_only=prompts is not None)
+    settings = RunSettings(batch_size=batch_size, progress=False)
+    return MultilingualConfig().localizer(["en", "de"], settings).record(lm, stimuli)
+
+
 def test_counts_equal_a_direct_computation_and_ignore_batching(lm) -> None:
     sites = lm.layout.sites("mlp_gate")
     direct = [_direct_gate(lm, t) for t in TEXTS]
     tokens = sum(d[0].shape[0] - 1 for d in direct)  # the BOS is not counted
     for batch_size in (2, 5):
-        counts = count_language(lm, TEXTS, sites, batch_size=batch_size)
-        assert counts.n == tokens
+        store = _counts(lm, TEXTS, batch_size=batch_size)
+        assert store.count("en", "tokens") == tokens
         for site in sites:
+            counts = store.get("tokens", "en", site.name)
             acts = torch.cat([d[site.layer][1:] for d in direct])
-            assert torch.equal(counts.positive[site], (acts > 0).sum(0))
+            assert torch.equal(counts.positive, (acts > 0).sum(0))
             expected = torch.where(acts > 0, acts, 0).double().sum(0) / (acts > 0).sum(0).clamp(min=1)
-            torch.testing.assert_close(counts.mean_when_active(site), expected, rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(counts.probability(site), (acts > 0).double().mean(0))
+            torch.testing.assert_close(counts.mean_when_active(), expected, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(counts.activation_probability(), (acts > 0).double().mean(0))
 
 
 def test_response_only_counts_the_tokens_after_the_prompt(lm) -> None:
-    sites = [Site(1, "mlp_gate")]
+    site = Site(1, "mlp_gate")
     prompts = ["The quick brown", "She didn't"]
     texts = [TEXTS[0], TEXTS[1]]
-    counts = count_language(lm, texts, sites, prompts=prompts, batch_size=2)
+    store = _counts(lm, texts, prompts=prompts, batch_size=2)
     expected_positive, expected_n = 0, 0
     for prompt, text in zip(prompts, texts):
         skip = 1 + len(lm.tokenizer(prompt, add_special_tokens=False)["input_ids"])
         acts = _direct_gate(lm, text)[1][skip:]
         expected_positive = expected_positive + (acts > 0).sum(0)
         expected_n += acts.shape[0]
-    assert counts.n == expected_n
-    assert torch.equal(counts.positive[sites[0]], expected_positive)
+    assert store.count("en", "tokens") == expected_n
+    assert torch.equal(store.get("tokens", "en", site.name).positive, expected_positive)
     with pytest.raises(NeurolocError, match="not a prefix"):
-        count_language(lm, texts, sites, prompts=["Nope", "She"])
+        _counts(lm, texts, prompts=["Nope", "She"])
 
 
 def test_counts_merge_and_round_trip(lm) -> None:
     sites = lm.layout.sites("mlp_gate")
-    whole = count_language(lm, TEXTS, sites)
-    part = count_language(lm, TEXTS[:2], sites).merge(count_language(lm, TEXTS[2:], sites))
-    assert part.n == whole.n and all(torch.equal(part.positive[s], whole.positive[s]) for s in sites)
-    restored = type(whole).from_state_dict(whole.state_dict())
-    assert restored.n == whole.n and torch.equal(restored.positive_sum[sites[0]], whole.positive_sum[sites[0]])
+    whole = _counts(lm, TEXTS)
+    part = _counts(lm, TEXTS[:2]).merge(_counts(lm, TEXTS[2:]))
+    assert part.count("en", "tokens") == whole.count("en", "tokens")
+    assert all(torch.equal(part.get("tokens", "en", s.name).positive, whole.get("tokens", "en", s.name).positive)
+               for s in sites)
+    restored = StatsStore()
+    restored.load_state_dict(whole.state_dict())
+    first = sites[0].name
+    assert restored.count("en", "tokens") == whole.count("en", "tokens")
+    assert torch.equal(restored.get("tokens", "en", first).positive_sum, whole.get("tokens", "en", first).positive_sum)
 
 
 def _nll_with_zeroed(lm, texts, zero: dict[int, list[int]]) -> float:
@@ -116,7 +130,8 @@ def test_deactivation_matrix_against_hand_written_lesions(lm) -> None:
         names = [f"layers.{layer}.mlp_gate[{i}]" for layer, ids in picks.items() for i in ids]
         units[lang] = UnitSet.from_names(names, layout)
     heldout = {"en": TEXTS[:3], "de": TEXTS[3:]}
-    matrix = deactivation_matrix(lm, LabeledUnits(units), heldout, n_controls=2, seed=4, batch_size=2)
+    matrix = deactivation_matrix(lm, LabeledUnits(units), heldout, n_controls=2, seed=4,
+                                 settings=RunSettings(batch_size=2, progress=False))
     assert len(matrix) == 2 * 2 * 3
     for lang, picks in chosen.items():
         for evaluated, texts in heldout.items():
@@ -141,23 +156,25 @@ def test_language_identifier_and_prompts() -> None:
 
 def test_generation_is_batch_invariant_and_steering_reports_every_pair(lm) -> None:
     prompts = ["The quick brown", "She didn't", "1 + 2"]
-    together = generate(lm, prompts, max_new_tokens=5, batch_size=3)
-    alone = [generate(lm, [p], max_new_tokens=5, batch_size=1)[0] for p in prompts]
+    together = generate(lm, prompts, max_new_tokens=5, settings=RunSettings(batch_size=3))
+    alone = [generate(lm, [p], max_new_tokens=5, settings=RunSettings(batch_size=1))[0] for p in prompts]
     assert together == alone
     layout = lm.layout
     units = {"en": UnitSet.from_names(["layers.0.mlp_gate[3]", "layers.1.mlp_gate[9]"], layout),
              "de": UnitSet.from_names(["layers.1.mlp_gate[4]"], layout)}
     values = {lang: {s.name: torch.full((layout.width("mlp_gate"),), 30.0) for s in layout.sites("mlp_gate")}
               for lang in units}
-    results, generations = steer(lm, {"en": prompts[:2], "de": ["Die Katze"]}, units, values=values,
-                                 max_new_tokens=4, batch_size=2, identify=language_identifier(["en", "de"]))
+    settings = RunSettings(batch_size=2, progress=False)
+    results, generations = steer(lm, {"en": prompts[:2], "de": ["Die Katze"]}, units, values=values, mode="mean",
+                                 n_controls=1, seed=0, max_new_tokens=4, settings=settings,
+                                 identify=language_identifier(["en", "de"]))
     assert set(zip(results.source, results.target)) == {("en", "de"), ("de", "en")}
     assert sorted(results.condition.unique()) == ["none", "random", "target"]
     assert results.share_target.between(0, 1).all()
     steered = generations[(generations.condition == "target") & (generations.source == "en")].generated.tolist()
     assert steered != together[:2]  # setting units to 30 changes what the model writes
     with pytest.raises(NeurolocError, match="needs per-language unit values"):
-        steer(lm, {"en": prompts}, units, mode="mean")
+        steer(lm, {"en": prompts}, units, mode="mean", n_controls=1, seed=0, max_new_tokens=4, settings=settings)
 
 
 def _corpus() -> MultilingualCorpus:
@@ -167,17 +184,20 @@ def _corpus() -> MultilingualCorpus:
     return MultilingualCorpus(texts, {k: [str(i) for i in range(12)] for k in texts}, "test", parallel=True)
 
 
-def test_pipeline_writes_everything_and_reuses_statistics(lm, tmp_path) -> None:
+def _run(lm, out, **fields):
+    config = MultilingualConfig(model="tiny", settings=RunSettings(progress=False), **fields)
+    return run(config, out, lm=lm, inputs=config.prepare(_corpus()), options=RunOptions(keep_checkpoints=True))
+
+
+def test_study_writes_everything_and_reuses_statistics(lm, tmp_path) -> None:
     out = tmp_path / "run"
-    options = dict(method="specific-related", percent=5, n_identify=8, n_heldout=3, n_steer_prompts=2,
-                   steer_tokens=3, progress=False)
-    first = run_languages(lm, _corpus(), out, **options)
+    options = dict(score="specific_related", percent=5, n_identify=8, n_heldout=3, steer_prompts=2, steer_tokens=3)
+    first = _run(lm, out, **options)
     for name in ("scores.parquet", "layers.csv", "overlap.csv", "deactivation.csv", "steering.csv", "layers.png",
-                 "deactivation.png", "report.html", "manifest.json", "selection.json"):
+                 "deactivation.png", "report.html", "manifest.json", "selection.json", "stats.safetensors"):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["site"]["gated"] and manifest["counting"]["statistics_reused"] == {"en": False, "de": False,
-                                                                                         "fr": False}
+    assert manifest["site"]["gated"] and manifest["counting"]["statistics_reused"] is False
     scores = pd.read_parquet(out / "scores.parquet")
     assert len(scores) == 2 * lm.layout.width("mlp_gate")
     assert {"p_en", "p_de", "p_fr", "entropy", "score", "languages", "category"} <= set(scores.columns)
@@ -186,19 +206,34 @@ def test_pipeline_writes_everything_and_reuses_statistics(lm, tmp_path) -> None:
     assert loaded.labels == ["en", "de", "fr"] and loaded == first.units
     matrix = pd.read_csv(out / "deactivation.csv")
     assert set(matrix.condition) <= {"target", "random"}
-    second = run_languages(lm, _corpus(), out, **options)
+    stats = StatsStore.load(out / "stats.safetensors")  # the counts behind the selection, for re-selection
+    assert stats.labels("tokens") == ["de", "en", "fr"] and stats.count("en", "tokens") > 0
+    second = _run(lm, out, **options)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["counting"]["statistics_reused"] == {"en": True, "de": True, "fr": True}
+    assert manifest["counting"]["statistics_reused"] is True
     assert second.summary["n_units"] == first.summary["n_units"]
     other = wrap_model(tiny_model("llama", seed=1), copy.deepcopy(tiny_tokenizer()))
-    run_languages(other, _corpus(), out, **{**options, "method": "lape"})
+    counting_only = {**options, "score": "lape", "deactivation": False, "steering": False}
+    run(MultilingualConfig(model="tiny", settings=RunSettings(progress=False), **counting_only), out, lm=other,
+        inputs=MultilingualConfig(**counting_only).prepare(_corpus()), options=RunOptions(keep_checkpoints=True,
+                                                                                          overwrite=True))
     manifest = json.loads((out / "manifest.json").read_text())
-    assert not any(manifest["counting"]["statistics_reused"].values())  # other weights: counted afresh
+    assert manifest["counting"]["statistics_reused"] is False  # other weights: counted afresh
+
+
+def test_deprecated_run_languages_runs_the_study(lm, tmp_path) -> None:
+    options = dict(percent=5, n_identify=8, n_heldout=3, steering=False)
+    with pytest.warns(DeprecationWarning, match="run_languages is deprecated"):
+        old = run_languages(lm, _corpus(), tmp_path / "old", method="specific-related", progress=False, **options)
+    new = _run(lm, tmp_path / "new", score="specific_related", deactivation_texts=None, **{
+        k: v for k, v in options.items()})
+    assert old.units == new.units and old.summary == new.summary
+    pd.testing.assert_frame_equal(old.deactivation, new.deactivation)
 
 
 def test_non_gated_models_fall_back_to_the_post_activation(tmp_path) -> None:
     gpt2 = wrap_model(tiny_model("gpt2"), copy.deepcopy(tiny_tokenizer()))
-    run_languages(gpt2, _corpus(), tmp_path, percent=5, n_identify=6, n_heldout=2, steering=False, progress=False)
+    _run(gpt2, tmp_path, percent=5, n_identify=6, n_heldout=2, steering=False)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert not manifest["site"]["gated"] and "post-activation" in manifest["site"]["meaning"]
 
@@ -213,11 +248,17 @@ def test_cli_runs_on_a_saved_model_and_a_language_folder(lm, tmp_path) -> None:
     for lang, texts in _corpus().texts.items():
         (data / f"{lang}.txt").write_text("\n".join(texts), encoding="utf-8")
     out = tmp_path / "out"
-    result = CliRunner().invoke(app, ["languages", "--model", str(model_dir), "--data", str(data), "--languages",
-                                      "en,de", "--percent", "5", "--n-identify", "6", "--n-heldout", "2",
-                                      "--no-steering", "--dtype", "float32", "--out", str(out), "--quiet"])
+    common = ["--model", str(model_dir), "--languages", "en,de", "--percent", "5", "--n-identify", "6",
+              "--n-heldout", "2", "--no-steering", "--dtype", "float32", "--quiet"]
+    result = CliRunner().invoke(app, ["multilingual", "--corpus", str(data), *common, "--out", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "selection.json").read_text())["languages"] == ["en", "de"]
-    bad = CliRunner().invoke(app, ["languages", "--model", str(model_dir), "--data", str(data), "--languages", "en",
-                                   "--out", str(out), "--quiet"])
+    # the old command, --data as the corpus and --method: deprecated, and the same run
+    old = CliRunner().invoke(app, ["languages", "--data", str(data), "--method", "lape", *common,
+                                   "--out", str(tmp_path / "old")])
+    assert old.exit_code == 0, old.output
+    assert "`neuroloc languages` is deprecated" in old.output and "--method is deprecated" in old.output
+    assert LabeledUnits.load(tmp_path / "old" / "units" / "languages") == LabeledUnits.load(out / "units" / "languages")
+    bad = CliRunner().invoke(app, ["multilingual", "--model", str(model_dir), "--corpus", str(data), "--languages", "en",
+                                   "--out", str(tmp_path / "bad"), "--quiet"])
     assert bad.exit_code == 2 and "at least two languages" in bad.output

@@ -321,7 +321,7 @@ def info(model: str, dtype: str, as_json: bool, quiet: bool) -> None:
         from .runner.run import launcher_check
         from .runner.study import StudyConfig
 
-        launcher_check(StudyConfig(model=model))
+        launcher_check(StudyConfig(model=model), command="info")
         lm = load_model(model, dtype=dtype)
         if as_json:
             print(json.dumps({"identity": lm.identity, "layout": lm.layout.describe()}, indent=2, default=str))
@@ -373,8 +373,17 @@ class _Deprecated(click.Command):
         return study_command(self.new).main(ctx.args, prog_name=f"neuroloc {self.new}", standalone_mode=False)
 
 
+def _add_deprecated(old: str, new: str) -> None:
+    """Register an old command name — top level (`languages`) or in a group (`run language`) — that runs
+    its successor."""
+    parent: click.Group = app
+    for group in old.split()[:-1]:
+        parent = parent.commands[group]
+    parent.add_command(_Deprecated(old, new))
+
+
 for _old, _new in DEPRECATED_COMMANDS.items():
-    run.add_command(_Deprecated(_old, _new))
+    _add_deprecated(_old, _new)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 from .errors import NeurolocError
 
 __all__ = ["parse_benchmark", "parse_floats", "parse_ints", "parse_layers", "parse_list", "parse_options",
-           "parse_positions", "parse_scalar"]
+           "parse_pairs", "parse_positions", "parse_scalar"]
 
 
 def parse_list(text: str) -> tuple[str, ...]:
@@ -37,6 +37,14 @@ def parse_ints(text: str) -> tuple[int, ...]:
         return tuple(int(v) for v in parse_list(text))
     except ValueError:
         raise NeurolocError(f"takes integers separated by commas (e.g. 25,50,100), got {text!r}") from None
+
+
+def parse_pairs(text: str) -> tuple[tuple[str, str], ...]:
+    """`en:de,de:en` → (('en', 'de'), ('de', 'en')): SOURCE:TARGET pairs."""
+    pairs = [tuple(side.strip() for side in part.split(":")) for part in parse_list(text)]
+    if not pairs or any(len(pair) != 2 or not all(pair) for pair in pairs):
+        raise NeurolocError(f"takes SOURCE:TARGET pairs separated by commas (e.g. en:de,de:en), got {text!r}")
+    return tuple(pairs)
 
 
 def parse_layers(text: str) -> str | tuple[int, ...]:

@@ -23,10 +23,12 @@ STUDIES: dict[str, tuple[str, str]] = {
              "Task neurons: score units per label of prompt–answer data, intervene, build the effect matrix."),
     "pos": ("neuroloc.pipelines.pos:PosConfig",
             "Key neurons for parts of speech: attribute, select per class, probe on fresh text, lesion."),
+    "multilingual": ("neuroloc.pipelines.multilingual:MultilingualConfig",
+                     "Language-specific, -related and -agnostic units; deactivation matrix; steering."),
 }
 
 # Old command names kept for one release: old name → new name.
-DEPRECATED_COMMANDS: dict[str, str] = {"run language": "language-network"}
+DEPRECATED_COMMANDS: dict[str, str] = {"run language": "language-network", "languages": "multilingual"}
 
 
 def study_config(command: str):

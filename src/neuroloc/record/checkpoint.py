@@ -204,8 +204,9 @@ def collect_resumable(recorder: Recorder, stimuli: StimulusSet, checkpoint: Chec
         texts = [stimuli.texts[i] for i in pending]
         spans = None if stimuli.word_spans is None else [stimuli.word_spans[i] for i in pending]
         labels = [stimuli.conditions[i] for i in pending]
+        count_from = None if stimuli.count_from is None else [stimuli.count_from[i] for i in pending]
         try:
-            for batch in recorder.iter_batches(texts, spans, token_stats="tokens" in kinds,
+            for batch in recorder.iter_batches(texts, spans, token_stats="tokens" in kinds, count_from=count_from,
                                                completed=checkpoint.resumed_from, total=len(stimuli)):
                 with protected():  # a batch is folded in and marked done, or neither
                     add_batch(store, batch, labels, kinds)

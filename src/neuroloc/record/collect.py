@@ -58,10 +58,11 @@ def add_batch(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kind
         counts = batch.token_counts.tolist()
         sums = {site: value for site, value in batch.token_sums.items() if site not in batch.routed_counts}
         for names, widths, group in _side_by_side(sums):
-            positive, sums = _joined(batch.token_positive, group), _joined(batch.token_sums, group)
+            per_text = [_joined(values, group) for values in
+                        (batch.token_positive, batch.token_sums, batch.token_positive_sums)]
             for label, texts in text_labels.items():
                 store.update_sites("tokens", label, names, widths, sum(counts[j] for j in texts),
-                                   _pick(positive, texts, len(counts)).sum(0), _pick(sums, texts, len(counts)).sum(0))
+                                   *(_pick(values, texts, len(counts)).sum(0) for values in per_text))
 
 
 def _add_routed(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kinds: Sequence[str]) -> None:
@@ -94,7 +95,8 @@ def _add_routed_entries(store: StatsStore, batch: PooledBatch, labels: Sequence[
             index = torch.tensor(texts, dtype=torch.long, device=batch.token_sums[site].device)
             store.update("tokens", label, site.name, sum(counts[j] for j in texts),
                          batch.token_positive[site].index_select(0, index).sum(0),
-                         batch.token_sums[site].index_select(0, index).sum(0))
+                         batch.token_sums[site].index_select(0, index).sum(0),
+                         batch.token_positive_sums[site].index_select(0, index).sum(0))
 
 
 def collect(recorder: Recorder, stimuli: StimulusSet, store: StatsStore | None = None, *,
@@ -104,6 +106,7 @@ def collect(recorder: Recorder, stimuli: StimulusSet, store: StatsStore | None =
     if unknown:
         raise ValueError(f"unknown statistic kinds {unknown}; choose from {KINDS}")
     store = store if store is not None else StatsStore()
-    for batch in recorder.iter_batches(stimuli.texts, stimuli.word_spans, token_stats="tokens" in kinds):
+    for batch in recorder.iter_batches(stimuli.texts, stimuli.word_spans, token_stats="tokens" in kinds,
+                                       count_from=stimuli.count_from):
         add_batch(store, batch, stimuli.conditions, kinds)
     return store

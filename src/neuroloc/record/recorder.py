@@ -29,13 +29,14 @@ from .routed import RoutedRows
 class PooledBatch:
     """One batch's reductions. `rows[i]` = (text index, word index or -1) of row i of every site's
     `features`; `texts` lists the batch's text indices, which index the per-text token statistics over
-    each text's own tokens (never padding, nor special tokens such as a prepended BOS):
-    `token_positive[site][j]` counts text j's tokens with activation > 0 per coordinate,
-    `token_sums[site][j]` sums its activations (float64), `token_counts[j]` counts its tokens.
+    each text's counted tokens (its own tokens — never padding, nor special tokens such as a prepended BOS
+    — from its `count_from` offset on): `token_positive[site][j]` counts text j's tokens with activation
+    > 0 per coordinate, `token_sums[site][j]` sums its activations and `token_positive_sums[site][j]`
+    their positive parts (float64), `token_counts[j]` counts its tokens.
 
     `expert` sites see only the tokens routed to their expert: `present[site]` (bool over `rows`) says
     which rows the expert saw (a row pools the routed tokens of its span), `features[site]` holds those
-    rows only, and `routed_counts[site][j]` counts text j's own tokens routed there (what its token
+    rows only, and `routed_counts[site][j]` counts text j's counted tokens routed there (what its token
     statistics count instead of `token_counts`)."""
 
     rows: list[tuple[int, int]]
@@ -43,6 +44,7 @@ class PooledBatch:
     texts: list[int] = field(default_factory=list)
     token_positive: dict[Site, torch.Tensor] = field(default_factory=dict)
     token_sums: dict[Site, torch.Tensor] = field(default_factory=dict)
+    token_positive_sums: dict[Site, torch.Tensor] = field(default_factory=dict)
     token_counts: torch.Tensor | None = None
     present: dict[Site, torch.Tensor] = field(default_factory=dict)
     routed_counts: dict[Site, torch.Tensor] = field(default_factory=dict)
@@ -50,6 +52,20 @@ class PooledBatch:
 
 def takes_position_ids(model: torch.nn.Module) -> bool:
     return "position_ids" in inspect.signature(model.forward).parameters
+
+
+def counted_tokens(batch: Batch, count_from: Sequence[int] | None) -> torch.Tensor:
+    """The tokens token statistics count (batch, tokens): each text's own tokens, and with `count_from`
+    (a character offset per text, indexed by example id) only those ending after it — a response after
+    its prompt, a token straddling the two counting as response."""
+    if count_from is None:
+        return batch.own
+    counted = batch.own.clone()
+    for row, text in enumerate(batch.example_ids):
+        if count_from[text] > 0:
+            ends = torch.tensor([end for _, end in batch.offsets[row]])
+            counted[row, batch.real_positions(row)] &= ends > count_from[text]
+    return counted
 
 
 class Recorder:
@@ -108,11 +124,12 @@ class Recorder:
         return word_plan(per_row, batch.attention_mask.shape[1], device), rows
 
     def iter_batches(self, texts: Sequence[str], word_spans: Sequence[Sequence[tuple[int, int]]] | None = None,
-                     *, token_stats: bool = False, completed: int = 0,
+                     *, token_stats: bool = False, count_from: Sequence[int] | None = None, completed: int = 0,
                      total: int | None = None) -> Iterator[PooledBatch]:
         """Yield reduced batches in length-sorted order (`rows` and `texts` say which texts they hold).
-        With `token_stats`, per-text counts of activations > 0 and sums over real tokens come too. A
-        resumed recording shows its progress as `completed` of `total` texts before these."""
+        With `token_stats`, per-text counts of activations > 0 and sums over real tokens come too (only
+        over the tokens after each text's `count_from` character offset, when given). A resumed
+        recording shows its progress as `completed` of `total` texts before these."""
         words = self.pooling in WORD_POOLINGS
         if words and word_spans is None:
             raise NeurolocError(f"pooling {self.pooling!r} needs word spans (e.g. from a CoNLL-U treebank)")
@@ -120,13 +137,15 @@ class Recorder:
             raise NeurolocError("no texts to record")
         if any(not t.strip() for t in texts):
             raise NeurolocError(f"text {next(i for i, t in enumerate(texts) if not t.strip())} is empty")
+        if count_from is not None and len(count_from) != len(texts):
+            raise NeurolocError(f"count_from has {len(count_from)} offsets for {len(texts)} texts")
         token_stats = token_stats or self.pooling == "tokens"
         encoded = encode(self.lm.tokenizer, texts, bos=self.bos, max_tokens=self.max_tokens)
         pad = pad_id(self.lm.tokenizer)
 
         def forward(ids: Sequence[int]) -> PooledBatch:
             batch = next(batches(encoded, len(ids), pad=pad, padding_side=self.padding_side, order=ids))
-            return self._reduce(batch, word_spans, token_stats)
+            return self._reduce(batch, word_spans, token_stats, count_from)
 
         with progress_bar(self.description, total or len(texts), self.progress, completed=completed) as advance, \
                 torch.inference_mode():
@@ -134,7 +153,7 @@ class Recorder:
                 yield reduced
                 advance(len(ids))
 
-    def _reduce(self, batch: Batch, word_spans, token_stats: bool) -> PooledBatch:
+    def _reduce(self, batch: Batch, word_spans, token_stats: bool, count_from) -> PooledBatch:
         """One forward pass over `batch`, reduced to pooled rows and per-text token statistics."""
         layout = self.lm.layout
         inputs = batch.inputs(self.lm.device, position_ids=takes_position_ids(self.lm.model))
@@ -145,8 +164,9 @@ class Recorder:
             plan, rows = None, []
         else:
             plan, rows = text_plan(mask, self.pooling), [(i, -1) for i in batch.example_ids]
-        own = batch.own.to(mask.device)  # the texts' own tokens: no padding, no BOS
-        reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=batch.own.sum(1))  # CPU: no sync
+        counted = counted_tokens(batch, count_from)  # the texts' own tokens: no padding, no BOS
+        reduced = PooledBatch(rows, {}, list(batch.example_ids), token_counts=counted.sum(1))  # CPU: no sync
+        counted = counted.to(mask.device)
 
         def observer(site: Site):
             def observe(value: torch.Tensor, context: HookContext) -> None:
@@ -159,9 +179,11 @@ class Recorder:
                     routed_rows.add(site, value, context.routed.reshape(mask.shape).to(value.device))
                     return
                 if token_stats:
-                    real = own.to(value.device)[..., None]
+                    real = counted.to(value.device)[..., None]
                     reduced.token_positive[site] = ((value > 0) & real).sum(1)
-                    reduced.token_sums[site] = (value.double() * real).sum(1)
+                    values = value.double() * real
+                    reduced.token_sums[site] = values.sum(1)
+                    reduced.token_positive_sums[site] = values.clamp(min=0).sum(1)
                 if plan is not None:
                     heads = site.kind == "attn" and not self.coordinates
                     reduced.features[site] = pool(head_norms(value, layout.parts(site.layer).n_heads) if heads
@@ -174,7 +196,7 @@ class Recorder:
         with hooks(layout, observe={s: observer(s) for s in self.sites},
                    stop_after_layer=max(s.layer for s in self.sites)):
             run_forward(self.lm.model, example_ids=batch.example_ids, **inputs)
-        routed_rows.reduce(reduced, plan, own, token_stats)
+        routed_rows.reduce(reduced, plan, counted, token_stats)
         ran = reduced.features if plan is not None else reduced.token_sums
         missing = [s.name for s in self.sites if s not in ran]
         if missing:

@@ -53,10 +53,13 @@ class RoutedRows:
             positive.index_add_(0, key, ((rows > 0) & real[:, None]).long())
             sums = torch.zeros(n_sites * batch, width, dtype=torch.float64, device=device)
             sums.index_add_(0, key, rows.double() * real[:, None])
+            positive_sums = torch.zeros(n_sites * batch, width, dtype=torch.float64, device=device)
+            positive_sums.index_add_(0, key, rows.double().clamp(min=0) * real[:, None])
             routed = torch.zeros(n_sites * batch, dtype=torch.int64, device=device).index_add_(0, key, real.long())
             for i, site in enumerate(sites):
                 part = slice(i * batch, (i + 1) * batch)
                 reduced.token_positive[site], reduced.token_sums[site] = positive[part], sums[part]
+                reduced.token_positive_sums[site] = positive_sums[part]
                 reduced.routed_counts[site] = routed[part]
         if plan is None:
             return

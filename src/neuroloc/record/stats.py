@@ -6,8 +6,9 @@ on the device they are computed on until read. Kinds:
 
 - `moments`: count, mean and M2 of pooled rows (x and |x|; Welford updates, Chan et al. merges) and the
   count of rows with x > 0, in float64;
-- `tokens`: over every real token, the token count, the count of activations > 0 (LAPE's activation
-  probability) and the activation sum (unit means for mean lesions);
+- `tokens`: over every counted token (every real token, or a text's part: a response after its prompt),
+  the token count, the count of activations > 0 (LAPE's activation probability), the activation sum (unit
+  means for mean lesions) and the sum of positive parts (means when active: steering values);
 - `rows`: the pooled rows themselves, for scores that are not functions of sums (average precision);
   bounded by `ROWS_LIMIT_BYTES` with an error that says how to stay under it.
 """
@@ -180,32 +181,39 @@ class Moments:
 
 
 class TokenStats:
-    """Over every real token of the texts seen: token count, count of activations > 0, and sums."""
+    """Over every counted token of the texts seen: the token count, per unit the count of activations > 0
+    (LAPE's activation probability), the sum of activations (unit means for mean lesions) and the sum of
+    their positive parts (with the count, each unit's mean activation when active: steering values)."""
 
-    FIELDS = ("positive", "sum")
+    FIELDS = ("positive", "sum", "positive_sum")
 
     def __init__(self, width: int, device: torch.device | str | None = None) -> None:
         self.n = 0
         self.positive = torch.zeros(width, dtype=torch.int64, device=device)
         self.sum = torch.zeros(width, dtype=torch.float64, device=device)
+        self.positive_sum = torch.zeros(width, dtype=torch.float64, device=device)
 
     @property
     def width(self) -> int:
         return self.sum.numel()
 
-    def update(self, n_tokens: int, positive: torch.Tensor, sums: torch.Tensor) -> "TokenStats":
-        """Add `n_tokens` tokens whose per-unit counts of x > 0 and sums of x are given (width,)."""
-        if positive.shape != (self.width,) or sums.shape != (self.width,):
-            raise ValueError(f"expected per-unit vectors of width {self.width}, got {tuple(positive.shape)}")
+    def update(self, n_tokens: int, positive: torch.Tensor, sums: torch.Tensor,
+               positive_sums: torch.Tensor) -> "TokenStats":
+        """Add `n_tokens` tokens whose per-unit counts of x > 0, sums of x and sums of max(x, 0) are given
+        (width,)."""
+        if any(v.shape != (self.width,) for v in (positive, sums, positive_sums)):
+            raise ValueError(f"expected per-unit vectors of width {self.width}, got {tuple(positive.shape)}, "
+                             f"{tuple(sums.shape)} and {tuple(positive_sums.shape)}")
         _check_finite(sums)
         self.n += int(n_tokens)
         self.positive += positive.to(self.positive.device, torch.int64)
         self.sum += sums.to(self.sum.device, torch.float64)
+        self.positive_sum += positive_sums.to(self.positive_sum.device, torch.float64)
         return self
 
     def merge(self, other: "TokenStats") -> "TokenStats":
         """Counts and sums add exactly."""
-        return self.update(other.n, other.positive, other.sum)
+        return self.update(other.n, other.positive, other.sum, other.positive_sum)
 
     @classmethod
     def concat(cls, parts: Sequence["TokenStats"]) -> "TokenStats":
@@ -222,16 +230,25 @@ class TokenStats:
     def mean(self) -> torch.Tensor:
         return self.sum / max(self.n, 1)
 
+    def mean_when_active(self) -> torch.Tensor:
+        """Each unit's mean activation over the tokens where it is > 0 (0 for a unit never active)."""
+        return self.positive_sum / self.positive.clamp(min=1).double()
+
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {"n": torch.tensor(self.n), "positive": self.positive, "sum": self.sum}
+        return {"n": torch.tensor(self.n), **{f: getattr(self, f) for f in self.FIELDS}}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore from `state_dict()`; statistics saved before neuroloc summed positive parts have NaN
+        there (unknown, never a silent zero)."""
         self.n = int(state["n"])
         self.positive = state["positive"].clone().to(self.sum.device)
         self.sum = state["sum"].clone().to(self.sum.device)
+        self.positive_sum = (state["positive_sum"].clone().to(self.sum.device) if "positive_sum" in state
+                             else torch.full_like(self.sum, float("nan")))
 
     def to(self, device: torch.device | str) -> "TokenStats":
-        self.positive, self.sum = self.positive.to(device), self.sum.to(device)
+        for f in self.FIELDS:
+            setattr(self, f, getattr(self, f).to(device))
         return self
 
 

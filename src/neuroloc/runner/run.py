@@ -45,12 +45,12 @@ class RunOptions(Config):
                                            help="Also checkpoint every so many batches.")
 
 
-def launcher_check(config: StudyConfig) -> DistContext:
+def launcher_check(config: StudyConfig, command: str | None = None) -> DistContext:
     """This process's place in a launch; a study that does not share its work refuses a launcher."""
     launched = DistContext.launched()
     if launched.enabled and not config.shares_work:
-        raise NeurolocError(f"`neuroloc {config.command}` runs in one process: launch it without torchrun or "
-                            "accelerate (these share their work across processes: localize, lesion, language)")
+        raise NeurolocError(f"`neuroloc {command or config.command}` runs in one process: launch it without torchrun "
+                            "or accelerate (it does not share its work across processes)")
     return launched
 
 

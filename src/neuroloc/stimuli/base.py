@@ -18,6 +18,8 @@ class StimulusSet:
     control. Without it, sets of three or more labels are compared one-vs-rest (see `design`).
     `groups` (optional) ties texts that must stay together in splits.
     `word_spans` (optional) gives each text's words as (start, end) character offsets.
+    `count_from` (optional) gives per text the character offset where the tokens that token statistics
+    count begin (e.g. a response after its prompt: tokens ending after it count); None: every token.
     """
 
     name: str
@@ -28,6 +30,7 @@ class StimulusSet:
     word_spans: tuple[tuple[tuple[int, int], ...], ...] | None = None
     source: str | None = None
     metadata: dict = field(default_factory=dict, compare=False)
+    count_from: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.texts) != len(self.conditions):
@@ -44,6 +47,8 @@ class StimulusSet:
             raise ValueError(f"stimulus set {self.name!r}: groups must have one entry per text")
         if self.word_spans is not None and len(self.word_spans) != len(self.texts):
             raise ValueError(f"stimulus set {self.name!r}: word_spans must have one entry per text")
+        if self.count_from is not None and len(self.count_from) != len(self.texts):
+            raise ValueError(f"stimulus set {self.name!r}: count_from must have one entry per text")
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -77,16 +82,20 @@ class StimulusSet:
             word_spans=None if self.word_spans is None else tuple(self.word_spans[i] for i in pick),
             source=self.source,
             metadata=dict(self.metadata),
+            count_from=None if self.count_from is None else tuple(self.count_from[i] for i in pick),
         )
 
     def content_hash(self) -> str:
-        """sha256 of the texts, conditions, contrast and groups: identifies the data in manifests."""
+        """sha256 of the texts, conditions, contrast, groups and (when given) count_from: identifies the
+        data in manifests."""
+        counted = {} if self.count_from is None else {"count_from": self.count_from}
         payload = json.dumps(
             {
                 "texts": self.texts,
                 "conditions": self.conditions,
                 "contrast": self.contrast,
                 "groups": self.groups,
+                **counted,
             },
             ensure_ascii=False,
         ).encode("utf-8")

@@ -18,7 +18,9 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..data_paths import find_data
 from ..errors import NeurolocError
+from .base import StimulusSet
 
 __all__ = [
     "PUD_LANGUAGES", "MultilingualCorpus", "corpus_from_records", "load_corpus", "load_hf_corpus",
@@ -26,7 +28,6 @@ __all__ = [
 ]
 
 PUD_LANGUAGES = ("en", "de", "fr", "es", "zh", "ru", "ar", "hi", "id")
-DEFAULT_DATA = Path("../shared/data")
 TEXT_SUFFIXES = (".txt", ".conllu")
 
 
@@ -90,6 +91,25 @@ class MultilingualCorpus:
                    "prompts": None if self.prompts is None else self.prompts[lang]}
         return hashlib.sha256(json.dumps(payload, ensure_ascii=False).encode("utf-8")).hexdigest()
 
+    def stimulus_set(self, name: str, *, response_only: bool = False) -> StimulusSet:
+        """Every language's texts in one stimulus set labelled by language code (languages in order); with
+        `response_only`, token statistics count only each text's tokens after its prompt (`count_from`)."""
+        texts, labels, starts = [], [], []
+        if response_only and self.prompts is None:
+            raise NeurolocError(f"{self.source or 'corpus'}: response-only counting needs a prompt per text: give a "
+                                "CSV/JSONL with a 'prompt' column")
+        for lang in self.texts:
+            texts += self.texts[lang]
+            labels += [lang] * len(self.texts[lang])
+            if response_only:
+                for text_id, text, prompt in zip(self.ids[lang], self.texts[lang], self.prompts[lang]):
+                    if not text.startswith(prompt):
+                        raise NeurolocError(f"{self.source or 'corpus'}: the prompt of text {text_id!r} ({lang}) is "
+                                            "not a prefix of its text")
+                    starts.append(len(prompt) if prompt.strip() else 0)
+        return StimulusSet(name, tuple(texts), tuple(labels), source=self.source or None,
+                           count_from=tuple(starts) if response_only else None)
+
     def describe(self) -> dict:
         return {"source": self.source, "parallel": self.parallel,
                 "languages": {k: {"n_texts": len(v), "sha256": self.content_hash(k)} for k, v in self.texts.items()}}
@@ -134,7 +154,7 @@ def _text_lines(path: Path) -> tuple[list[str], list[str]]:
     return [r[0] for r in rows], [r[1] for r in rows]
 
 
-def load_pud(data_dir: str | Path = DEFAULT_DATA, languages: Sequence[str] | None = None) -> MultilingualCorpus:
+def load_pud(data_dir: str | Path, languages: Sequence[str] | None = None) -> MultilingualCorpus:
     """The parallel UD PUD test treebanks (`<data_dir>/ud/<lang>_pud-ud-test.conllu`), texts by sentence id."""
     folder = Path(data_dir) / "ud"
     wanted = list(languages) if languages else [lang for lang in PUD_LANGUAGES
@@ -142,7 +162,7 @@ def load_pud(data_dir: str | Path = DEFAULT_DATA, languages: Sequence[str] | Non
     missing = [lang for lang in wanted if not (folder / f"{lang}_pud-ud-test.conllu").is_file()]
     if missing:
         raise NeurolocError(f"no PUD treebank for {', '.join(missing)} in {folder} (expected "
-                            f"{missing[0]}_pud-ud-test.conllu); pass --data DIR with your own files")
+                            f"{missing[0]}_pud-ud-test.conllu); pass --corpus DIR with your own files")
     texts, ids = {}, {}
     for lang in wanted:
         ids[lang], texts[lang] = _conllu_texts(folder / f"{lang}_pud-ud-test.conllu")
@@ -228,17 +248,23 @@ def load_hf_corpus(name: str, *, split: str = "train", config: str | None = None
                                text_column=text_column)
 
 
-def load_corpus(spec: str | Path | None = None, languages: Sequence[str] | None = None) -> MultilingualCorpus:
-    """Dispatch: None → PUD in ../shared/data; `hf:NAME` → Hugging Face; a folder holding `ud/` PUD
-    treebanks or per-language files; a .csv/.tsv/.jsonl table. Keeps only `languages` (all when None)."""
+def load_corpus(spec: str | Path | None = None, languages: Sequence[str] | None = None, *,
+                data_root: str | Path | None = None) -> MultilingualCorpus:
+    """Dispatch: None → the PUD treebanks in `ud/` under the data root (`neuroloc.data_paths`: `data_root`,
+    $NEUROLOC_DATA, ../shared/data); `hf:NAME` → Hugging Face; a folder holding `ud/` PUD treebanks or
+    per-language files; a .csv/.tsv/.jsonl table. Keeps only `languages` (all when None)."""
     if spec is None:
-        corpus = load_pud(DEFAULT_DATA, languages)
+        ud = find_data("ud", data_root)
+        if ud is None:
+            raise NeurolocError("no UD PUD treebanks found (ud/ under --data, $NEUROLOC_DATA or ../shared/data); "
+                                "give --data DATA_ROOT, or --corpus with your own texts")
+        corpus = load_pud(ud.parent, languages)
     elif str(spec).startswith("hf:"):
         corpus = load_hf_corpus(str(spec)[3:])
     else:
         path = Path(spec)
         if not path.exists():
-            raise NeurolocError(f"--data {path}: no such file or folder")
+            raise NeurolocError(f"--corpus {path}: no such file or folder")
         if path.is_dir() and any((path / "ud").glob("*_pud-ud-test.conllu")):
             corpus = load_pud(path, languages)
         elif path.is_dir():
