@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import NeurolocError
-from ..record.stats import STAT_KINDS, StatsStore
+from ..record.stats import STAT_KINDS, StatsStore, concat_fields, split_fields
 from ..stimuli.design import Design
 from .score_functions import Scores, ordered_sites, register_score
 
@@ -93,22 +93,10 @@ class AttributionStats:
     @classmethod
     def concat(cls, parts: Sequence["AttributionStats"]) -> "AttributionStats":
         """Side by side; the parts must have seen the same items."""
-        if len({p.n for p in parts}) > 1:
-            raise ValueError(f"cannot put side by side statistics of {sorted({p.n for p in parts})} items")
-        joined = cls(0)
-        joined.n = parts[0].n
-        for name in cls.FIELDS:
-            setattr(joined, name, torch.cat([getattr(p, name) for p in parts]))
-        return joined
+        return concat_fields(cls, parts)
 
     def split(self, widths: Sequence[int]) -> list["AttributionStats"]:
-        parts = [AttributionStats(0) for _ in widths]
-        for name in self.FIELDS:
-            for part, piece in zip(parts, getattr(self, name).split(list(widths))):
-                setattr(part, name, piece.clone())
-        for part in parts:
-            part.n = self.n
-        return parts
+        return split_fields(self, widths)
 
     def mean(self, absolute: bool = False) -> torch.Tensor:
         return (self.abs_sum if absolute else self.sum) / max(self.n, 1)

@@ -52,7 +52,7 @@ def _same_n(parts: Sequence) -> None:
         raise ValueError(f"cannot put side by side statistics of {sorted({p.n for p in parts})} observations")
 
 
-def _concat_fields(cls: type, parts: Sequence):
+def concat_fields(cls: type, parts: Sequence):
     """`concat` of a statistic made of a count `n` and per-unit tensors named in `cls.FIELDS`."""
     _same_n(parts)
     joined = cls(0)
@@ -63,7 +63,7 @@ def _concat_fields(cls: type, parts: Sequence):
     return joined
 
 
-def _split_fields(stat, widths: Sequence[int]) -> list:
+def split_fields(stat, widths: Sequence[int]) -> list:
     """`split` of such a statistic: one per block of `widths` units, each with its own memory."""
     parts = [type(stat)(0) for _ in widths]
     for f in stat.FIELDS:
@@ -152,11 +152,11 @@ class Moments:
     @classmethod
     def concat(cls, parts: Sequence["Moments"]) -> "Moments":
         """Side by side (one accumulator over every part's units); the parts must have seen the same rows."""
-        return _concat_fields(cls, parts)
+        return concat_fields(cls, parts)
 
     def split(self, widths: Sequence[int]) -> list["Moments"]:
         """The inverse of `concat`: one accumulator per block of `widths` units (own memory each)."""
-        return _split_fields(self, widths)
+        return split_fields(self, widths)
 
     def variance(self, absolute: bool = False) -> torch.Tensor:
         """Unbiased variance per unit."""
@@ -218,10 +218,10 @@ class TokenStats:
     @classmethod
     def concat(cls, parts: Sequence["TokenStats"]) -> "TokenStats":
         """Side by side; the parts must have seen the same tokens."""
-        return _concat_fields(cls, parts)
+        return concat_fields(cls, parts)
 
     def split(self, widths: Sequence[int]) -> list["TokenStats"]:
-        return _split_fields(self, widths)
+        return split_fields(self, widths)
 
     def activation_probability(self) -> torch.Tensor:
         """Fraction of tokens on which each unit's activation is > 0 (Tang et al.'s LAPE input)."""

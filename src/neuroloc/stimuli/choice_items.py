@@ -24,6 +24,7 @@ from typing import Any, Sequence
 from neuroloc.errors import NeurolocError
 from neuroloc.io import file_sha256
 from neuroloc.stimuli.custom import cell, read_records, require_columns
+from neuroloc.stimuli.prompts import choice_list
 
 __all__ = ["ChoiceItem", "ChoiceSet", "balanced_levels", "last_mentioned", "load_choice_items", "render_prompt",
            "varied_examples"]
@@ -208,15 +209,9 @@ def _optional(path: Path, line: int, row: dict[str, Any], column: str) -> str | 
 
 
 def _parse_choices(value: Any, where: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise NeurolocError(f"{where}: choices {text[:60]!r} are not a JSON list ({err.msg})") from None
-        else:
-            value = [part.strip() for part in text.split("|")]
+    value = choice_list(value, where)
+    if isinstance(value, list):
+        value = [v.strip() if isinstance(v, str) else v for v in value]
     if not isinstance(value, (list, tuple)) or len(value) < 2 or not all(
             isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in value):
         raise NeurolocError(f"{where}: choices must be a list of at least two strings (JSON list or a|b|c), "

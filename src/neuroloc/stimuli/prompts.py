@@ -18,7 +18,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -119,18 +119,24 @@ class PromptSet:
 
 
 # ------------------------------------------------------------------------------------------ loading
+def choice_list(value: Any, where: str) -> Any:
+    """A choices cell as a list: a JSON list (`["a", "b"]`) or `a|b|c` (parts as written); other values as
+    they are, for the caller to check."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if not text.startswith("["):
+        return text.split("|")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise NeurolocError(f"{where}: choices {text[:60]!r} are not a JSON list ({err.msg})") from None
+
+
 def _choices(value, where: str) -> tuple[str, ...] | None:
     if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
         return None
-    if isinstance(value, str):
-        text = value.strip()
-        if text.startswith("["):
-            try:
-                value = json.loads(text)
-            except json.JSONDecodeError as err:
-                raise NeurolocError(f"{where}: choices {text[:60]!r} are not a JSON list ({err.msg})") from None
-        else:
-            value = text.split("|")
+    value = choice_list(value, where)
     if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value) or len(value) < 2:
         raise NeurolocError(f"{where}: choices must be a list of at least two strings, got {value!r}")
     return tuple(value)
