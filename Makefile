@@ -18,7 +18,7 @@ $(VENV)/.neuroloc-installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.neuroloc-installed
-	$(VENV)/bin/neuroloc run language --model smollm2 --out runs/language
+	$(VENV)/bin/neuroloc language-network --model smollm2 --out runs/language --overwrite
 
 test: $(VENV)/.neuroloc-installed
 	$(PY) -m pytest -q

@@ -257,7 +257,7 @@ def test_errors(llama64, corpus) -> None:
 def test_smollm2_attribution_is_complete_and_matches_the_scorer() -> None:
     from neuroloc.models.loading import load_model
 
-    lm = load_model("smollm2")
+    lm = load_model("smollm2", dtype="float32")
     words = ["The", "cat", "sat", "quietly"]
     corpus = TaggedCorpus([TaggedSentence("s1", "d1", "The cat sat quietly", tuple(words),
                                           ("DET", "NOUN", "VERB", "ADV"), (None,) * 4,

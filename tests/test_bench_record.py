@@ -19,7 +19,7 @@ def test_benchmark_times_localizer_fit(monkeypatch):
     real_fit = Localizer.fit
 
     def spy(self, lm, stimuli):
-        calls.append((self.site, self.pooling, self.batch_size, len(stimuli)))
+        calls.append((self.site, self.pooling, self.settings.batch_size, len(stimuli)))
         return real_fit(self, lm, stimuli)
 
     monkeypatch.setattr(Localizer, "fit", spy)

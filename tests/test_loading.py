@@ -38,7 +38,7 @@ def test_gguf_cache_is_reused_and_rebuilt_when_corrupted(tmp_path, monkeypatch):
 
 
 def test_unknown_model_and_dtype_are_clear_errors(tmp_path):
-    with pytest.raises(NeurolocError, match="does not exist"):
+    with pytest.raises(NeurolocError, match="no such file or directory"):
         load_model(str(tmp_path / "missing.gguf"))
     with pytest.raises(NeurolocError, match="dtype"):
         load_model("smollm2", dtype="int3")

@@ -64,13 +64,13 @@ def test_torchrun_two_processes_equal_one(tmp_path):
                               timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
 
-    launch(2, *command, "--out", str(tmp_path / "two"))
+    launch(2, *command, "--out", str(tmp_path / "two"), "--keep-checkpoints")
     launch(1, *command, "--out", str(tmp_path / "one"))
     a = pd.read_parquet(tmp_path / "one" / "scores.parquet")
     b = pd.read_parquet(tmp_path / "two" / "scores.parquet")
     np.testing.assert_allclose(b.t, a.t, rtol=1e-5, atol=1e-6)
     assert (a.selected == b.selected).all()
-    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["parameters"]["world_size"] == 2
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["world_size"] == 2
     assert list((tmp_path / "two" / CHECKPOINT_DIR).glob("stats-rank*.safetensors"))  # each rank checkpointed
 
     # lesion: 1 intact + (target + 2 random + 2 magnitude) × 2 sizes = 11 conditions shared by 2 ranks
@@ -91,4 +91,4 @@ def test_torchrun_two_processes_equal_one(tmp_path):
     assert single.groupby("condition").seed.nunique().to_dict() == {"intact": 1, "magnitude": 2, "random": 2,
                                                                     "target": 1}
     pd.testing.assert_frame_equal(shared, single)  # same rows, same order, same values
-    assert json.loads((tmp_path / "lesion-two" / "manifest.json").read_text())["parameters"]["world_size"] == 2
+    assert json.loads((tmp_path / "lesion-two" / "manifest.json").read_text())["world_size"] == 2

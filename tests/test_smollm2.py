@@ -19,7 +19,7 @@ pytestmark = pytest.mark.smollm2
 
 @pytest.fixture(scope="module")
 def lm():
-    return load_model("smollm2")
+    return load_model("smollm2", dtype="float32")
 
 
 def test_layout_and_identity(lm):

@@ -98,7 +98,7 @@ def test_smollm2_knows_paris_and_ig_is_complete() -> None:
     from neuroloc.models.layout import Site
     from neuroloc.models.loading import load_model
 
-    lm = load_model("smollm2")
+    lm = load_model("smollm2", dtype="float32")
     items = PromptSet(["The capital of France is", "The capital of Italy is"], ["Paris", "Rome"], ["c", "c"],
                       ["test", "test"])
     scores = score_answers(lm, items, batch_size=2)

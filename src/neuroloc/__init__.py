@@ -13,6 +13,14 @@ from typing import Any
 
 # public name → the module that defines it
 _WHERE: dict[str, str] = {
+    "Condition": ".evaluate.conditions",
+    "evaluate_conditions": ".evaluate.conditions",
+    "trunk_cache": ".evaluate.trunk_cache",
+    "prefix_sharing": ".evaluate.scoring",
+    "score_sequences": ".evaluate.scoring",
+    "Footprint": ".models.footprint",
+    "declared": ".models.footprint",
+    "hook_state": ".models.footprint",
     "SITE_KINDS": ".models.layout",
     "PermutationNull": ".localize.permutation",
     "permutation_null": ".localize.permutation",

@@ -171,40 +171,43 @@ def _benchmark_flags(config_type: type[Config]) -> list[click.Option]:
         return []
     from .evaluate.registry import BENCHMARKS
 
-    seen, options = set(), []
-    for benchmark in BENCHMARKS.values():
-        for flag, option in benchmark.legacy_flags.items():
-            if flag not in seen:
-                seen.add(flag)
-                options.append(click.Option([flag, _legacy_name(benchmark.name, option)], hidden=True))
-    return options
+    flags = sorted({flag for benchmark in BENCHMARKS.values() for flag in benchmark.legacy_flags})
+    return [click.Option([flag, _legacy_name(flag)], hidden=True) for flag in flags]
 
 
-def _legacy_name(benchmark: str, option: str) -> str:
-    return f"legacy__{benchmark.replace('-', '_')}__{option}"
+def _legacy_name(flag: str) -> str:
+    return "legacy__" + flag.lstrip("-").replace("-", "_")
 
 
 def _apply_benchmark_flags(ctx: click.Context, values: dict[str, Any], config_type: type[Config]) -> None:
-    """Fold deprecated benchmark flags into the `benchmarks` field (adding a benchmark they name)."""
-    given = {k: v for k, v in ctx.params.items() if k.startswith("legacy__") and _given(ctx, k)}
-    if not given:
-        return
+    """Fold deprecated benchmark flags into the `benchmarks` field. A flag that one benchmark declares
+    adds that benchmark when absent (`--lm-eval TASKS`); one that several declare (`--limit`) sets the
+    option of each of them that the run has."""
     from .evaluate.registry import BENCHMARKS, BenchmarkSpec, benchmark_specs
     from .parse import parse_scalar
 
+    owners: dict[str, list[tuple[str, str]]] = {}
+    for benchmark in BENCHMARKS.values():
+        for flag, option in benchmark.legacy_flags.items():
+            owners.setdefault(flag, []).append((benchmark.name, option))
+    given = [(flag, ctx.params[_legacy_name(flag)]) for flag in owners if _given(ctx, _legacy_name(flag))]
+    if not given:
+        return
     default = next(f for f in dataclasses.fields(config_type) if f.name == "benchmarks")
     specs = list(benchmark_specs(values.get("benchmarks", _field_default(default))))
-    owners = {_legacy_name(b.name, option): (b.name, option, flag)
-              for b in BENCHMARKS.values() for flag, option in b.legacy_flags.items()}
-    for key, value in given.items():
-        name, option, flag = owners[key]
-        _say(f"warning: {flag} is deprecated; use --benchmarks '{name}:{option}=...'")
-        index = next((i for i, spec in enumerate(specs) if spec.name == name), None)
-        if index is None:
-            specs.append(BenchmarkSpec(name, {}))
-            index = len(specs) - 1
-        parsed = value if option in ("path", "tasks") else parse_scalar(value)
-        specs[index] = BenchmarkSpec(name, {**specs[index].options, option: parsed})
+    for flag, value in sorted(given, key=lambda item: len(owners[item[0]])):  # benchmark-adding flags first
+        targets = owners[flag]
+        names = " or ".join(f"'{name}:{option}=...'" for name, option in targets)
+        _say(f"warning: {flag} is deprecated; use --benchmarks {names}")
+        for name, option in targets:
+            index = next((i for i, spec in enumerate(specs) if spec.name == name), None)
+            if index is None and len(targets) > 1:
+                continue
+            parsed = value if option in ("path", "tasks") else parse_scalar(value)
+            if index is None:
+                specs.append(BenchmarkSpec(name, {option: parsed}))
+            else:
+                specs[index] = BenchmarkSpec(name, {**specs[index].options, option: parsed})
     values["benchmarks"] = tuple(specs)
 
 

@@ -10,8 +10,10 @@ and continuation encoded jointly):
 * `correct`: for multiple-choice items, whether the answer has the highest total log-probability among
   the choices (ties go to the first choice listed); else `exact`.
 
-Sequences are length-sorted and right-padded with an attention mask and position ids over real tokens,
-so padding and batch size never change an answer. The model may carry hooks (interventions).
+Sequences go through the one scorer (`evaluate.scoring.score_sequences`): length-sorted, right-padded
+with an attention mask and position ids over real tokens, so padding and batch size never change an
+answer; a prompt shared by several continuations runs once when the hooks allow it. The model may carry
+hooks (interventions).
 """
 
 from __future__ import annotations
@@ -20,15 +22,13 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from ..errors import NeurolocError
-from ..models.hooks import run_forward
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
-from ..record.recorder import takes_position_ids
 from ..text.encoding import pad_id
 from ..stimuli.prompts import EncodedContinuation, PromptSet, encode_continuations
+from .scoring import score_sequences
 
 __all__ = ["ANSWER_COLUMNS", "answer_accuracy", "score_answers", "score_continuations"]
 
@@ -39,41 +39,18 @@ def score_continuations(lm: LoadedModel, encoded: Sequence[EncodedContinuation],
                         progress: bool = False, description: str = "scoring answers"
                         ) -> tuple[np.ndarray, np.ndarray]:
     """(logprob, exact) per encoded sequence: Σ ln p over its continuation tokens, and whether each of
-    them is the argmax of its position's logits."""
+    them is the argmax of its position's logits. The scorer runs a prompt shared by several
+    continuations once (`evaluate.scoring.score_sequences`)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise NeurolocError(f"batch_size must be an int >= 1, got {batch_size!r}")
     logprob = np.zeros(len(encoded))
     exact = np.zeros(len(encoded), dtype=bool)
-    pad = pad_id(lm.tokenizer)
-    order = sorted(range(len(encoded)), key=lambda i: (-len(encoded[i].ids), i))
-    positions = takes_position_ids(lm.model)
-    with progress_bar(description, len(encoded), progress) as advance, torch.inference_mode():
-        for start in range(0, len(order), batch_size):
-            rows = order[start:start + batch_size]
-            width = max(len(encoded[i].ids) for i in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            target = torch.zeros((len(rows), width - 1), dtype=torch.bool)
-            for b, i in enumerate(rows):
-                e = encoded[i]
-                ids[b, :len(e.ids)] = torch.tensor(e.ids)
-                mask[b, :len(e.ids)] = 1
-                target[b, e.start - 1:len(e.ids) - 1] = True
-            inputs = {"input_ids": ids.to(lm.device), "attention_mask": mask.to(lm.device), "use_cache": False}
-            if positions:
-                inputs["position_ids"] = ((mask.cumsum(-1) - 1).clamp(min=0)).to(lm.device)
-            logits = run_forward(lm.model, example_ids=rows, **inputs).logits[:, :-1]  # declares the batch
-            on = target.to(logits.device)
-            picked = logits[on]  # (answer tokens, vocab): never a full float32 copy of the batch
-            picked = picked if picked.dtype == torch.float64 else picked.float()
-            wanted = ids[:, 1:].to(logits.device)[on]
-            lp = picked.gather(-1, wanted[:, None]).squeeze(-1) - picked.logsumexp(-1)
-            hit = picked.argmax(-1) == wanted
-            counts = target.sum(1).tolist()
-            for b, (part_lp, part_hit) in enumerate(zip(lp.double().cpu().split(counts), hit.cpu().split(counts))):
-                logprob[rows[b]] = float(part_lp.sum())
-                exact[rows[b]] = bool(part_hit.all())
-            advance(len(rows))
+    with progress_bar(description, len(encoded), progress) as advance:
+        scores = score_sequences(lm.model, [e.ids for e in encoded], batch_size=batch_size, pad=pad_id(lm.tokenizer),
+                                 argmax=True, progress=advance)
+    for i, (e, score) in enumerate(zip(encoded, scores)):
+        logprob[i] = float(score.logprobs[e.start - 1:].sum())
+        exact[i] = bool(score.argmax[e.start - 1:].all())
     return logprob, exact
 
 

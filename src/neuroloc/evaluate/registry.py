@@ -80,7 +80,7 @@ register_benchmark("perplexity", perplexity.benchmark, description="perplexity o
                    legacy_flags={"--perplexity-text": "path", "--perplexity-limit": "limit", "--guard-texts": "limit"})
 register_benchmark("lm-eval", lambda options: lm_eval.lm_eval_benchmark(
     options.declared.tasks, batch_size=options.batch_size, limit=options.declared.limit), options=LmEvalOptions,
-    description="lm-evaluation-harness tasks (needs neuroloc[lm-eval])", legacy_flags={"--lm-eval": "tasks"})
+    description="lm-evaluation-harness tasks (needs neuroloc[lm-eval])", legacy_flags={"--lm-eval": "tasks", "--limit": "limit"})
 register_benchmark("reasoning", lambda options: reasoning.benchmark(options, options.declared),
                    options=reasoning.ReasoningConfig,
                    description="multiple-demand reasoning: arithmetic, syllogisms, sequences (forced choice)")

@@ -12,6 +12,7 @@ class Add(InterventionKind):
     default = 1.0
     data = "vectors"
     usage = "add or add:K"
+    token_local = True
 
     def edit(self, x, mask, factor, value, context):
         return x + (value * factor).masked_fill(~mask, 0)

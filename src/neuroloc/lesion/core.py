@@ -14,6 +14,7 @@ from typing import Callable, Iterator, Mapping, Sequence, Union
 import torch
 
 from ..errors import NeurolocError
+from ..models.footprint import Footprint, declared
 from ..models.hooks import HookContext, hooks, takes_context
 from ..models.layout import ModelLayout, Site
 from ..models.loading import LoadedModel
@@ -42,10 +43,19 @@ class _PerDevice:
         return self.copies[key]
 
 
+def edited_sites(units: UnitSet) -> frozenset[Site]:
+    """The sites holding a selected unit: the ones an intervention on `units` hooks."""
+    return frozenset(site for site, mask in units.masks.items() if mask.any())
+
+
 @contextlib.contextmanager
-def intervene_per_site(lm: LoadedModel, units: UnitSet, make_fn: Callable[[Site], UnitFunction]) -> Iterator[None]:
-    """Like `intervene`, with a function chosen per site (e.g. per-site replacement values)."""
+def intervene_per_site(lm: LoadedModel, units: UnitSet, make_fn: Callable[[Site], UnitFunction], *,
+                       footprint: Footprint | None = None) -> Iterator[Footprint]:
+    """Like `intervene`, with a function chosen per site (e.g. per-site replacement values). The hooks
+    are declared as `footprint` (default: the units' sites, every position, edits that may read the
+    batch), which scoring reads to reuse what the edit cannot change (`neuroloc.models.footprint`)."""
     units.check_compatible(lm.layout, lm.identity)
+    footprint = Footprint(edited_sites(units)) if footprint is None else footprint
     editors = {}
     for site, mask in units.masks.items():
         if mask.any():
@@ -55,14 +65,15 @@ def intervene_per_site(lm: LoadedModel, units: UnitSet, make_fn: Callable[[Site]
                 editors[site] = lambda x, ctx, coords=coords, fn=fn: fn(x, coords.like(x), ctx)
             else:
                 editors[site] = lambda x, coords=coords, fn=fn: fn(x, coords.like(x))
-    with hooks(lm.layout, edit=editors):
-        yield
+    with declared(lm.model, footprint, hooks(lm.layout, edit=editors)):
+        yield footprint
 
 
 def intervene(lm: LoadedModel, units: UnitSet, fn: UnitFunction) -> contextlib.AbstractContextManager:
     """Replace each selected site's activation x by fn(x, mask) — or fn(x, mask, context), a
     `HookContext` with the site and the batch — where mask is a boolean over x's last dim (True at the
-    selected units' coordinates) on x's device. Only sites with a selected unit are hooked."""
+    selected units' coordinates) on x's device. Only sites with a selected unit are hooked; the block's
+    value is their `Footprint` (`fn` may read the batch, so prefixes are never shared under it)."""
     return intervene_per_site(lm, units, lambda site: fn)
 
 
@@ -151,8 +162,10 @@ def _site_values(lm: LoadedModel, units: UnitSet, spec: Intervention,
 @contextlib.contextmanager
 def lesion(lm: LoadedModel, units: UnitSet, mode: str | Intervention = "zero",
            means: Mapping[str, torch.Tensor] | None = None, *, positions: Positions = None,
-           **data: Mapping[str, torch.Tensor]) -> Iterator[None]:
-    """Apply a registered intervention to `units` for the duration of the block.
+           **data: Mapping[str, torch.Tensor]) -> Iterator[Footprint]:
+    """Apply a registered intervention to `units` for the duration of the block; the block's value is
+    the intervention's `Footprint` (the sites and positions it edits, and whether its kind edits each
+    token from that token alone), which scoring reads to reuse the work the lesion cannot change.
 
     `mode`: "zero", "mean", "scale:K", "value", "add[:K]" or any registered identifier
     (`neuroloc.lesion.INTERVENTIONS`). Kinds that read per-site data take it as a keyword: `means=`
@@ -178,5 +191,6 @@ def lesion(lm: LoadedModel, units: UnitSet, mode: str | Intervention = "zero",
             return edited if where is None else torch.where(where.like(x, context)[..., None], edited, x)
         return edit
 
-    with intervene_per_site(lm, units, make):
-        yield
+    footprint = Footprint(edited_sites(units), positions, token_local=kind.token_local)
+    with intervene_per_site(lm, units, make, footprint=footprint):
+        yield footprint

@@ -23,6 +23,9 @@ class InterventionKind:
     `name` is the stable identifier; `argument` says whether a number follows it ("none",
     "optional" with `default`, "required": `scale:2`); `data` names the keyword of `lesion()` holding
     the per-site tensors it reads (e.g. "means"), or None. `edit` returns the new activation.
+    `token_local`: the edit of a token reads only that token's activation, the mask, the factor and the
+    data — never the context — so scoring may share the common prefix of texts under it (declare it
+    only when true).
     """
 
     name: ClassVar[str]
@@ -30,6 +33,7 @@ class InterventionKind:
     default: ClassVar[float | None] = None
     data: ClassVar[str | None] = None
     usage: ClassVar[str] = ""
+    token_local: ClassVar[bool] = False
 
     def edit(self, x: torch.Tensor, mask: torch.Tensor, factor: float | None, value: torch.Tensor | None,
              context: HookContext) -> torch.Tensor:

@@ -11,6 +11,7 @@ class Scale(InterventionKind):
     name = "scale"
     argument = "required"
     usage = "scale:K (e.g. scale:2)"
+    token_local = True
 
     def edit(self, x, mask, factor, value, context):
         return x * torch.where(mask, factor, 1.0).to(x.dtype)

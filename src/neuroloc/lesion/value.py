@@ -12,6 +12,7 @@ class Value(InterventionKind):
     name = "value"
     data = "values"
     usage = "value"
+    token_local = True
 
     def edit(self, x, mask, factor, value, context):
         return torch.where(mask, value, x)

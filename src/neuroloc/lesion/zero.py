@@ -8,6 +8,7 @@ from .registry import InterventionKind
 class Zero(InterventionKind):
     name = "zero"
     usage = "zero"
+    token_local = True
 
     def edit(self, x, mask, factor, value, context):
         return x.masked_fill(mask, 0)

@@ -20,6 +20,8 @@ import torch
 from ..config import Each, Factory, InstanceOf, Options, param
 from ..errors import NeurolocError
 from ..evaluate.benchmark import Benchmark
+from ..evaluate.conditions import Condition, evaluate_conditions
+from ..evaluate.conditions import run_benchmarks as evaluate
 from ..evaluate.controls import ControlData, draw_control, summarize
 from ..evaluate.registry import BenchmarkSpec, build_benchmarks
 from ..io import file_sha256
@@ -42,11 +44,7 @@ __all__ = ["RESULT_COLUMNS", "Benchmark", "LesionConfig", "LesionInputs", "Lesio
 
 RESULT_COLUMNS = ["condition", "seed", "percent", "benchmark", "subset", "metric", "value"]
 DEFAULT_BENCHMARKS = (BenchmarkSpec("blimp"), BenchmarkSpec("syntaxgym"), BenchmarkSpec("perplexity"))
-
-
-def evaluate(lm: LoadedModel, benchmarks: Sequence[Benchmark]) -> pd.DataFrame:
-    """Every benchmark on the model as it is now (active lesions included), as one results frame."""
-    return pd.concat([b.run(lm.model, lm.tokenizer) for b in benchmarks], ignore_index=True)
+TRUNK_CACHE_BYTES = 2 * 2**30  # residual streams kept below the lesions (evaluate.conditions); beyond it, recomputed
 
 
 def unit_magnitudes(localizer: Localizer) -> np.ndarray:
@@ -172,22 +170,24 @@ class LesionConfig(StudyConfig):
                                                      plan=[(c, s, str(p), None if u is None else u.names())
                                                            for c, s, p, u in plan]))
         mine = shard_items(list(enumerate(plan)), ctx.dist)
-        frames = []
-        with progress_bar("lesion conditions", len(mine), ctx.progress) as advance:
-            for index, (condition, s, percent, selected) in mine:
-                frame = log.get(str(index)) if log is not None else None
-                if frame is None:
-                    if selected is None:
-                        frame = evaluate(lm, inputs.benchmarks)
-                    else:
-                        with lesion(lm, selected, intervention, positions=positions, **data_kwargs):
-                            frame = evaluate(lm, inputs.benchmarks)
-                    frame = frame.assign(condition=condition, seed=s, percent=percent,
-                                         n_units=0 if selected is None else len(selected))
-                    if log is not None:
-                        log.put(str(index), frame)
-                frames.append((index, frame))
-                advance(1)
+        finished = {index: log.get(str(index)) for index, _ in mine} if log is not None else {}
+        todo = [(index, item) for index, item in mine if finished.get(index) is None]
+        conditions = [Condition(condition, None if selected is None else
+                                (lambda selected=selected: lesion(lm, selected, intervention, positions=positions,
+                                                                  **data_kwargs)))
+                      for _, (condition, _, _, selected) in todo]
+
+        def keep(position: int, frame: pd.DataFrame) -> None:
+            index, (condition, s, percent, selected) = todo[position]
+            finished[index] = frame.assign(condition=condition, seed=s, percent=percent,
+                                           n_units=0 if selected is None else len(selected))
+            if log is not None:
+                log.put(str(index), finished[index])
+
+        with progress_bar("lesion conditions", len(mine), ctx.progress, completed=len(mine) - len(todo)) as advance:
+            evaluate_conditions(lm, conditions, inputs.benchmarks, cache_bytes=TRUNK_CACHE_BYTES, progress=advance,
+                                finished=keep)
+        frames = [(index, finished[index]) for index, _ in mine]
         frames = sorted(gather_across_ranks(frames, ctx.dist), key=lambda pair: pair[0])  # the plan's order
         results = pd.concat([frame for _, frame in frames], ignore_index=True)[RESULT_COLUMNS + ["n_units"]]
         return LesionResult(config=self, model=dict(lm.identity), results=results, inputs=inputs,
