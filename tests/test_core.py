@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics import average_precision_score
 
 from neuroloc import (Design, LabeledUnits, Localizer, Moments, NeurolocError, Recorder, Rows, Scores, StatsStore,
-                      StimulusSet, TokenStats, collect, encode, lesion, load_contrast_file)
+                      StimulusSet, TokenStats, encode, lesion, load_contrast_file)
 from neuroloc.localize.score_functions import SCORES, average_precision, get_score
 from neuroloc.localize.scores import lape_scores
 from neuroloc.models.hooks import record, run_forward

@@ -72,7 +72,7 @@ def test_localize_pipeline_writes_every_output(lm, stimuli, tmp_path):
 def test_lesion_study_rows_controls_and_dose_response(lm, stimuli, data, tmp_path):
     localizer = Localizer("residual", percent=10).fit(lm, stimuli)
     benchmarks = build_benchmarks(["blimp", "perplexity"], data_dir=data, batch_size=4)
-    results = run_lesion_study(lm, localizer.units_, benchmarks, tmp_path / "lesion", localizer=localizer,
+    run_lesion_study(lm, localizer.units_, benchmarks, tmp_path / "lesion", localizer=localizer,
                                percents=[5, 10], n_controls=2, control_kinds=["random", "magnitude"],
                                progress=False)
     out = tmp_path / "lesion"
