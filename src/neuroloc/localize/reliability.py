@@ -37,7 +37,9 @@ from ..config import Config, Each, InstanceOf, Interval, Options, param
 from ..errors import NeurolocError
 from ..io import atomic_write_with
 from ..models.loading import LoadedModel
+from ..parse import parse_floats
 from ..models.untrained import untrained_model
+from ..record.checkpoint import Checkpoint
 from ..record.stats import StatsStore
 from ..settings import RunSettings
 from ..stimuli.base import StimulusSet
@@ -81,7 +83,7 @@ class ReliabilityConfig(Config):
     random_sets: int = param(100, Interval(int, 1, None),
                              help="Random layer-matched unit sets the held-out effect is compared with.")
     stability: tuple[float, ...] = param((0.25, 0.5, 0.75), Each(Interval(float, 0, 1, "neither"), empty=True),
-                                         help="Shares of the stimuli the stability curve selects from.")
+                                         parse=parse_floats, help="Shares of the stimuli the stability curve selects from.")
     untrained: tuple[int, ...] = param((), Each(Interval(int, 0, None), empty=True), parse=parse_null,
                                        flag="--null", help="untrained[:SEEDS]: localize freshly initialised copies "
                                                            "of the architecture too.")
@@ -412,17 +414,18 @@ class Reliability:
 
 
 def assess(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, config: ReliabilityConfig, *,
-           settings: RunSettings) -> Reliability:
+           settings: RunSettings, checkpoint: Checkpoint | None = None) -> Reliability:
     """Fit `localizer` on `stimuli` (one recording pass, statistics per fold, pooled rows kept when the
     permutation null or confound checks need them) and compute every reliability analysis `config` asks
     for. `localizer` ends up fitted exactly as `localizer.fit(lm, stimuli)` would leave it, plus
-    `folds_` and `fold_stats_`."""
+    `folds_` and `fold_stats_`. With a `checkpoint` (keyed on `config` too) the recording pass resumes from
+    it; the untrained copies' recordings are not checkpointed."""
     assignment = assign_folds(stimuli, config.folds, by=config.fold_by, seed=config.fold_seed)
     rows_usable = localizer.pooling != "tokens"
     permute = config.permutations > 0 and get_score(localizer.score).name in PERMUTABLE_SCORES and rows_usable
     confounds = (config.confounds or config.length_matched) and rows_usable
     localizer.fit_folds(lm, stimuli, assignment, settings=settings, rows=permute or confounds,
-                        fractions=config.stability)
+                        fractions=config.stability, checkpoint=checkpoint)
     result = Reliability(localizer, assignment)
     tables = result.tables
     tables["folds"] = assignment.frame(stimuli)
