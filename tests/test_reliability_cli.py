@@ -175,3 +175,38 @@ def test_reliability_flags_are_checked_before_the_model_loads(model_dir, paired,
     assert result.exit_code != 0 and "'story'" in result.output and "--fold-column" in result.output
     result = runner.invoke(app, base + ["--null", "trained"])
     assert result.exit_code != 0 and "--null" in result.output
+
+
+def test_multilingual_language_units_get_reliability_with_folds_over_sentences(lm, tmp_path):
+    """LAPE language units with --folds 2: the folds keep a sentence and its translations together, and each
+    language's split-half Jaccard equals that of two LAPE localizers fitted on the two folds' texts."""
+    from neuroloc import MultilingualConfig, run
+    from neuroloc.stimuli.corpora import MultilingualCorpus
+
+    words = {"en": "the dog runs home today", "de": "der Hund läuft heute heim", "fr": "le chien court chez lui"}
+    texts = {lang: [f"{w} {i} {'very ' * (i % 4)}{w.split()[i % 5]}" for i in range(30)] for lang, w in words.items()}
+    corpus = MultilingualCorpus(texts, {k: [str(i) for i in range(30)] for k in texts}, "test", parallel=True)
+    config = MultilingualConfig(percent=20, n_identify=26, n_heldout=2, deactivation=False, steering=False,
+                                reliability=ReliabilityConfig(folds=2, random_sets=5, stability=(0.5,)),
+                                settings=RunSettings(batch_size=8, dtype="float32", progress=False))
+    inputs = config.prepare(corpus)
+    result = run(config, tmp_path / "ml", lm=lm, inputs=inputs)
+    folds = pd.read_csv(tmp_path / "ml" / "folds.csv")
+    assert folds.groupby("group").fold.nunique().max() == 1 and folds.groupby("group").label.nunique().min() == 3
+    split = pd.read_csv(tmp_path / "ml" / "reliability_split_half.csv")
+    fits = []
+    for k in (0, 1):
+        alone = config.localizer(corpus.languages, config.settings)
+        fits.append(alone.fit(lm, inputs.stimuli.subset(folds.index[folds.fold == k].tolist())))
+    compared = 0
+    for row, lang in enumerate(fits[0].labels_):
+        a, b = fits[0].get_support()[row], fits[1].get_support()[row]
+        got = split[(split.label == lang) & (split.site == "all")]
+        assert (got.n_a.iloc[0], got.n_b.iloc[0]) == (a.sum(), b.sum())
+        if (a | b).any():
+            assert got.jaccard.iloc[0] == pytest.approx((a & b).sum() / (a | b).sum())
+            compared += 1
+    assert compared >= 2
+    assert set(result.summary["reliability"]) == set(corpus.languages)
+    report = (tmp_path / "ml" / "report.html").read_text()
+    assert "Is this set of language units real?" in report and "split-half J" in report
