@@ -210,3 +210,46 @@ def test_multilingual_language_units_get_reliability_with_folds_over_sentences(l
     assert set(result.summary["reliability"]) == set(corpus.languages)
     report = (tmp_path / "ml" / "report.html").read_text()
     assert "Is this set of language units real?" in report and "split-half J" in report
+
+
+def test_task_units_get_reliability_with_folds_over_facts(lm, tmp_path):
+    """Task units with --folds 2: the units equal a plain run's, and each label's split-half overlap equals
+    that of the same selection fitted on each fold's identification prompts alone."""
+    from neuroloc import run
+    from neuroloc.pipelines.task import TaskConfig
+    from neuroloc.stimuli.design import Design
+
+    rows = []
+    for i in range(18):
+        a, b = 2 + i, 3 + (i * 7) % 11
+        split = "test" if i >= 16 else "train"
+        rows += [{"prompt": f"{a} + {b} =", "answer": str(a + b), "label": "sum", "split": split},
+                 {"prompt": f"Twice {a} is", "answer": str(2 * a), "label": "double", "split": split},
+                 {"prompt": f"After {a} comes", "answer": str(a + 1), "label": "next", "split": split}]
+    items = tmp_path / "facts.jsonl"
+    items.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = RunSettings(batch_size=8, dtype="float32", progress=False)
+    common = dict(items=str(items), score="one_vs_rest_welch", site=("mlp",), k=6, modes=("scale:0",), n_controls=1,
+                  dose=(), settings=settings, model="tiny")
+    plain = run(TaskConfig(**common), tmp_path / "plain", lm=lm)
+    config = TaskConfig(**common, reliability=ReliabilityConfig(folds=2, permutations=30, random_sets=5,
+                                                                stability=(0.5,)))
+    folded = run(config, tmp_path / "folded", lm=lm)
+    assert {k: u.names() for k, u in folded.units.items()} == {k: u.names() for k, u in plain.units.items()}
+    folds = pd.read_csv(tmp_path / "folded" / "folds.csv")
+    ident = folded.inputs.identification
+    stimuli = StimulusSet("ident", tuple(ident.prompts), tuple(ident.labels))
+    fits = []
+    for k in (0, 1):
+        alone = config.localizer()
+        alone.design = Design.one_vs_rest(ident.label_names)
+        fits.append(alone.fit(lm, stimuli.subset(folds.index[folds.fold == k].tolist())))
+    split = pd.read_csv(tmp_path / "folded" / "reliability_split_half.csv")
+    for row, label in enumerate(fits[0].labels_):
+        a, b = fits[0].get_support()[row], fits[1].get_support()[row]
+        got = split[(split.label == label) & (split.site == "all")].iloc[0]
+        assert (got.n_a, got.n_b, got.n_both) == (a.sum(), b.sum(), (a & b).sum())
+    assert set(folded.summary["reliability"]) == {"sum", "double", "next"}
+    assert "permutation_p" in folded.summary["reliability"]["sum"]
+    report = (tmp_path / "folded" / "report.html").read_text()
+    assert "Is this set of task units real?" in report and "split-half J" in report
