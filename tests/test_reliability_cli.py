@@ -253,3 +253,36 @@ def test_task_units_get_reliability_with_folds_over_facts(lm, tmp_path):
     assert "permutation_p" in folded.summary["reliability"]["sum"]
     report = (tmp_path / "folded" / "report.html").read_text()
     assert "Is this set of task units real?" in report and "split-half J" in report
+
+
+def test_language_network_lesions_the_untrained_copies_own_units(tmp_path):
+    """--null untrained:0 with lesion benchmarks: the untrained copy's units (the same rule fitted on the
+    copy) are lesioned in the copy, beside the trained lesion, in a report table."""
+    from neuroloc import run, wrap_model
+    from neuroloc.evaluate.perplexity import evaluate_perplexity
+    from neuroloc.models.untrained import untrained_model
+    from neuroloc.pipelines.language_network import LanguageNetworkConfig
+    from tests.test_run_language import write_fedorenko
+
+    write_fedorenko(tmp_path / "fedorenko", n=24)
+    text = tmp_path / "text.txt"
+    text.write_text("the dog looked for the keys\nshe jumps over the fox\nwhat is the answer\n")
+    lm = wrap_model(tiny_model("llama", seed=3), tiny_tokenizer())
+    config = LanguageNetworkConfig(stimuli_path=str(tmp_path / "fedorenko"), sizes=(10.0,), n_controls=2,
+                                   control_kinds=("random",), benchmarks=f"perplexity:path={text}",
+                                   reliability=ReliabilityConfig(permutations=0, random_sets=5, stability=(0.5,),
+                                                                 untrained=(0,)),
+                                   settings=RunSettings(batch_size=8, progress=False), model="tiny")
+    result = run(config, tmp_path / "ln", lm=lm)
+    child = result.children["lesion-untrained-0"]
+    fresh = untrained_model(lm, 0)
+    alone = Localizer("residual", pooling="last", percent=10, settings=config.settings).fit(
+        fresh, get_stimuli("language", path=str(tmp_path / "fedorenko")))
+    assert child.inputs.units.names() == alone.units_.names()
+    intact = child.results[(child.results.condition == "intact") & (child.results.metric == "perplexity")].value.item()
+    direct = evaluate_perplexity(fresh.model, fresh.tokenizer, text.read_text().splitlines(), name="text",
+                                 batch_size=8, bos="prepend")
+    assert intact == pytest.approx(direct[direct.metric == "perplexity"].value.item(), rel=1e-5)
+    assert (tmp_path / "ln" / "lesion-untrained-0" / "summary.csv").is_file()
+    report = (tmp_path / "ln" / "report.html").read_text()
+    assert "What training adds" in report and "untrained:0" in report and "Is this unit set real?" in report

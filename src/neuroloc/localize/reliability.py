@@ -316,12 +316,14 @@ def _significant(localizer: Localizer, row: int, alpha: float) -> int:
 
 
 def untrained_null(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, seeds: Sequence[int], *,
-                   settings: RunSettings, alpha: float, level: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   settings: RunSettings, alpha: float, level: float = 0.95,
+                   fits: dict[str, Localizer] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The same localizer in freshly initialised copies of `lm` (one per seed) beside the trained one.
     Returns (summary, layers). summary: model, label, n_selected, n_significant (BH ≤ alpha, selective
     sign; -1 when the score has no p-value), score_mean (over the selected units), n_both, jaccard,
     jaccard_chance, jaccard_chance_high, p_overlap (overlap with the trained set); layers: model, label,
-    site, kind, layer, n_units, n_selected."""
+    site, kind, layer, n_units, n_selected. `fits`, when given, receives each untrained copy's fitted
+    localizer by model name (`untrained:SEED`), e.g. to lesion its units in that copy."""
     trained_masks, trained_scores = _rows(localizer)
     models: list[tuple[str, Localizer]] = [("trained", localizer)]
     for seed in seeds:
@@ -331,6 +333,8 @@ def untrained_null(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, 
         fitted.fit_folds(fresh, stimuli, assign_folds(stimuli, 1), settings=settings, rows=False)
         del fitted.fold_stats_
         models.append((f"untrained:{seed}", fitted))
+        if fits is not None:
+            fits[f"untrained:{seed}"] = fitted
         del fresh
     summary, layers = [], []
     for name, fitted in models:
@@ -364,6 +368,7 @@ class Reliability:
     localizer: Localizer
     assignment: FoldAssignment
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    untrained_fits: dict[str, Localizer] = field(default_factory=dict)  # the untrained copies' localizers
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -451,5 +456,6 @@ def assess(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, config: 
             tables["length_explained"] = length_explained(localizer, rows, stimuli, counts, alpha=config.alpha)
     if config.untrained:
         tables["untrained"], tables["untrained_layers"] = untrained_null(
-            lm, stimuli, localizer, config.untrained, settings=settings, alpha=config.alpha)
+            lm, stimuli, localizer, config.untrained, settings=settings, alpha=config.alpha,
+            fits=result.untrained_fits)
     return result
