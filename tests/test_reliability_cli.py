@@ -286,3 +286,13 @@ def test_language_network_lesions_the_untrained_copies_own_units(tmp_path):
     assert (tmp_path / "ln" / "lesion-untrained-0" / "summary.csv").is_file()
     report = (tmp_path / "ln" / "report.html").read_text()
     assert "What training adds" in report and "untrained:0" in report and "Is this unit set real?" in report
+
+
+def test_a_config_with_reliability_round_trips_through_its_manifest(paired):
+    from neuroloc.pipelines.localize import LocalizeConfig
+
+    config = LocalizeConfig(stimuli=str(paired), fold_column="item", seed=3,
+                            reliability=ReliabilityConfig(folds=3, untrained=(0, 2), stability=(0.5,), seed=3))
+    again = LocalizeConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config and again.reliability.untrained == (0, 2)
+    assert LocalizeConfig.from_dict({**config.to_dict(), "reliability": None, "fold_column": None}).reliability is None

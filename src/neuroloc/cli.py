@@ -86,6 +86,8 @@ def _click_type(field: dataclasses.Field):
 def _shown(value: Any) -> Any:
     """A default as the command line writes it."""
     if isinstance(value, tuple):
+        if not value:
+            return None  # an empty list: no default shown, the field's own default applies
         parts = [str(v) for v in value]
         return (";" if any(":" in p or "," in p for p in parts) else ",").join(parts)
     if isinstance(value, Config):
