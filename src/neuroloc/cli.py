@@ -86,6 +86,8 @@ def _click_type(field: dataclasses.Field):
 def _shown(value: Any) -> Any:
     """A default as the command line writes it."""
     if isinstance(value, tuple):
+        if not value:
+            return None  # an empty list: no default shown, the field's own default applies
         parts = [str(v) for v in value]
         return (";" if any(":" in p or "," in p for p in parts) else ",").join(parts)
     if isinstance(value, Config):
@@ -108,9 +110,10 @@ def _help(field: dataclasses.Field) -> str:
     return text
 
 
-def _options(group: str, config_type: type[Config], defaults: dict[str, Any], skip: tuple[str, ...] = ()
-             ) -> list[click.Option]:
-    """The click options of a config's fields; parameter names are `group__field` (and `group__field__alias`)."""
+def _options(group: str, config_type: type[Config], defaults: dict[str, Any], skip: tuple[str, ...] = (),
+             prefix: str = "") -> list[click.Option]:
+    """The click options of a config's fields; parameter names are `group__field` (and `group__field__alias`);
+    `prefix` starts each help text."""
     options = []
     for field in iter_fields(config_type):
         if field.name in skip:
@@ -122,12 +125,12 @@ def _options(group: str, config_type: type[Config], defaults: dict[str, Any], sk
         if _is_flag(field):
             if default is True:
                 decls = [f"{flag_of(field)}/--no-{flag_of(field)[2:]}", *shorts, name]
-            options.append(click.Option(decls, is_flag=True, default=bool(default), help=_help(field)))
+            options.append(click.Option(decls, is_flag=True, default=bool(default), help=prefix + _help(field)))
         else:
             required = default is dataclasses.MISSING
             options.append(click.Option(decls, type=_click_type(field), required=required,
                                         default=None if required else _shown(default),
-                                        show_default=_shown(default) is not None, help=_help(field)))
+                                        show_default=_shown(default) is not None, help=prefix + _help(field)))
         for alias, constant in field.metadata.get("aliases", {}).items():
             if not alias.startswith("--"):
                 continue
@@ -219,6 +222,26 @@ def _field_default(field: dataclasses.Field) -> Any:
     return None
 
 
+def _nested(config_type: type[Config]) -> list[tuple[dataclasses.Field, type[Config], tuple[str, ...]]]:
+    """(field, its config class, the names it shares with `config_type`) of every optional nested config
+    (`param(nested=...)`), whose own fields the command line offers."""
+    names = {f.name for f in dataclasses.fields(config_type)}
+    return [(f, f.metadata["nested"], tuple(n.name for n in dataclasses.fields(f.metadata["nested"]) if n.name in names))
+            for f in dataclasses.fields(config_type) if f.metadata.get("nested") is not None]
+
+
+def _nested_values(ctx: click.Context, config_type: type[Config], values: dict[str, Any]) -> None:
+    """Set each nested config that any of its flags was given for (its shared fields from the outer values)."""
+    defaults = _defaults(config_type)
+    for field, nested, shared in _nested(config_type):
+        group = f"nested_{field.name}"
+        if not any(_given(ctx, f"{group}__{f.name}") for f in iter_fields(nested) if f.name not in shared):
+            continue
+        given = {k: v for k, v in _values(ctx, group, nested, skip=shared).items()
+                 if _given(ctx, f"{group}__{k}")}
+        values[field.name] = nested(**given, **{n: values.get(n, defaults[n]) for n in shared})
+
+
 def _defaults(config_type: type[Config]) -> dict[str, Any]:
     return {f.name: _field_default(f) if (f.default is not dataclasses.MISSING
                                           or f.default_factory is not dataclasses.MISSING) else dataclasses.MISSING
@@ -236,6 +259,9 @@ def study_command(command: str, name: str | None = None) -> click.Command:
     settings_default = defaults.get("settings") or RunSettings()
     params = [
         *_options("config", config_type, defaults, skip=("settings",)),
+        *[option for field, nested, shared in _nested(config_type)
+          for option in _options(f"nested_{field.name}", nested, _defaults(nested), skip=shared,
+                                 prefix=f"[{field.name}] ")],
         *_options("settings", RunSettings, dataclasses.asdict(settings_default)),
         *_options("run", RunOptions, _defaults(RunOptions)),
         click.Option(["--out", "-o", "out"], type=click.Path(path_type=Path), required=True,
@@ -263,6 +289,7 @@ def _run_study(ctx: click.Context, config_type: type[Config]) -> None:
     quiet = ctx.params["quiet"]
     values = _values(ctx, "config", config_type, skip=("settings",))
     _apply_benchmark_flags(ctx, values, config_type)
+    _nested_values(ctx, config_type, values)
     settings_default = _defaults(config_type).get("settings") or RunSettings()
     settings = settings_default.replace(**_values(ctx, "settings", RunSettings), progress=not quiet)
     config = config_type(**values, settings=settings)

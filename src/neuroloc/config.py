@@ -153,14 +153,17 @@ class Factory:
 
 def param(default: Any = dataclasses.MISSING, *constraints: Constraint | None, help: str,
           parse: Callable[[str], Any] | None = None, coerce: Callable[[Any], Any] | None = None,
-          flag: str | None = None, aliases: Mapping[str, Any] | None = None, cli: bool = True) -> Any:
+          flag: str | None = None, aliases: Mapping[str, Any] | None = None, cli: bool = True,
+          nested: "type[Config] | None" = None) -> Any:
     """A config field: its default (`...`/MISSING: required; `Factory(f)`: made by `f()`), the constraints
     its value must meet (`None` among them: None is allowed), the help text, the parser of its string form
     (`parse`) and the converter of other given values (`coerce`, e.g. mappings to nested configs), its
     command-line `flag` (default `--name-with-dashes`), deprecated `aliases` (flag → None: takes a value;
-    flag → a constant: a switch that sets it) and whether the command line offers it (`cli`)."""
+    flag → a constant: a switch that sets it) and whether the command line offers it (`cli`). `nested`: the
+    field holds an optional config of that class (default None); the command line offers its fields as flags
+    of their own (those the outer config also has take the outer value), and giving any of them sets it."""
     metadata = {"constraints": constraints, "help": help, "parse": parse, "coerce": coerce, "flag": flag,
-                "aliases": dict(aliases or {}), "cli": cli}
+                "aliases": dict(aliases or {}), "cli": cli, "nested": nested}
     if isinstance(default, Factory):
         return dataclasses.field(default_factory=default.make, metadata=metadata)
     if default is ...:
@@ -260,7 +263,10 @@ class Config:
 
 
 def _nested_type(field: dataclasses.Field) -> type[Config] | None:
-    """The Config class of a field whose default is a config (e.g. the run settings)."""
+    """The Config class of a field whose default is a config (e.g. the run settings) or that declares one
+    (`param(nested=...)`)."""
+    if field.metadata.get("nested") is not None:
+        return field.metadata["nested"]
     default = field.default
     if default is dataclasses.MISSING and field.default_factory is not dataclasses.MISSING:
         default = field.default_factory()

@@ -199,11 +199,13 @@ class Localizer:
         return self.partial_fit(lm, stimuli)
 
     def fit_folds(self, lm: LoadedModel, stimuli: StimulusSet, assignment: FoldAssignment, *,
-                  settings: RunSettings, rows: bool, fractions: Sequence[float] = ()) -> "Localizer":
+                  settings: RunSettings, rows: bool, fractions: Sequence[float] = (),
+                  checkpoint: Checkpoint | None = None) -> "Localizer":
         """Record `stimuli` once with statistics per bucket of `assignment` (fine enough for its folds and
         the first `fractions` of the stimuli), keeping their pooled rows when `rows`, and fit on all of
         them. Sets `folds_` (the assignment) and `fold_stats_` (a `FoldStats`). The run settings must
-        agree with this localizer's BOS policy and truncation, which its output records."""
+        agree with this localizer's BOS policy and truncation, which its output records. With a `checkpoint`
+        (its key covering the assignment, `rows` and `fractions`) the recording resumes from it."""
         self.check_params()
         if (settings.bos, settings.max_tokens) != (self.settings.bos, self.settings.max_tokens):
             raise NeurolocError(f"the run settings (bos={settings.bos!r}, max_tokens={settings.max_tokens}) differ "
@@ -217,7 +219,8 @@ class Localizer:
         recording = record_folds(lm, stimuli, assignment, sites=lm.layout.sites(site_kinds(self.site), self.layers),
                                  pooling=self.pooling, kinds=self.statistic_kinds(),
                                  n_buckets=assignment.n_buckets(fractions), rows=rows, settings=settings,
-                                 description=f"localizing ({stimuli.name}, {assignment.k} folds)")
+                                 description=f"localizing ({stimuli.name}, {assignment.k} folds)",
+                                 checkpoint=checkpoint)
         self.fit_recorded(lm, stimuli, recording.full(), design)
         self.folds_ = assignment
         self.fold_stats_: FoldStats = recording

@@ -37,7 +37,9 @@ from ..config import Config, Each, InstanceOf, Interval, Options, param
 from ..errors import NeurolocError
 from ..io import atomic_write_with
 from ..models.loading import LoadedModel
+from ..parse import parse_floats
 from ..models.untrained import untrained_model
+from ..record.checkpoint import Checkpoint
 from ..record.stats import StatsStore
 from ..settings import RunSettings
 from ..stimuli.base import StimulusSet
@@ -81,7 +83,7 @@ class ReliabilityConfig(Config):
     random_sets: int = param(100, Interval(int, 1, None),
                              help="Random layer-matched unit sets the held-out effect is compared with.")
     stability: tuple[float, ...] = param((0.25, 0.5, 0.75), Each(Interval(float, 0, 1, "neither"), empty=True),
-                                         help="Shares of the stimuli the stability curve selects from.")
+                                         parse=parse_floats, help="Shares of the stimuli the stability curve selects from.")
     untrained: tuple[int, ...] = param((), Each(Interval(int, 0, None), empty=True), parse=parse_null,
                                        flag="--null", help="untrained[:SEEDS]: localize freshly initialised copies "
                                                            "of the architecture too.")
@@ -314,12 +316,14 @@ def _significant(localizer: Localizer, row: int, alpha: float) -> int:
 
 
 def untrained_null(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, seeds: Sequence[int], *,
-                   settings: RunSettings, alpha: float, level: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+                   settings: RunSettings, alpha: float, level: float = 0.95,
+                   fits: dict[str, Localizer] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The same localizer in freshly initialised copies of `lm` (one per seed) beside the trained one.
     Returns (summary, layers). summary: model, label, n_selected, n_significant (BH ≤ alpha, selective
     sign; -1 when the score has no p-value), score_mean (over the selected units), n_both, jaccard,
     jaccard_chance, jaccard_chance_high, p_overlap (overlap with the trained set); layers: model, label,
-    site, kind, layer, n_units, n_selected."""
+    site, kind, layer, n_units, n_selected. `fits`, when given, receives each untrained copy's fitted
+    localizer by model name (`untrained:SEED`), e.g. to lesion its units in that copy."""
     trained_masks, trained_scores = _rows(localizer)
     models: list[tuple[str, Localizer]] = [("trained", localizer)]
     for seed in seeds:
@@ -329,6 +333,8 @@ def untrained_null(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, 
         fitted.fit_folds(fresh, stimuli, assign_folds(stimuli, 1), settings=settings, rows=False)
         del fitted.fold_stats_
         models.append((f"untrained:{seed}", fitted))
+        if fits is not None:
+            fits[f"untrained:{seed}"] = fitted
         del fresh
     summary, layers = [], []
     for name, fitted in models:
@@ -362,6 +368,7 @@ class Reliability:
     localizer: Localizer
     assignment: FoldAssignment
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    untrained_fits: dict[str, Localizer] = field(default_factory=dict)  # the untrained copies' localizers
 
     @property
     def summary(self) -> pd.DataFrame:
@@ -412,17 +419,18 @@ class Reliability:
 
 
 def assess(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, config: ReliabilityConfig, *,
-           settings: RunSettings) -> Reliability:
+           settings: RunSettings, checkpoint: Checkpoint | None = None) -> Reliability:
     """Fit `localizer` on `stimuli` (one recording pass, statistics per fold, pooled rows kept when the
     permutation null or confound checks need them) and compute every reliability analysis `config` asks
     for. `localizer` ends up fitted exactly as `localizer.fit(lm, stimuli)` would leave it, plus
-    `folds_` and `fold_stats_`."""
+    `folds_` and `fold_stats_`. With a `checkpoint` (keyed on `config` too) the recording pass resumes from
+    it; the untrained copies' recordings are not checkpointed."""
     assignment = assign_folds(stimuli, config.folds, by=config.fold_by, seed=config.fold_seed)
     rows_usable = localizer.pooling != "tokens"
     permute = config.permutations > 0 and get_score(localizer.score).name in PERMUTABLE_SCORES and rows_usable
     confounds = (config.confounds or config.length_matched) and rows_usable
     localizer.fit_folds(lm, stimuli, assignment, settings=settings, rows=permute or confounds,
-                        fractions=config.stability)
+                        fractions=config.stability, checkpoint=checkpoint)
     result = Reliability(localizer, assignment)
     tables = result.tables
     tables["folds"] = assignment.frame(stimuli)
@@ -448,5 +456,6 @@ def assess(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, config: 
             tables["length_explained"] = length_explained(localizer, rows, stimuli, counts, alpha=config.alpha)
     if config.untrained:
         tables["untrained"], tables["untrained_layers"] = untrained_null(
-            lm, stimuli, localizer, config.untrained, settings=settings, alpha=config.alpha)
+            lm, stimuli, localizer, config.untrained, settings=settings, alpha=config.alpha,
+            fits=result.untrained_fits)
     return result

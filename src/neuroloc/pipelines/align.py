@@ -26,7 +26,7 @@ from ..runner import RunContext, StudyConfig, StudyResult, run
 from ..settings import RunSettings
 from ..units import UnitSet
 from . import fields
-from .lesion import read_units
+from .lesion import read_units, units_folder
 
 __all__ = ["AlignConfig", "AlignInputs", "AlignResult", "align", "alignment_figures", "alignment_section"]
 
@@ -69,6 +69,7 @@ class AlignConfig(StudyConfig):
                             help="brain-score netCDF (.nc) or a CSV/TSV/Parquet table.")
     units: str | None = param(None, InstanceOf(str), None, aliases={"-u": None},
                               help="A `neuroloc localize` output or UnitSet folder (default: none; give --layers).")
+    units_fold: int | None = fields.units_fold()
     n_controls: int = fields.n_controls(10, help="Random unit sets matched per layer and site (the null).")
     layers: str | tuple[int, ...] | None = param(None, Options(["all"]), Each(Interval(int, 0, None)), None,
                                                  parse=parse_layers, help="Score whole layers too: all, or e.g. 10,20.")
@@ -99,6 +100,8 @@ class AlignConfig(StudyConfig):
         super().check()
         if self.units is None and not self.layers:
             raise NeurolocError("give --units (a unit set to score) or --layers (whole layers), or both")
+        if self.units_fold is not None and self.units is None:
+            raise NeurolocError("--fold picks the units of one fold of a localize output: give --units too")
 
     def read_options(self) -> dict[str, Any]:
         options = {"text": self.text_column, "group": self.group_column, "subject": self.subject_column,
@@ -125,7 +128,9 @@ class AlignConfig(StudyConfig):
 
     def load_inputs(self) -> AlignInputs:
         recordings, source = self.read_recordings()
-        units = read_units(self.units)[1] if self.units is not None else None
+        units = read_units(self.units, self.units_fold)[1] if self.units is not None else None
+        if self.units is not None:
+            source["units"] = str(units_folder(self.units, self.units_fold))
         return AlignInputs(recordings, units, source)
 
     def compute(self, lm: LoadedModel, ctx: RunContext, inputs: AlignInputs) -> "AlignResult":

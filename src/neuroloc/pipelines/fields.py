@@ -16,7 +16,7 @@ from ..parse import parse_floats, parse_list
 from ..record.pooling import POOLINGS
 
 __all__ = ["benchmarks", "control_kinds", "data_root", "intervention", "n_controls", "pooling", "score", "sites",
-           "sizes"]
+           "sizes", "units_fold"]
 
 
 def sites(default: tuple[str, ...] = ("residual",), help: str = "Site kinds, comma-separated.") -> Any:
@@ -66,3 +66,11 @@ def benchmarks(default: tuple, help: str) -> Any:
 def data_root() -> Any:
     return param(None, InstanceOf(str), None, help="Data root laid out like ../shared/data (fedorenko2010/, blimp/, "
                                                     "syntaxgym/, ud/); default: $NEUROLOC_DATA, then ../shared/data.")
+
+
+def units_fold() -> Any:
+    """`--fold K`: the units chosen on fold K of the localizer's stimuli alone (a `neuroloc localize --folds`
+    output keeps them in folds/fold-K/)."""
+    return param(None, Interval(int, 0, None), None, flag="--fold",
+                 help="Use the units chosen on this fold of the localizer's stimuli alone (--units must be a "
+                      "`neuroloc localize --folds K` output; its folds/fold-K/).")

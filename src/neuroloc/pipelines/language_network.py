@@ -19,7 +19,9 @@ import pandas as pd
 from ..config import Factory, InstanceOf, Interval, param
 from ..errors import MissingData, NeurolocError
 from ..evaluate.registry import BenchmarkSpec, parse_benchmarks
+from ..localize.reliability import ReliabilityConfig
 from ..models.loading import LoadedModel
+from ..models.untrained import untrained_model
 from ..report.figures import plot_layer_distribution
 from ..report.html import Section
 from ..runner import RunContext, StudyConfig, StudyResult
@@ -28,8 +30,9 @@ from . import fields
 from .align import AlignConfig, AlignInputs
 from .lesion import LesionConfig, LesionInputs, LesionResult
 from .localize import LocalizeConfig, LocalizeResult
+from .reliability import reliability_field
 
-__all__ = ["FULL", "LanguageNetworkConfig", "LanguageNetworkResult"]
+__all__ = ["FULL", "LanguageNetworkConfig", "LanguageNetworkResult", "untrained_lesion_table"]
 
 QUICK_BENCHMARKS = parse_benchmarks("blimp:limit=3;syntaxgym:limit=3;perplexity:limit=50")
 # --full: what the paper-sized run changes (fields still at their quick defaults)
@@ -71,6 +74,9 @@ class LanguageNetworkConfig(StudyConfig):
                                 help="Matched random unit sets for the alignment (with --recordings).")
     align_options: dict = param(Factory(dict), InstanceOf(dict), cli=False,
                                 help="Further `AlignConfig` fields for the alignment (Python only).")
+    reliability: ReliabilityConfig | None = reliability_field(
+        "the localizer stimuli; with --null untrained:SEEDS each untrained copy's own units are lesioned in that "
+        "copy too")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -82,7 +88,8 @@ class LanguageNetworkConfig(StudyConfig):
 
     def localize_config(self) -> LocalizeConfig:
         return self.derived(LocalizeConfig, stimuli="language", stimuli_path=self.stimuli_path, data=self.data,
-                            site=self.site, pooling=self.pooling, percent=max(self.sizes))
+                            site=self.site, pooling=self.pooling, percent=max(self.sizes),
+                            reliability=self.reliability)
 
     def lesion_config(self) -> LesionConfig:
         return self.derived(LesionConfig, units="localize", mode=self.mode, benchmarks=self.benchmarks,
@@ -117,6 +124,14 @@ class LanguageNetworkConfig(StudyConfig):
         lesion_inputs = LesionInputs(largest, localizer, inputs["benchmarks"], self.settings)
         lesioned: LesionResult = self.lesion_config().run(lm, ctx.child("lesion"), lesion_inputs)
         children: dict[str, StudyResult] = {"localize": localized, "lesion": lesioned}
+        for name, fitted in (localized.reliability.untrained_fits.items() if localized.reliability else ()):
+            seed = int(name.split(":")[1])
+            fresh = untrained_model(lm, seed)
+            units = fitted.select(percent=max(self.sizes))
+            children[f"lesion-untrained-{seed}"] = self.lesion_config().run(
+                fresh, ctx.child(f"lesion-untrained-{seed}"), LesionInputs(units, fitted, inputs["benchmarks"],
+                                                                           self.settings))
+            del fresh
         if inputs.get("recordings") is not None and ctx.dist.is_main:
             recordings, source = inputs["recordings"]
             children["align"] = self.align_config().run(lm, ctx.child("align"), AlignInputs(recordings, largest, source))
@@ -124,6 +139,24 @@ class LanguageNetworkConfig(StudyConfig):
         return LanguageNetworkResult(config=self, model=dict(lm.identity), children=children, timings=timings,
                                      skipped=inputs["skipped"],
                                      summary={"n_units": len(largest), "skipped_benchmarks": inputs["skipped"]})
+
+
+def untrained_lesion_table(children: dict[str, StudyResult]) -> pd.DataFrame | None:
+    """The trained lesion's summary rows (overall subsets and perplexity, largest size) beside each untrained
+    copy's (`lesion-untrained-SEED` children): model, benchmark, subset, metric, intact, target, controls'
+    means and effects; None without untrained copies."""
+    names = ["lesion"] + sorted(n for n in children if n.startswith("lesion-untrained-"))
+    if len(names) == 1:
+        return None
+    frames = []
+    for name in names:
+        table = children[name].table
+        table = table[(table.subset == "overall") | (table.benchmark == "perplexity")]
+        table = table[table.percent == table.percent.max()] if table.percent.notna().any() else table
+        frames.append(table.assign(model="trained" if name == "lesion" else
+                                   "untrained:" + name.removeprefix("lesion-untrained-")))
+    out = pd.concat(frames, ignore_index=True)
+    return out[["model", *[c for c in out.columns if c != "model"]]]
 
 
 @dataclass
@@ -148,6 +181,18 @@ class LanguageNetworkResult(StudyResult):
                                                                            f"(top {largest:g}%)")],
                             tables=[counts.groupby("site")[["n_units", "n_selected"]].sum().reset_index()])]
         sections += self.children["lesion"].sections()
+        if self.children["localize"].reliability is not None:
+            sections.append(self.children["localize"].sections()[-1])  # Is this unit set real?
+        untrained = untrained_lesion_table(self.children)
+        if untrained is not None:
+            sections.append(Section(
+                "What training adds: the same lesion in untrained copies",
+                text=("Each untrained copy (the architecture freshly initialised by its own _init_weights, seeded) "
+                      "localized with the same rule; its own top units lesioned in that copy against its own "
+                      "matched controls, on the same benchmarks. An untrained network's behaviour is at floor, so "
+                      "its effects say how large a lesion effect the architecture and the selection rule give "
+                      "without training; the trained row is the one above."),
+                tables=[untrained.round(4)]))
         if "align" in self.children:
             sections += self.children["align"].sections()
         if self.skipped:

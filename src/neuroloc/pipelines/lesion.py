@@ -38,6 +38,7 @@ from ..runner import RunContext, RunOptions, StudyConfig, StudyResult, run
 from ..settings import RunSettings
 from ..units import UnitSet
 from . import fields
+from .reliability import FOLDS_FOLDER, fold_folder
 
 __all__ = ["RESULT_COLUMNS", "Benchmark", "LesionConfig", "LesionInputs", "LesionResult", "build_benchmarks",
            "evaluate", "lesion_conditions", "run_lesion_study", "unit_magnitudes"]
@@ -63,11 +64,27 @@ def lesion_conditions(target: UnitSet, *, n_controls: int, control_kinds: Sequen
     return conditions
 
 
-def read_units(path: str | Path) -> tuple[Localizer | None, UnitSet]:
-    """(the fitted Localizer or None, its units): a `neuroloc localize` output, or a bare UnitSet folder."""
+def units_folder(path: str | Path, fold: int | None = None) -> Path:
+    """The folder the units are read from: `path`, or with `fold` its folds/fold-K/ (units chosen on that
+    fold of the localizer's stimuli alone)."""
     path = Path(path)
-    if not path.exists():
+    if fold is None:
+        return path
+    folded = fold_folder(path, fold)
+    if not folded.is_dir():
+        found = sorted(p.name for p in (path / FOLDS_FOLDER).glob("fold-*")) if (path / FOLDS_FOLDER).is_dir() else []
+        raise NeurolocError(f"--fold {fold}: {path} holds no units of fold {fold} "
+                            f"({'folds: ' + ', '.join(found) if found else 'no folds/'}); localize with "
+                            f"`neuroloc localize --folds K --out {path}` first")
+    return folded
+
+
+def read_units(path: str | Path, fold: int | None = None) -> tuple[Localizer | None, UnitSet]:
+    """(the fitted Localizer or None, its units): a `neuroloc localize` output, or a bare UnitSet folder;
+    with `fold`, the localizer fitted on that fold of its stimuli alone."""
+    if not Path(path).exists():
         raise NeurolocError(f"--units {path}: no such folder; give a `neuroloc localize` output or a UnitSet folder")
+    path = units_folder(path, fold)
     fitted = Localizer.load(path) if (path / LOCALIZER_FILE).is_file() else None
     return fitted, fitted.units_ if fitted else UnitSet.load(path)
 
@@ -97,6 +114,7 @@ class LesionConfig(StudyConfig):
 
     units: str = param(..., InstanceOf(str), aliases={"-u": None},
                        help="A `neuroloc localize` output (or a UnitSet folder).")
+    units_fold: int | None = fields.units_fold()
     mode: str = fields.intervention()
     positions: str | tuple[int, ...] | None = param(None, Options(["last"]), Each(InstanceOf(int)), None,
                                                     parse=parse_positions,
@@ -117,7 +135,7 @@ class LesionConfig(StudyConfig):
         check_positions(self.positions)
 
     def load_inputs(self) -> LesionInputs:
-        localizer, units = read_units(self.units)
+        localizer, units = read_units(self.units, self.units_fold)
         if self.sizes and localizer is None:
             raise NeurolocError("sizes (--sizes) re-select units from localizer scores: give a `neuroloc "
                                 "localize` output as --units")
@@ -125,8 +143,9 @@ class LesionConfig(StudyConfig):
         benchmarks = [spec.build(settings, self.data) for spec in self.benchmarks]
         if not benchmarks:
             raise NeurolocError("benchmarks (--benchmarks): give at least one benchmark")
-        units_file = Path(self.units) / "units.safetensors"
-        source = {"path": self.units, "sha256": file_sha256(units_file) if units_file.is_file() else None}
+        folder = units_folder(self.units, self.units_fold)
+        units_file = folder / "units.safetensors"
+        source = {"path": str(folder), "sha256": file_sha256(units_file) if units_file.is_file() else None}
         return LesionInputs(units, localizer, benchmarks, settings, source=source)
 
     def scoring_settings(self, localizer: Localizer | None) -> RunSettings:

@@ -17,17 +17,20 @@ import pandas as pd
 from ..config import Each, InstanceOf, Interval, param
 from ..errors import NeurolocError
 from ..localize.localizer import Localizer
+from ..localize.reliability import Reliability, ReliabilityConfig, assess
 from ..models.loading import LoadedModel
 from ..parse import parse_layers, parse_list
 from ..record.distributed import DistContext, merge_across_ranks, shard_stimuli
 from ..report.figures import plot_layer_distribution, save_figure
 from ..report.html import Section
+from ..report.reliability_figures import reliability_figures
 from ..runner import RunContext, StudyConfig, StudyResult, run
 from ..stimuli.base import StimulusSet
 from ..stimuli.design import Design
 from ..stimuli.registry import STIMULI, get_stimuli
 from ..units import LabeledUnits
 from . import fields
+from .reliability import reliability_field, reliability_line, reliability_section, reliability_summary, write_reliability
 
 __all__ = ["LocalizeConfig", "LocalizeResult", "layer_table", "run_localize", "selection_summary"]
 
@@ -72,11 +75,20 @@ class LocalizeConfig(StudyConfig):
     per_layer: bool = param(False, InstanceOf(bool), help="Select within each layer.")
     fdr: float | None = param(None, Interval(float, 0, 1, closed="right"), None,
                               help="Keep only units whose BH-adjusted p is at most this.")
+    fold_column: str | None = param(None, InstanceOf(str), None,
+                                    help="The group column of a stimulus file (items, passages, stories): a group "
+                                         "never spans folds (default: an optional 'group' column).")
+    reliability: ReliabilityConfig | None = reliability_field()
 
     def check(self) -> None:
         super().check()
         if self.percent is not None and self.count is not None:
             raise NeurolocError("percent (--percent) and count (--count): give at most one")
+        if self.fold_column is not None and self.reliability is None:
+            raise NeurolocError("fold_column (--fold-column) groups the stimuli into folds: give --folds K too")
+        if self.fold_column is not None and self.stimuli in STIMULI:
+            raise NeurolocError(f"fold_column (--fold-column) names a column of a stimulus file; {self.stimuli!r} "
+                                "is a built-in set")
         self.design_spec()
         self.localizer().check_params()
 
@@ -101,7 +113,7 @@ class LocalizeConfig(StudyConfig):
             return get_stimuli(self.stimuli, seed=self.seed, contrast=contrast, path=self.stimuli_path,
                                data_root=self.data)
         return get_stimuli(self.stimuli, contrast=contrast, text_column=self.text_column,
-                           condition_column=self.condition_column)
+                           condition_column=self.condition_column, group_column=self.fold_column)
 
     def compute(self, lm: LoadedModel, ctx: RunContext, stimuli: StimulusSet) -> "LocalizeResult":
         localizer = self.localizer()
@@ -109,6 +121,14 @@ class LocalizeConfig(StudyConfig):
         if ctx.checkpointing:
             key = ctx.key(lm, data=stimuli.content_hash(), study=self.identity())
             checkpoint = ctx.checkpoint("stats", key)
+        if self.reliability is not None:
+            if ctx.dist.world_size > 1:
+                raise NeurolocError("the reliability analyses (--folds, --permutations, --null, ...) run in one "
+                                    "process: run `neuroloc localize` with them without a launcher")
+            found = assess(lm, stimuli, localizer, self.reliability, settings=self.settings, checkpoint=checkpoint)
+            summary = selection_summary(localizer) | {"reliability": reliability_summary(found)}
+            return LocalizeResult(config=self, model=dict(lm.identity), localizer=localizer, stimuli=stimuli,
+                                  gate=lm.layout.describe()["mlp_gate"], summary=summary, reliability=found)
         recorded = localizer.record(lm, shard_stimuli(stimuli, ctx.dist), checkpoint=checkpoint)
         stats = merge_across_ranks(recorded, ctx.dist)
         localizer.fit_recorded(lm, stimuli, stats)  # on every rank: a next stage may share out its work
@@ -141,16 +161,20 @@ class LocalizeResult(StudyResult):
     stimuli: StimulusSet = None
     gate: str = ""
     world_size: int = 1
+    reliability: Reliability | None = None
 
     def __post_init__(self) -> None:
         counts = layer_table(self.localizer)
         title = f"{self.stimuli.name} localizer: top units per layer ({self.model.get('spec')})"
         self.figures = {"layers": plot_layer_distribution(counts, title=title)}
+        self.reliability_figures = reliability_figures(self.reliability.tables) if self.reliability else {}
         self.counts = counts
 
     def write(self, folder: Path) -> None:
         self.localizer.save(folder)
         save_figure(self.figures["layers"], folder / "layers.png")
+        if self.reliability is not None:
+            write_reliability(self.reliability, folder, self.reliability_figures)
 
     def manifest_sections(self) -> dict[str, Any]:
         return {"stimuli": self.localizer.stimuli_ | {"metadata": self.stimuli.metadata},
@@ -165,10 +189,17 @@ class LocalizeResult(StudyResult):
                 f"({self.stimuli.name}; design: {loc.design_}). Score: {loc.score_function.name}; "
                 f"{loc.pooling}-token pooling; {rule}; BOS policy: {loc.bos}.")
         table = self.counts.groupby("site")[["n_units", "n_selected"]].sum().reset_index()
-        return [Section("Selected units", text=text, figures=[self.figures["layers"]], tables=[table])]
+        sections = [Section("Selected units", text=text, figures=[self.figures["layers"]], tables=[table])]
+        if self.reliability is not None:
+            sections.append(reliability_section(self.reliability, figures=self.reliability_figures))
+        return sections
 
     def headline(self) -> str:
-        return f"{self.summary['n_selected']} units selected"
+        line = f"{self.summary['n_selected']} units selected"
+        if self.reliability is not None:
+            line += "; " + "; ".join(f"{label}: {reliability_line(row)}"
+                                     for label, row in self.summary["reliability"].items())
+        return line
 
 
 def run_localize(lm: LoadedModel, stimuli: StimulusSet, localizer: Localizer, out_dir: str | Path,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -30,6 +30,7 @@ from ..config import Each, Factory, InstanceOf, Interval, Options, Valid, param
 from ..errors import NeurolocError
 from ..io import atomic_write_json, atomic_write_with
 from ..localize.localizer import Localizer
+from ..localize.reliability import Reliability, ReliabilityConfig, assess
 from ..models.loading import LoadedModel
 from ..parse import parse_list, parse_pairs
 from ..progress import progress_bar
@@ -37,6 +38,7 @@ from ..record.distributed import gather_across_ranks, merge_across_ranks, shard_
 from ..record.stats import StatsStore
 from ..report.figures import save_figure
 from ..report.html import Section
+from ..report.reliability_figures import reliability_figures
 from ..report.language_figures import (deactivation_matrix_frame, plot_language_layers, plot_language_matrix,
                                        steering_matrix_frame)
 from ..runner import RunContext, StudyConfig, StudyResult
@@ -51,6 +53,7 @@ from ..studies.languages import (SELECTION_SCORES, LanguageSelection, category_u
                                  steering_tables)
 from ..units import LabeledUnits
 from . import fields
+from .reliability import reliability_field, reliability_line, reliability_section, reliability_summary, write_reliability
 
 __all__ = ["MultilingualConfig", "MultilingualInputs", "MultilingualResult"]
 
@@ -130,6 +133,8 @@ class MultilingualConfig(StudyConfig):
     max_unknown_share: float = param(0.05, Interval(float, 0, 1),
                                      help="Refuse a language whose share of unknown tokens exceeds this.")
     settings: RunSettings = param(Factory(lambda: RunSettings(batch_size=16)), help="How the model is run.")
+    reliability: ReliabilityConfig | None = reliability_field(
+        "the identification texts (with parallel data a sentence and its translations stay together)")
 
     # -- inputs ---------------------------------------------------------------------------------------
     def corpus_spec(self) -> str | None:
@@ -172,7 +177,7 @@ class MultilingualConfig(StudyConfig):
         unknown = unknown_token_shares(lm.tokenizer, inputs.corpus, max_share=self.max_unknown_share)
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        localizer, reused = self._count(lm, ctx, inputs.stimuli, languages, settings)
+        localizer, reused, found = self._count(lm, ctx, inputs, languages, settings)
         timings["count_s"] = round(time.perf_counter() - started, 1)
         selection = LanguageSelection.from_localizer(localizer)
         sites = lm.layout.sites(SITE_KIND)
@@ -194,7 +199,7 @@ class MultilingualConfig(StudyConfig):
             layers=per_layer_distribution(selection, sites, widths),
             overlap=overlap_table(selection.assignment, languages, categories=selection.category),
             scores=scores_table(selection, sites, widths), deactivation=deactivation, steering=steering,
-            generations=generations, unknown=unknown,
+            generations=generations, unknown=unknown, reliability=found,
             counting={**self._counting(stats, inputs.identify), "statistics_reused": reused,
                       "world_size": ctx.dist.world_size},
             corpus={"identification": inputs.identify.describe(), "heldout": inputs.heldout.describe(),
@@ -211,11 +216,14 @@ class MultilingualConfig(StudyConfig):
                 "tokens_per_character": None if self.response_only else {
                     lang: round(n / max(1, sum(map(len, identify.texts[lang]))), 4) for lang, n in tokens.items()}}
 
-    def _count(self, lm: LoadedModel, ctx: RunContext, stimuli: StimulusSet, languages: Sequence[str],
-               settings: RunSettings) -> tuple[Localizer, bool]:
-        """The fitted localizer (statistics of every process merged) and whether the counts came whole from
-        a checkpoint."""
+    def _count(self, lm: LoadedModel, ctx: RunContext, inputs: MultilingualInputs, languages: Sequence[str],
+               settings: RunSettings) -> tuple[Localizer, bool, Reliability | None]:
+        """The fitted localizer (statistics of every process merged), whether the counts came whole from a
+        checkpoint, and with --folds its reliability (counts per fold from the same single pass)."""
         localizer = self.localizer(languages, settings)
+        stimuli = inputs.stimuli
+        if self.reliability is not None:
+            return self._count_folds(lm, ctx, inputs, localizer, settings)
         checkpoint = None
         if ctx.checkpointing:  # keyed by what the counts depend on, so a change of selection reuses them
             key = ctx.key(lm, data=stimuli.content_hash(), site=SITE_KIND, settings=self.settings.identity())
@@ -223,7 +231,28 @@ class MultilingualConfig(StudyConfig):
         recorded = localizer.record(lm, shard_stimuli(stimuli, ctx.dist), checkpoint=checkpoint)
         reused = checkpoint is not None and checkpoint.resumed_from == len(checkpoint.done)
         localizer.fit_recorded(lm, stimuli, merge_across_ranks(recorded, ctx.dist))
-        return localizer, reused
+        return localizer, reused, None
+
+    def _count_folds(self, lm: LoadedModel, ctx: RunContext, inputs: MultilingualInputs, localizer: Localizer,
+                     settings: RunSettings) -> tuple[Localizer, bool, Reliability]:
+        """Counts per fold of the identification texts in one pass, and the reliability of the selection.
+        With parallel data the folds go by sentence id, so no sentence is in one fold and its translation
+        in another."""
+        if ctx.dist.world_size > 1:
+            raise NeurolocError("the reliability analyses (--folds, --null, ...) run in one process: run "
+                                "`neuroloc multilingual` with them without a launcher")
+        stimuli = inputs.stimuli
+        if inputs.identify.parallel:
+            ids = [text_id for lang in inputs.identify.texts for text_id in inputs.identify.ids[lang]]
+            stimuli = replace(stimuli, groups=tuple(ids))
+        checkpoint = None
+        if ctx.checkpointing:
+            key = ctx.key(lm, data=stimuli.content_hash(), site=SITE_KIND, settings=self.settings.identity(),
+                          study=self.identity())
+            checkpoint = ctx.checkpoint("counts-folds", key)
+        found = assess(lm, stimuli, localizer, self.reliability, settings=settings, checkpoint=checkpoint)
+        reused = checkpoint is not None and checkpoint.resumed_from == len(checkpoint.done)
+        return localizer, reused, found
 
     def _deactivate(self, lm: LoadedModel, ctx: RunContext, heldout: MultilingualCorpus, units: LabeledUnits,
                     settings: RunSettings) -> pd.DataFrame:
@@ -293,6 +322,7 @@ class MultilingualResult(StudyResult):
     counting: dict = None
     corpus: dict = None
     site: dict = None
+    reliability: Reliability | None = None
 
     def __post_init__(self) -> None:
         self.random_panel = None  # the controls' deactivation matrix: in the report, not a file
@@ -308,6 +338,8 @@ class MultilingualResult(StudyResult):
             summary["deactivation"] = self.deactivation_summary.round(5).to_dict("records")
         if self.steering is not None and not self.steering.empty:
             summary["steering_share_target"] = self.steering.groupby("condition").share_target.mean().round(4).to_dict()
+        if self.reliability is not None:
+            summary["reliability"] = reliability_summary(self.reliability)
         return summary
 
     def _figures(self) -> dict:
@@ -326,6 +358,7 @@ class MultilingualResult(StudyResult):
             figures["steering"] = plot_language_matrix(steering_matrix_frame(self.steering, "target"),
                                                        "Steering: output in the\nenhanced language vs. intact",
                                                        "Δ share")
+        self.reliability_figures = reliability_figures(self.reliability.tables) if self.reliability else {}
         return figures
 
     def write(self, folder: Path) -> None:
@@ -346,6 +379,8 @@ class MultilingualResult(StudyResult):
             atomic_write_with(folder / "steering_generations.csv", lambda p: self.generations.to_csv(p, index=False))
         for name, figure in self.figures.items():
             save_figure(figure, folder / f"{name}.png")
+        if self.reliability is not None:
+            write_reliability(self.reliability, folder, self.reliability_figures)
 
     def manifest_sections(self) -> dict[str, Any]:
         languages = self.selection.languages
@@ -365,6 +400,9 @@ class MultilingualResult(StudyResult):
                                    for c in ("specific", "related", "agnostic")},
                                 "unknown token share": self.unknown.get(lang, 0.0)}
                                for k, lang in enumerate(selection.languages)])
+        if self.reliability is not None:
+            counts["reliability"] = [reliability_line(self.summary["reliability"].get(lang, {}))
+                                     for lang in selection.languages]
         sections = [Section(
             "Language units",
             text=(f"Site: {SITE_KIND} ({self.site['meaning']}). {described}; top {config.percent:g}% of units, "
@@ -373,6 +411,8 @@ class MultilingualResult(StudyResult):
                   f"related, {totals['agnostic']} agnostic. BOS policy: {config.settings.bos}."),
             figures=[self.figures["layers"]], tables=[counts]),
             Section("Overlap between languages", figures=[self.figures["overlap"]])]
+        if self.reliability is not None:
+            sections.append(reliability_section(self.reliability, "set of language units", self.reliability_figures))
         if "deactivation" in self.figures:
             panels = [self.figures["deactivation"]] + ([self.random_panel] if self.random_panel else [])
             sections.append(Section(

@@ -42,6 +42,7 @@ from ..lesion import Intervention
 from ..localize.attribution import POSITION_REDUCTIONS, Completeness, record_answer_attributions
 from ..localize.attribution_scores import ATTRIBUTION_METHOD, CONTROL, NUISANCE
 from ..localize.localizer import Localizer
+from ..localize.reliability import Reliability, ReliabilityConfig, assess
 from ..localize.score_functions import get_score
 from ..models.layout import Site
 from ..models.loading import LoadedModel
@@ -52,6 +53,7 @@ from ..record.recorder import Recorder
 from ..record.stats import StatsStore
 from ..report.figures import plot_layer_distribution, save_figure
 from ..report.html import Section
+from ..report.reliability_figures import reliability_figures
 from ..report.task_figures import (effect_table, plot_accuracy, plot_effect_matrix, plot_guard,
                                    plot_task_dose_response)
 from ..runner import RunContext, RunOptions, StudyConfig, StudyResult, run
@@ -62,6 +64,7 @@ from ..stimuli.prompts import IDENTIFICATION, TEST, PromptSet, load_prompts
 from ..studies.tasks.effects import EFFECT_COLUMNS, dose_response, effect_matrix, general_guard
 from ..units import LabeledUnits, UnitSet
 from . import fields
+from .reliability import reliability_field, reliability_line, reliability_section, reliability_summary, write_reliability
 
 __all__ = ["TaskConfig", "TaskInputs", "TaskResult", "run_task"]
 
@@ -129,6 +132,7 @@ class TaskConfig(StudyConfig):
         (), "The general-ability guard: benchmarks scored intact and under every intervention, e.g. "
             "'perplexity:limit=50;blimp:limit=5' (default: none).")
     settings: RunSettings = param(Factory(lambda: RunSettings(batch_size=16)), help="How the model is run.")
+    reliability: ReliabilityConfig | None = reliability_field("the identification items (facts)")
 
     def __post_init__(self) -> None:
         if _is_items(self.data):  # `--data FILE` (its meaning before --data became the data root)
@@ -157,6 +161,9 @@ class TaskConfig(StudyConfig):
         function.check_options(self.score_options())
         if self.bottom_k and self.attribution:
             raise NeurolocError(f"bottom_k (--bottom-k) works with activation scores, not {self.score}")
+        if self.reliability is not None and self.attribution:
+            raise NeurolocError(f"the reliability analyses (--folds, ...) fold recorded activations; {self.score} "
+                                "reads attributions: use an activation score (average_precision, one_vs_rest_welch)")
         if not self.attribution and (self.control or self.nuisance):
             raise NeurolocError(f"control (--control) and nuisance (--nuisance) sets are for the attribution scores "
                                 f"(gradxact, ig), not {self.score}")
@@ -204,7 +211,7 @@ class TaskConfig(StudyConfig):
         intact = answer_accuracy(answers)
         modes = [str(Intervention.parse(m)) for m in self.modes]
         wants_values = any(Intervention.parse(m).kind == "value" for m in modes)
-        localizer, units, scores, values, completeness = self._select(lm, ctx, inputs, wants_values)
+        localizer, units, scores, values, completeness, found = self._select(lm, ctx, inputs, wants_values)
 
         labels, n_units = list(units.labels), sum(localizer.widths_)
         ks = sorted(set(self.dose if self.dose is not None else
@@ -220,25 +227,32 @@ class TaskConfig(StudyConfig):
         return TaskResult(config=self, model=dict(lm.identity), units=units, scores=scores, intact=intact,
                           answers=answers.assign(prompt=test.prompts, answer=test.answers), effects=effects,
                           dose=dose, guard=guard, inputs=inputs, modes=modes, dose_ks=ks, labels=labels,
-                          completeness=completeness.summary() if completeness is not None else None)
+                          completeness=completeness.summary() if completeness is not None else None,
+                          reliability=found)
 
     def _select(self, lm: LoadedModel, ctx: RunContext, inputs: "TaskInputs", wants_values: bool):
         """Record (activations or attributions), score every unit per label and select each label's units:
         (the fitted localizer, the units, the scores table, the values of mode `value` or None, IG's
-        completeness or None)."""
+        completeness or None, the reliability of the selection with --folds or None)."""
         ident = inputs.identification
         labels, sites = ident.label_names, lm.layout.sites(list(self.site))
         stimuli = StimulusSet(ident.name, tuple(ident.prompts), tuple(ident.labels))
-        localizer, completeness = self.localizer(), None
-        if self.attribution:
+        localizer, completeness, found = self.localizer(), None, None
+        widths = {s.name: lm.layout.width(s.kind) for s in sites}
+        design = Design.one_vs_rest(labels)
+        if self.reliability is not None:
+            found = self._reliability(lm, ctx, stimuli, localizer, design)
+            stats = localizer.stats_
+            activations = stats if not wants_values or stats.has("rows") else \
+                self._activations(lm, ctx, stimuli, sites, ("rows",))
+        elif self.attribution:
             stats, completeness = self._attributions(lm, inputs, sites, ctx.progress)
             activations = self._activations(lm, ctx, stimuli, sites, ("rows",)) if wants_values else None
         else:
             needs = set(localizer.score_function.needs) | ({"rows"} if wants_values else set())
             stats = activations = self._activations(lm, ctx, stimuli, sites, tuple(k for k in RECORDED if k in needs))
-        widths = {s.name: lm.layout.width(s.kind) for s in sites}
-        design = Design.one_vs_rest(labels)
-        localizer.fit_stats(stats, model=lm.identity, design=design, widths=widths)
+        if found is None:
+            localizer.fit_stats(stats, model=lm.identity, design=design, widths=widths)
         units = _labeled(localizer.units_, labels)
         extra: dict[str, np.ndarray] = {}
         if self.bottom_k:
@@ -251,7 +265,19 @@ class TaskConfig(StudyConfig):
         for name, table in extra.items():  # rows in the localizer's label order, as the scores table
             scores[name] = np.concatenate(list(table))
         values = _label_values(activations, labels, sites) if wants_values else None
-        return localizer, units, scores, values, completeness
+        return localizer, units, scores, values, completeness, found
+
+    def _reliability(self, lm: LoadedModel, ctx: RunContext, stimuli: StimulusSet, localizer: Localizer,
+                     design: Design) -> Reliability:
+        """Fit `localizer` with statistics per fold of the identification items (one pass, by prompt text)
+        and assess its selection."""
+        localizer.design = design
+        checkpoint = None
+        if ctx.checkpointing:
+            key = ctx.key(lm, data=stimuli.content_hash(), study=self.identity())
+            checkpoint = ctx.checkpoint("prompts-folds", key)
+        return assess(lm, stimuli, localizer, self.reliability, settings=self.settings.replace(progress=ctx.progress),
+                      checkpoint=checkpoint)
 
     def _activations(self, lm: LoadedModel, ctx: RunContext, stimuli: StimulusSet, sites: list[Site],
                      kinds: tuple[str, ...]) -> StatsStore:
@@ -354,6 +380,7 @@ class TaskResult(StudyResult):
     dose_ks: list[int] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     completeness: dict | None = None
+    reliability: Reliability | None = None
 
     def __post_init__(self) -> None:
         self.tables = {mode: {metric: effect_table(self.effects, mode, metric)
@@ -374,6 +401,10 @@ class TaskResult(StudyResult):
                                              for label in self.labels} for mode, t in self.tables.items()},
             "ig_completeness": self.completeness,
         }
+        self.reliability_figures = {}
+        if self.reliability is not None:
+            self.summary["reliability"] = reliability_summary(self.reliability)
+            self.reliability_figures = reliability_figures(self.reliability.tables)
 
     def effect_summary(self) -> pd.DataFrame:
         """The effect tables (target − random) of every mode and metric, long."""
@@ -392,6 +423,8 @@ class TaskResult(StudyResult):
         self.guard.to_csv(folder / "guard.csv", index=False)
         for name, figure in self.figures.items():
             save_figure(figure, folder / f"{name}.png")
+        if self.reliability is not None:
+            write_reliability(self.reliability, folder, self.reliability_figures)
 
     def sections(self) -> list[Section]:
         sections = [Section("Intact model", f"Accuracy per label on {len(self.inputs.test)} held-out items.",
@@ -408,7 +441,15 @@ class TaskResult(StudyResult):
             names = ", ".join(dict.fromkeys(b.name for b in self.inputs.benchmarks))
             sections.append(Section("General-ability guard", f"{names} under each intervention.",
                                     [self.figures["guard"]]))
-        sections.append(Section("Units", None, [self.figures["layers"]], [self.units.overlap()]))
+        tables = [self.units.overlap()]
+        if self.reliability is not None:
+            reliability = self.summary["reliability"]
+            tables.insert(0, pd.DataFrame({"label": self.labels, "units": [len(self.units[k]) for k in self.labels],
+                                           "reliability": [reliability_line(reliability.get(k, {}))
+                                                           for k in self.labels]}))
+        sections.append(Section("Units", None, [self.figures["layers"]], tables))
+        if self.reliability is not None:
+            sections.append(reliability_section(self.reliability, "set of task units", self.reliability_figures))
         return sections
 
     def manifest_sections(self) -> dict[str, Any]:

@@ -20,14 +20,16 @@ import numpy as np
 import torch
 
 from ..errors import NeurolocError
+from ..interrupts import Interrupted, protected
 from ..models.layout import Site
 from ..models.loading import LoadedModel
 from ..settings import RunSettings
 from ..stimuli.base import StimulusSet
 from ..stimuli.folds import FoldAssignment
+from .checkpoint import Checkpoint
 from .collect import KINDS, add_batch
 from .recorder import PooledBatch, Recorder
-from .stats import ROWS_LIMIT_BYTES, Rows, StatsStore
+from .stats import ROWS_LIMIT_BYTES, StatsStore
 
 __all__ = ["FoldStats", "StimulusRows", "record_folds"]
 
@@ -127,44 +129,56 @@ class FoldStats:
         return self.buckets < round(fraction * self.n_buckets)
 
 
+_KEPT = "~kept"  # the scratch store's label of the kept pooled rows (fold labels are "bucket:label")
+
+
 class _RowKeeper:
-    """Collects every batch's pooled rows (a `Rows` statistic, sites side by side) with the stimulus of
-    each row, within `ROWS_LIMIT_BYTES`."""
+    """Collects every batch's pooled rows (sites side by side) and the stimulus of each row into the
+    recording's store (kind "rows", label `_KEPT`: saved with its checkpoint), within `ROWS_LIMIT_BYTES`."""
 
-    def __init__(self, sites: list[Site], widths: list[int]) -> None:
-        self.sites, self.widths = sites, widths
-        self.rows = Rows(sum(widths))
-        self.texts: list[int] = []
+    def __init__(self, store: StatsStore, sites: list[Site], widths: list[int]) -> None:
+        self.store, self.sites, self.widths = store, sites, widths
+        self.n = store.count(_KEPT, "rows")  # rows kept so far (a resumed recording's included)
 
-    def add(self, batch: PooledBatch) -> None:
+    def add(self, batch: PooledBatch, stimulus: Sequence[int]) -> None:
+        """Keep `batch`'s rows; `stimulus[j]` is the stimulus index of the batch's text j."""
         device = batch.features[self.sites[0]].device
-        self.rows.update(torch.cat([batch.features[s].detach().to(device) for s in self.sites], dim=1))
-        if self.rows.nbytes > ROWS_LIMIT_BYTES:
+        values = torch.cat([batch.features[s].detach().to(device) for s in self.sites], dim=1)
+        self.n += values.shape[0]
+        if sum(self.widths) * 4 * self.n > ROWS_LIMIT_BYTES:
             raise NeurolocError(
                 f"the pooled rows kept for permutations and confound checks exceed "
                 f"{ROWS_LIMIT_BYTES / 2**30:.1f} GiB: restrict --site or --layers, use fewer stimuli, or turn "
                 "the permutation null and confound checks off")
-        self.texts.extend(text for text, _ in batch.rows)
+        texts = torch.tensor([[float(stimulus[text])] for text, _ in batch.rows], device=device)
+        # side by side (update_sites), so the recording's blocks of statistics are never split per batch
+        self.store.update_sites("rows", _KEPT, ["values"], [values.shape[1]], values)
+        self.store.update_sites("rows", _KEPT, ["stimulus"], [1], texts)
 
     def result(self) -> StimulusRows:
-        texts = np.asarray(self.texts, dtype=np.int64)
+        values = self.store.get("rows", _KEPT, "values").values()
+        texts = self.store.get("rows", _KEPT, "stimulus").values()[:, 0].cpu().numpy().astype(np.int64)
         order = np.argsort(texts, kind="stable")  # stimulus order; a text's words stay in order
-        values = self.rows.values()
         values = values.index_select(0, torch.from_numpy(order).to(values.device))
         return StimulusRows([s.name for s in self.sites], self.widths, values, texts[order])
 
 
 def _move(source: StatsStore, stores: list[StatsStore]) -> None:
-    """Statistics keyed by (bucket, label) → the bucket's store, keyed by label."""
-    for (kind, (bucket, label), site), stat in source.entries.items():
-        stores[bucket].entry(kind, label, site, stat.width).merge(stat)
+    """Statistics keyed by "bucket:label" → the bucket's store, keyed by label (kept rows stay)."""
+    for (kind, key, site), stat in source.entries.items():
+        if key == _KEPT:
+            continue
+        bucket, _, label = key.partition(":")
+        stores[int(bucket)].entry(kind, label, site, stat.width).merge(stat)
 
 
 def record_folds(lm: LoadedModel, stimuli: StimulusSet, assignment: FoldAssignment, *, sites: Sequence[Site],
                  pooling: str, kinds: Sequence[str], n_buckets: int, rows: bool, settings: RunSettings,
-                 description: str = "recording") -> FoldStats:
+                 description: str = "recording", checkpoint: Checkpoint | None = None) -> FoldStats:
     """Record `stimuli` once into one `StatsStore` per bucket (`n_buckets`, a multiple of the
-    assignment's K) with the statistic `kinds` asked for, and their pooled rows when `rows`."""
+    assignment's K) with the statistic `kinds` asked for, and their pooled rows when `rows`. With a
+    `checkpoint` (whose key must cover the assignment and `rows`), the recording is saved every few batches
+    and on an interrupt, and a rerun resumes from it (a finished one runs no model)."""
     unknown = [k for k in kinds if k not in KINDS]
     if unknown:
         raise ValueError(f"unknown statistic kinds {unknown}; choose from {KINDS}")
@@ -179,14 +193,35 @@ def record_folds(lm: LoadedModel, stimuli: StimulusSet, assignment: FoldAssignme
     recorder = Recorder(lm, sites, pooling=pooling, batch_size=settings.batch_size, max_tokens=settings.max_tokens,
                         bos=settings.bos, progress=settings.progress, description=description)
     buckets = assignment.buckets(n_buckets)
-    keys = [(int(b), label) for b, label in zip(buckets, stimuli.conditions)]  # one routing per batch
+    keys = [f"{int(b)}:{label}" for b, label in zip(buckets, stimuli.conditions)]  # one routing per batch
     scratch = StatsStore()
     widths = [lm.layout.width(s.kind) for s in recorder.sites]
-    keeper = _RowKeeper(recorder.sites, widths) if rows else None
-    for batch in recorder.iter_batches(stimuli.texts, stimuli.word_spans, token_stats="tokens" in kinds):
-        add_batch(scratch, batch, keys, kinds)
-        if keeper is not None:
-            keeper.add(batch)
+    done = checkpoint.restore(scratch, len(stimuli)) if checkpoint is not None else None
+    keeper = _RowKeeper(scratch, recorder.sites, widths) if rows else None
+    pending = [i for i in range(len(stimuli)) if done is None or not done[i]]
+    if pending:
+        texts = [stimuli.texts[i] for i in pending]
+        spans = None if stimuli.word_spans is None else [stimuli.word_spans[i] for i in pending]
+        count_from = None if stimuli.count_from is None else [stimuli.count_from[i] for i in pending]
+        labels = [keys[i] for i in pending]
+        completed = checkpoint.resumed_from if checkpoint is not None else 0
+        try:
+            for batch in recorder.iter_batches(texts, spans, token_stats="tokens" in kinds, count_from=count_from,
+                                               completed=completed, total=len(stimuli)):
+                with protected():  # a batch is folded in and marked done, or neither
+                    add_batch(scratch, batch, labels, kinds)
+                    if keeper is not None:
+                        keeper.add(batch, pending)
+                    if checkpoint is not None:
+                        checkpoint.step(scratch, [pending[j] for j in batch.texts])
+        except Interrupted:
+            if checkpoint is not None:
+                with protected():
+                    checkpoint.save(scratch)
+            raise
+        if checkpoint is not None:
+            with protected():
+                checkpoint.save(scratch)
     stores = [StatsStore() for _ in range(n_buckets)]
     _move(scratch, stores)
     return FoldStats(assignment, stores, buckets, keeper.result() if keeper is not None else None)

@@ -137,8 +137,10 @@ def load_contrast_file(
     condition_column: str = "condition",
     contrast: tuple[str, str] | None = None,
     name: str | None = None,
+    group_column: str | None = None,
 ) -> StimulusSet:
-    """A StimulusSet from a user's file; an optional `group` column ties rows together in splits.
+    """A StimulusSet from a user's file; an optional `group` column (or the required `group_column`) ties
+    rows together in splits (items, passages, stories: folds never split a group).
 
     Without `contrast`, two conditions make the contrast (first seen, second seen); three or more load
     without one and are compared one-vs-rest (or by any `Design`).
@@ -147,7 +149,10 @@ def load_contrast_file(
     columns, records = read_records(path)
     hint = "; name yours with --text-column / --condition-column (text_column= / condition_column= in Python)"
     require_columns(path, columns, [text_column, condition_column], hint)
-    has_group = "group" in columns
+    if group_column is not None:
+        require_columns(path, columns, [group_column], "; name the group column with --fold-column")
+    group = group_column or "group"
+    has_group = group in columns
     texts, conditions, groups, first_line = [], [], [], {}
     for line, row in records:
         texts.append(cell(path, line, row, text_column))
@@ -155,7 +160,7 @@ def load_contrast_file(
         conditions.append(condition)
         first_line.setdefault(condition, line)
         if has_group:
-            groups.append(cell(path, line, row, "group"))
+            groups.append(cell(path, line, row, group))
     contrast = _choose_contrast(path, condition_column, list(first_line), contrast)
     for label in contrast or list(first_line):
         count = conditions.count(label)
@@ -180,6 +185,7 @@ def load_contrast_file(
             "sha256": {path.name: file_sha256(path)},
             "text_column": text_column,
             "condition_column": condition_column,
+            **({"group_column": group} if has_group else {}),
         },
     )
 

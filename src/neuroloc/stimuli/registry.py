@@ -58,12 +58,14 @@ def get_stimuli(
     data_root: str | None = None,
     text_column: str = "text",
     condition_column: str = "condition",
+    group_column: str | None = None,
 ) -> StimulusSet:
     """A registered set ("language" | "md" | "tom" | ...; data from `path`, else its folder under a data
     root, else the loader's own source), or a CSV/TSV/JSONL file (with these column names).
 
     `seed` only affects generated sets ("md"); `contrast` picks (target, control) in a file, or
-    reorders/chooses the conditions of a registered set.
+    reorders/chooses the conditions of a registered set. `group_column` names a file's group column
+    (required then; default: an optional `group` column).
     """
     if spec in STIMULI:
         if path is None and spec in DATA_FOLDERS:
@@ -72,7 +74,7 @@ def get_stimuli(
         stimuli = STIMULI[spec](path, seed)
     elif Path(spec).is_file():
         return load_contrast_file(spec, contrast=contrast, text_column=text_column,
-                                  condition_column=condition_column)
+                                  condition_column=condition_column, group_column=group_column)
     else:
         raise NeurolocError(
             f"stimuli {spec!r}: not a registered stimulus set ({', '.join(STIMULI)}) and no such file"
