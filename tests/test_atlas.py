@@ -171,6 +171,7 @@ def test_perplexity_damage_is_an_increase():
     ({"own": "md"}, "NETWORK:BENCHMARK"),
     ({"n_controls": 1}, "--controls.*1 is not allowed; give an integer ≥ 2"),
     ({"networks": "nonsense"}, "'nonsense' is not a localizer"),
+    ({"folds": 1}, "--folds: 1 is not allowed; give 0"),
 ])
 def test_bad_settings_are_one_line_naming_the_flag(fields, message):
     with pytest.raises(NeurolocError, match=message):
@@ -212,8 +213,8 @@ def api(setup, **options):
 def test_the_cli_writes_every_table_and_figure_and_equals_the_api(setup):
     out: Path = setup["out"]
     for name in ("overlap.csv", "overlap_sites.csv", "dissociation.csv", "verdicts.csv", "chance.csv",
-                 "lesion_results.csv", "layers.csv", "overlap.png", "dissociation.png", "layers.png", "report.html",
-                 "manifest.json", "language/manifest.json", "md/units.safetensors", "tom/report.html"):
+                 "lesion_results.csv", "layers.csv", "reliability.csv", "md/split_half.csv", "overlap.png",
+                 "dissociation.png", "layers.png", "report.html", "manifest.json", "language/manifest.json", "md/units.safetensors", "tom/report.html"):
         assert (out / name).is_file(), name
     html = (out / "report.html").read_text()
     assert "Dissociation matrix" in html and "Overlap" in html and "Dissociations" in html
@@ -226,6 +227,24 @@ def test_the_cli_writes_every_table_and_figure_and_equals_the_api(setup):
         pd.testing.assert_frame_equal(written, expected, check_exact=False, rtol=1e-3, atol=1e-4, obj=name)
     conditions = result.results.groupby(["network", "condition", "seed"]).ngroups
     assert conditions == 1 + 3 * (1 + 2 * 2)  # intact, then per network its target and 2 seeds of 2 kinds
+
+
+def test_units_and_split_half_from_the_one_fold_recording_match_separate_fits(setup, tmp_path):
+    from neuroloc import LocalizeConfig, Localizer, assign_folds, get_stimuli
+
+    plain = run(LocalizeConfig(stimuli="md", percent=5.0, model=setup["model"], settings=SETTINGS), tmp_path / "md",
+                lm=fresh_lm()).localizer
+    from_atlas = Localizer.load(setup["out"] / "md")
+    assert from_atlas.units_ == plain.units_
+    # split half by hand: the same rule fitted on each fold's stimuli alone, then their overlap
+    stimuli = get_stimuli("md")
+    folds = assign_folds(stimuli, 2).frame(stimuli)["fold"].to_numpy()
+    halves = [Localizer("residual", percent=5.0, settings=SETTINGS).fit(fresh_lm(), stimuli.subset(
+        np.flatnonzero(folds == k))) for k in (0, 1)]
+    shared = int((halves[0].get_support() & halves[1].get_support()).sum())
+    reliability = pd.read_csv(setup["out"] / "reliability.csv")
+    row = reliability[(reliability.network == "md") & (reliability.site == "all")].iloc[0]
+    assert row.n_both == shared and row.n_a == halves[0].get_support().sum()
 
 
 def test_a_lesion_cell_equals_the_lesion_study(setup, tmp_path):
@@ -257,13 +276,13 @@ def test_an_interrupted_atlas_resumes_without_redoing_finished_conditions(setup,
             return real(lm, conditions, benchmarks, finished=keep, **options)
         return evaluate
 
-    config = AtlasConfig(model=setup["model"], data=setup["data"], benchmarks="perplexity",
+    config = AtlasConfig(model=setup["model"], data=setup["data"], networks="language,tom", benchmarks="perplexity",
                          own="language:perplexity", percent=5.0, n_controls=2, settings=SETTINGS)
     monkeypatch.setattr(lesion_module, "evaluate_conditions", stop_after(4))
     with pytest.raises(Interrupted):
         run(config, tmp_path / "out", lm=fresh_lm())
     monkeypatch.setattr(lesion_module, "evaluate_conditions", stop_after(None))
     resumed = run(config, tmp_path / "out", lm=fresh_lm())
-    assert evaluated == [16, 16 - 4]  # intact + 3 networks × (target + 4 controls); 4 were saved
+    assert evaluated == [11, 11 - 4]  # intact + 2 networks × (target + 4 controls); 4 were saved
     whole = config.run(fresh_lm())
     pd.testing.assert_frame_equal(resumed.results, whole.results, check_exact=False, rtol=1e-6)

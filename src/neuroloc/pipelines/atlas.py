@@ -72,6 +72,9 @@ class AtlasConfig(StudyConfig):
     pooling: str = fields.pooling()
     percent: float = param(1.0, Interval(float, 0, 100, closed="right"),
                            help="Every network's size: top percent of each site kind's units.")
+    folds: int = param(2, Interval(int, 0, None),
+                       help="Split-half reliability of every network from its one recording (K folds by content); "
+                            "0: skip it (the recordings are then checkpointed).")
     mode: str = fields.intervention()
     n_controls: int = fields.n_controls(3, minimum=2, help="Control sets per kind and network (quick default; "
                                                            "--full: 5); at least 2, for a control sd.")
@@ -95,6 +98,8 @@ class AtlasConfig(StudyConfig):
 
     def check(self) -> None:
         super().check()
+        if self.folds == 1:
+            raise NeurolocError("--folds: 1 is not allowed; give 0 (no reliability) or K ≥ 2")
         if len(set(self.networks)) != len(self.networks):
             raise NeurolocError("networks (--networks): name each network once")
         own = self.own_benchmarks()
@@ -112,7 +117,7 @@ class AtlasConfig(StudyConfig):
 
     def localize_config(self, network: str) -> LocalizeConfig:
         return self.derived(LocalizeConfig, stimuli=network, data=self.data, site=self.site, pooling=self.pooling,
-                            percent=self.percent)
+                            percent=self.percent, folds=self.folds or None)
 
     def load_inputs(self) -> dict[str, Any]:
         own = set(self.own_benchmarks().values())
@@ -168,6 +173,9 @@ class AtlasResult(StudyResult):
         units = {n: self.children[n].localizer.units_ for n in networks}
         scores = {n: self.children[n].localizer.scores_ for n in networks}
         self.overlap, self.overlap_sites = network_overlap(units, scores) if len(networks) > 1 else (None, None)
+        halves = [self.children[n].split_half.assign(network=n) for n in networks
+                  if self.children[n].split_half is not None]
+        self.reliability = pd.concat(halves, ignore_index=True) if halves else None
         self.layers = pd.concat([layer_table(self.children[n].localizer).assign(network=n) for n in networks],
                                 ignore_index=True)
         self.chance = chance_table(self.results[self.results.condition == "intact"], names, config.alpha)
@@ -193,6 +201,8 @@ class AtlasResult(StudyResult):
                   "chance": self.chance, "layers": self.layers}
         if self.overlap is not None:
             tables |= {"overlap": self.overlap, "overlap_sites": self.overlap_sites}
+        if self.reliability is not None:
+            tables["reliability"] = self.reliability
         return tables
 
     def write(self, folder: Path) -> None:
@@ -210,16 +220,26 @@ class AtlasResult(StudyResult):
                                "p": "one-sided Crawford-Howell t test of the target against the control seeds",
                                "fdr": "Benjamini-Hochberg across cells, per control kind",
                                "overlap_p": "exact: sum of per-site hypergeometrics (layer-matched random sets)"},
-                "reliability": "not computed (split-half needs statistics per fold: `neuroloc.assess`)"}
+                "reliability": f"split-half, {self.config.folds} folds by content" if self.config.folds
+                else "not computed (--folds 0)"}
 
     def sections(self) -> list[Section]:
         config: AtlasConfig = self.config
         counts = ", ".join(f"{n} {k}" for n, k in self.summary["n_units"].items())
         text = (f"Each network: top {config.percent:g}% of {', '.join(config.site)} units by its localizer's score "
-                f"({config.pooling}-token pooling), selected across layers: {counts} units. Reliability (split-half) "
-                "is not computed in the atlas; run `neuroloc.assess` on a network's localizer for it.")
+                f"({config.pooling}-token pooling), selected across layers: {counts} units.")
         by_network = self.layers.groupby("network", sort=False)[["n_units", "n_selected"]].sum().reset_index()
-        sections = [Section("The networks", text=text, figures=[self.figures["layers"]], tables=[by_network])]
+        tables = [by_network]
+        if self.reliability is not None:
+            overall = self.reliability[self.reliability.site == "all"]
+            tables.append(overall[["network", "label", "fold_a", "fold_b", "n_a", "n_b", "n_both", "jaccard",
+                                   "jaccard_chance", "p_overlap", "r", "r_spearman_brown"]].round(4))
+            text += (f" Split-half reliability: the same rule on each of {config.folds} folds of a network's stimuli "
+                     "(by content, from the one recording): shared units against layer-matched chance, and the "
+                     "correlation of the scores (Spearman–Brown: projected to all stimuli).")
+        else:
+            text += " Split-half reliability was not computed (--folds 0)."
+        sections = [Section("The networks", text=text, figures=[self.figures["layers"]], tables=tables)]
         if self.overlap is not None:
             overlap = self.overlap[["network_a", "network_b", "n_a", "n_b", "n_both", "jaccard", "jaccard_chance",
                                     "jaccard_chance_high", "p_overlap", "r"]]
