@@ -182,6 +182,7 @@ def test_full_changes_only_fields_left_at_their_defaults():
     full = AtlasConfig(full=True, n_controls=4)
     assert full.n_controls == 4 and {b.name for b in full.benchmarks} == {"blimp", "syntaxgym", "perplexity",
                                                                           "reasoning", "theory_of_mind"}
+    assert all(not b.options for b in full.benchmarks) and AtlasConfig(full=True).n_controls == 5
 
 
 # ------------------------------------------------------------------------------------- end to end
@@ -214,7 +215,8 @@ def test_the_cli_writes_every_table_and_figure_and_equals_the_api(setup):
     out: Path = setup["out"]
     for name in ("overlap.csv", "overlap_sites.csv", "dissociation.csv", "verdicts.csv", "chance.csv",
                  "lesion_results.csv", "layers.csv", "reliability.csv", "md/split_half.csv", "overlap.png",
-                 "dissociation.png", "layers.png", "report.html", "manifest.json", "language/manifest.json", "md/units.safetensors", "tom/report.html"):
+                 "dissociation.png", "layers.png", "report.html", "manifest.json", "language/manifest.json",
+                 "md/units.safetensors", "tom/report.html"):
         assert (out / name).is_file(), name
     html = (out / "report.html").read_text()
     assert "Dissociation matrix" in html and "Overlap" in html and "Dissociations" in html
