@@ -81,6 +81,7 @@ _WHERE: dict[str, str] = {
     "Site": ".models.layout", "register_family": ".models.layout",
     "LoadedModel": ".models.loading", "load_model": ".models.loading", "wrap_model": ".models.loading",
     "AlignConfig": ".pipelines.align", "align": ".pipelines.align",
+    "AtlasConfig": ".pipelines.atlas", "AtlasResult": ".pipelines.atlas", "atlas": ".pipelines.atlas",
     "LanguageConfig": ".pipelines.language", "run_language": ".pipelines.language",
     "LanguageNetworkConfig": ".pipelines.language_network",
     "run_languages": ".pipelines.languages",

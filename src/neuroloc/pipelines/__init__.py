@@ -25,6 +25,8 @@ STUDIES: dict[str, tuple[str, str]] = {
             "Key neurons for parts of speech: attribute, select per class, probe on fresh text, lesion."),
     "multilingual": ("neuroloc.pipelines.multilingual:MultilingualConfig",
                      "Language-specific, -related and -agnostic units; deactivation matrix; steering."),
+    "atlas": ("neuroloc.pipelines.atlas:AtlasConfig",
+              "Every network on one model: localize each, their overlaps, the double-dissociation matrix."),
 }
 
 # Old command names kept for one release: old name → new name.

@@ -40,8 +40,8 @@ from ..units import UnitSet
 from . import fields
 from .reliability import FOLDS_FOLDER, fold_folder
 
-__all__ = ["RESULT_COLUMNS", "Benchmark", "LesionConfig", "LesionInputs", "LesionResult", "build_benchmarks",
-           "evaluate", "lesion_conditions", "run_lesion_study", "unit_magnitudes"]
+__all__ = ["RESULT_COLUMNS", "Benchmark", "LesionConfig", "LesionInputs", "LesionResult", "PlannedCondition",
+           "build_benchmarks", "evaluate", "evaluate_plan", "lesion_conditions", "run_lesion_study", "unit_magnitudes"]
 
 RESULT_COLUMNS = ["condition", "seed", "percent", "benchmark", "subset", "metric", "value"]
 DEFAULT_BENCHMARKS = (BenchmarkSpec("blimp"), BenchmarkSpec("syntaxgym"), BenchmarkSpec("perplexity"))
@@ -87,6 +87,51 @@ def read_units(path: str | Path, fold: int | None = None) -> tuple[Localizer | N
     path = units_folder(path, fold)
     fitted = Localizer.load(path) if (path / LOCALIZER_FILE).is_file() else None
     return fitted, fitted.units_ if fitted else UnitSet.load(path)
+
+
+@dataclass(frozen=True)
+class PlannedCondition:
+    """One condition of a lesion plan: the columns its result rows get (condition, seed, percent, ...), the
+    units it lesions (None: the intact model) and the per-site data its intervention reads (e.g. means)."""
+
+    columns: Mapping[str, Any]
+    units: UnitSet | None
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+def evaluate_plan(lm: LoadedModel, ctx: RunContext, plan: Sequence[PlannedCondition], benchmarks: Sequence[Benchmark],
+                  *, intervention: Intervention, positions: Any, data: Mapping[str, Any], key: Mapping[str, Any],
+                  name: str = "conditions") -> list[pd.DataFrame]:
+    """Every planned condition's benchmark rows (with its columns and `n_units`), in plan order, on every rank.
+
+    Conditions are shared out over torchrun processes; each finished one is saved in the run's item log
+    `name` (keyed by the model, `key`, the benchmarks and the plan), so an interrupted run resumes with the
+    conditions still to do. `data` is the per-site data every intervention reads, updated by a condition's own."""
+    log = None
+    if ctx.checkpointing:
+        log = ctx.item_log(name, ctx.key(lm, **key, benchmarks=[(b.name, b.source) for b in benchmarks],
+                                         plan=[([str(v) for v in p.columns.values()],
+                                                None if p.units is None else p.units.names()) for p in plan]))
+    mine = shard_items(list(enumerate(plan)), ctx.dist)
+    finished = {index: log.get(str(index)) for index, _ in mine} if log is not None else {}
+    todo = [(index, item) for index, item in mine if finished.get(index) is None]
+    conditions = [Condition(str(item.columns.get("condition", index)), None if item.units is None else
+                            (lambda item=item: lesion(lm, item.units, intervention, positions=positions,
+                                                      **{**data, **item.data})))
+                  for index, item in todo]
+
+    def keep(position: int, frame: pd.DataFrame) -> None:
+        index, item = todo[position]
+        finished[index] = frame.assign(**item.columns, n_units=0 if item.units is None else len(item.units))
+        if log is not None:
+            log.put(str(index), finished[index])
+
+    with progress_bar(f"lesion {name}", len(mine), ctx.progress, completed=len(mine) - len(todo)) as advance:
+        evaluate_conditions(lm, conditions, benchmarks, cache_bytes=TRUNK_CACHE_BYTES, progress=advance,
+                            finished=keep)
+    frames = sorted(gather_across_ranks([(index, finished[index]) for index, _ in mine], ctx.dist),
+                    key=lambda pair: pair[0])  # the plan's order
+    return [frame for _, frame in frames]
 
 
 @dataclass
@@ -178,37 +223,14 @@ class LesionConfig(StudyConfig):
         controls = ControlData(magnitudes=unit_magnitudes(localizer), scores=np.asarray(localizer.t_)) \
             if localizer is not None else ControlData()
         sizes = [(p, localizer.select(percent=p)) for p in self.sizes] if self.sizes else [(np.nan, units)]
-        plan = [("intact", 0, np.nan, None)]
+        plan = [PlannedCondition({"condition": "intact", "seed": 0, "percent": np.nan}, None)]
         for percent, target in sizes:
-            plan += [(c, s, percent, u) for c, s, u in lesion_conditions(
-                target, n_controls=self.n_controls, control_kinds=self.control_kinds, seed=self.seed, data=controls)]
-        log = None
-        if ctx.checkpointing:
-            log = ctx.item_log("conditions", ctx.key(lm, study=self.identity(), units=inputs.source,
-                                                     benchmarks=[(b.name, b.source) for b in inputs.benchmarks],
-                                                     plan=[(c, s, str(p), None if u is None else u.names())
-                                                           for c, s, p, u in plan]))
-        mine = shard_items(list(enumerate(plan)), ctx.dist)
-        finished = {index: log.get(str(index)) for index, _ in mine} if log is not None else {}
-        todo = [(index, item) for index, item in mine if finished.get(index) is None]
-        conditions = [Condition(condition, None if selected is None else
-                                (lambda selected=selected: lesion(lm, selected, intervention, positions=positions,
-                                                                  **data_kwargs)))
-                      for _, (condition, _, _, selected) in todo]
-
-        def keep(position: int, frame: pd.DataFrame) -> None:
-            index, (condition, s, percent, selected) = todo[position]
-            finished[index] = frame.assign(condition=condition, seed=s, percent=percent,
-                                           n_units=0 if selected is None else len(selected))
-            if log is not None:
-                log.put(str(index), finished[index])
-
-        with progress_bar("lesion conditions", len(mine), ctx.progress, completed=len(mine) - len(todo)) as advance:
-            evaluate_conditions(lm, conditions, inputs.benchmarks, cache_bytes=TRUNK_CACHE_BYTES, progress=advance,
-                                finished=keep)
-        frames = [(index, finished[index]) for index, _ in mine]
-        frames = sorted(gather_across_ranks(frames, ctx.dist), key=lambda pair: pair[0])  # the plan's order
-        results = pd.concat([frame for _, frame in frames], ignore_index=True)[RESULT_COLUMNS + ["n_units"]]
+            plan += [PlannedCondition({"condition": c, "seed": s, "percent": percent}, u) for c, s, u in
+                     lesion_conditions(target, n_controls=self.n_controls, control_kinds=self.control_kinds,
+                                       seed=self.seed, data=controls)]
+        frames = evaluate_plan(lm, ctx, plan, inputs.benchmarks, intervention=intervention, positions=positions,
+                               data=data_kwargs, key={"study": self.identity(), "units": inputs.source})
+        results = pd.concat(frames, ignore_index=True)[RESULT_COLUMNS + ["n_units"]]
         return LesionResult(config=self, model=dict(lm.identity), results=results, inputs=inputs,
                             intervention=str(intervention), positions=positions, world_size=ctx.dist.world_size)
 
