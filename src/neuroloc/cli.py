@@ -59,6 +59,8 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except NeurolocError as error:
         _fail(str(error))
     except Interrupted as interrupt:
+        if interrupt.checkpointed is False:
+            _fail(f"interrupted ({interrupt.signal_name}) before anything was checkpointed; nothing was written", code=130)
         _fail(f"interrupted ({interrupt.signal_name}); the work done so far is checkpointed: run the same command "
               "again to resume", code=130)
     except KeyboardInterrupt:
