@@ -46,14 +46,14 @@ def study_args(world: dict, study: str) -> list[str]:
     }[study] + model
 
 
-# Where each signal arrives. "first": in the 2nd forward pass (one batch recorded, no checkpoint yet: the
+# Where each signal arrives. "start": in the 1st forward pass (nothing recorded); "first": in the 2nd forward pass (one batch recorded, no checkpoint yet: the
 # interval is 60 s); "between": in the 4th, with a checkpoint every 2 batches (batches 1-2 saved, 3 not);
 # "write": during the final write; "item1"/"item2": once the 1st/2nd lesion or deactivation condition is saved.
-POINTS = {"first": ({"at": "forward", "n": 2}, None), "between": ({"at": "forward", "n": 4}, 2),
+POINTS = {"start": ({"at": "forward", "n": 1}, None), "first": ({"at": "forward", "n": 2}, None), "between": ({"at": "forward", "n": 4}, 2),
           "write": ({"at": "write"}, None), "item1": ({"at": "item", "n": 1}, None),
           "item2": ({"at": "item", "n": 2}, None)}
 SIGNAL_FAULTS = [
-    ("localize", "SIGINT", "first"), ("localize", "SIGTERM", "between"), ("localize", "SIGKILL", "first"),
+    ("localize", "SIGINT", "start"), ("localize", "SIGINT", "first"), ("localize", "SIGTERM", "between"), ("localize", "SIGKILL", "first"),
     ("localize", "SIGKILL", "between"), ("localize", "SIGINT", "write"), ("localize", "SIGKILL", "write"),
     ("multilingual", "SIGINT", "between"), ("multilingual", "SIGKILL", "between"), ("multilingual", "SIGTERM", "item1"),
     ("multilingual", "SIGKILL", "write"),
@@ -374,6 +374,8 @@ def test_signal(world, study, name, point):
         assert not state["siblings"], state  # an interrupted write leaves no staging folder
     # nothing half-written: no output file, only checkpoints (complete files: no temporary ones)
     assert all(f.startswith(".checkpoints/") for f in state["files"]), state
+    if point == "start" and name != "SIGKILL":  # nothing to resume from: nothing left, and it says so
+        assert not state["exists"] and "before anything was checkpointed" in result["stderr"], (state, result)
     if name != "SIGKILL":
         assert not any(f.endswith(".tmp") for f in state["files"]), state
     rerun = world["results"][f"rerun-{fault.id}"]
