@@ -59,6 +59,8 @@ def _guarded(action: Callable[[], Any]) -> Any:
     except NeurolocError as error:
         _fail(str(error))
     except Interrupted as interrupt:
+        if interrupt.checkpointed is False:
+            _fail(f"interrupted ({interrupt.signal_name}) before anything was checkpointed; nothing was written", code=130)
         _fail(f"interrupted ({interrupt.signal_name}); the work done so far is checkpointed: run the same command "
               "again to resume", code=130)
     except KeyboardInterrupt:
@@ -282,18 +284,42 @@ def _first_paragraph(config_type: type) -> str:
     return (config_type.__doc__ or "").strip().split("\n\n")[0]
 
 
-def _run_study(ctx: click.Context, config_type: type[Config]) -> None:
-    from .runner import RunOptions, run
+def build_config(ctx: click.Context, config_type: type[Config]) -> tuple[Config, Any]:
+    """The study's config and the run options a parsed command line gives (checked, nothing run)."""
+    from .runner import RunOptions
     from .settings import RunSettings
 
-    quiet = ctx.params["quiet"]
     values = _values(ctx, "config", config_type, skip=("settings",))
     _apply_benchmark_flags(ctx, values, config_type)
     _nested_values(ctx, config_type, values)
     settings_default = _defaults(config_type).get("settings") or RunSettings()
-    settings = settings_default.replace(**_values(ctx, "settings", RunSettings), progress=not quiet)
-    config = config_type(**values, settings=settings)
-    options = RunOptions(**_values(ctx, "run", RunOptions))
+    settings = settings_default.replace(**_values(ctx, "settings", RunSettings), progress=not ctx.params["quiet"])
+    return config_type(**values, settings=settings), RunOptions(**_values(ctx, "run", RunOptions))
+
+
+def parse_command(args: list[str]) -> Config | None:
+    """What `neuroloc ARGS` would run, without running it: the study's config (None for `info`/`rerun`,
+    whose arguments are parsed only). Raises click's or neuroloc's error for a command line that does not
+    parse or check. For documentation tests."""
+    args = list(args)
+    for old, new in DEPRECATED_COMMANDS.items():
+        if args[:len(old.split())] == old.split():
+            args = [new, *args[len(old.split()):]]
+    if args and args[0] in STUDIES:
+        command = study_command(args[0])
+        with command.make_context(args[0], args[1:]) as ctx:
+            return build_config(ctx, study_config(args[0]))[0]
+    with app.make_context("neuroloc", args, resilient_parsing=False) as ctx:
+        name, command, rest = app.resolve_command(ctx, args)
+        command.make_context(name, rest, parent=ctx).close()
+    return None
+
+
+def _run_study(ctx: click.Context, config_type: type[Config]) -> None:
+    from .runner import run
+
+    quiet = ctx.params["quiet"]
+    config, options = build_config(ctx, config_type)
     if quiet:
         from transformers.utils import logging as hf_logging
 

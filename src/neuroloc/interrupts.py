@@ -23,6 +23,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signal_name: str = "SIGINT") -> None:
         super().__init__(signal_name)
         self.signal_name = signal_name
+        self.checkpointed: bool | None = None  # the runner says whether anything was saved to resume from
 
 
 _state = {"installed": False, "depth": 0, "pending": None}

@@ -177,11 +177,12 @@ def _headline(result: AlignmentResult) -> str:
         lines.append("No ceiling (none given, or a single subject): scores are not normalised.")
     if "units" in summary.index:
         u = summary.loc["units"]
-        text = f"Unit set ({int(u.n_units)} units): r = {u.score:.3f}"
+        text = f"Unit set ({int(u.n_units)} unit{'' if int(u.n_units) == 1 else 's'}): r = {u.score:.3f}"
         if pd.notna(u.normalized):
             text += f", normalised {u.normalized:.3f}"
         if pd.notna(u.get("p", float("nan"))):
-            text += (f"; random sets of the same size per layer: {u.random_mean:.3f} ± {u.random_sd:.3f}, "
+            spread = f" ± {u.random_sd:.3f}" if pd.notna(u.random_sd) else ""  # one random set has no sd
+            text += (f"; random sets of the same size per layer: {u.random_mean:.3f}{spread}, "
                      f"rank {int(u['rank'])} of {int((result.summary.kind == 'random').sum()) + 1}, p = {u.p:.3g}")
         lines.append(text + ".")
     if "all" in summary.index:

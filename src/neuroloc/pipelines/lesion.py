@@ -272,15 +272,30 @@ class LesionResult(StudyResult):
 
     def sections(self) -> list[Section]:
         overall = self.table[(self.table.subset == "overall") | (self.table.benchmark == "perplexity")]
-        kinds = " and ".join(self.config.control_kinds)
-        text = (f"Lesion ({self.intervention}) of {len(self.inputs.units)} units against {self.config.n_controls} "
-                f"{kinds} control set{'s' if self.config.n_controls != 1 else ''} per size with the same count per "
-                "layer and site. Effect = (target − control mean) / control sd.")
+        text = (f"Lesion ({self.intervention}) of {self._units_text()} against {self.config.n_controls} "
+                f"control set{'s' if self.config.n_controls != 1 else ''} of each kind"
+                f"{' per size' if self.results.percent.notna().any() else ''} "
+                f"({self._controls_text()}). Effect = (target − control mean) / control sd.")
         sections = [Section("Lesion results", text=text, figures=[self.figures["lesion"]], tables=[overall.round(4)])]
         if "dose_response" in self.figures:
             sections.append(Section("Dose–response", text="Each size re-selected from the same localizer scores.",
                                     figures=[self.figures["dose_response"]]))
         return sections
+
+    def _units_text(self) -> str:
+        """The lesioned units as the options chose them: the set given, or one re-selection per size."""
+        target = self.results[self.results.condition == "target"].dropna(subset=["percent"])
+        sizes = target.groupby("percent").n_units.first().to_dict()
+        if not sizes:
+            n = len(self.inputs.units)
+            return f"{n} unit{'' if n == 1 else 's'}"
+        return "the units at each size (" + ", ".join(
+            f"{percent:g}%: {n} unit{'' if n == 1 else 's'}" for percent, n in sorted(sizes.items())) + ")"
+
+    def _controls_text(self) -> str:
+        match = {"random": "random: the same count per layer and site",
+                 "magnitude": "magnitude: similar mean |activation|, the same count per layer and site"}
+        return "; ".join(match.get(kind, kind) for kind in self.config.control_kinds)
 
     def headline(self) -> str:
         return f"{len(self.results)} result rows"

@@ -212,8 +212,9 @@ def collect_resumable(recorder: Recorder, stimuli: StimulusSet, checkpoint: Chec
                     add_batch(store, batch, labels, kinds)
                     checkpoint.step(store, [pending[j] for j in batch.texts])
         except Interrupted:
-            with protected():
-                checkpoint.save(store)
+            if bool(checkpoint.done.any()):  # an interrupt before the first batch leaves nothing to resume from
+                with protected():
+                    checkpoint.save(store)
             raise
         with protected():
             checkpoint.save(store)

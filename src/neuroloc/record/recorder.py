@@ -20,7 +20,7 @@ from ..models.layout import Site
 from ..models.loading import LoadedModel
 from ..progress import progress_bar
 from ..text.alignment import align_words
-from ..text.encoding import Batch, batches, check_bos, encode, length_order, pad_id
+from ..text.encoding import Batch, batches, check_bos, check_readable, encode, length_order, pad_id
 from .pooling import WORD_POOLINGS, PoolPlan, check_pooling, head_norms, pool, text_plan, word_plan
 from .routed import RoutedRows
 
@@ -141,6 +141,8 @@ class Recorder:
             raise NeurolocError(f"count_from has {len(count_from)} offsets for {len(texts)} texts")
         token_stats = token_stats or self.pooling == "tokens"
         encoded = encode(self.lm.tokenizer, texts, bos=self.bos, max_tokens=self.max_tokens)
+        context = getattr(self.lm.model.config, "max_position_embeddings", None)
+        check_readable(encoded, texts, self.lm.tokenizer, context)
         pad = pad_id(self.lm.tokenizer)
 
         def forward(ids: Sequence[int]) -> PooledBatch:

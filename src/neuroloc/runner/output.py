@@ -142,6 +142,10 @@ class OutputFolder:
             if self.path.exists():
                 os.rename(self.path, old)
             os.rename(staging, self.path)
+        except OSError as error:  # a full disk, a quota, a folder made read-only meanwhile
+            kept = "the recordings are checkpointed; " if self.holds_checkpoints() else ""
+            raise NeurolocError(f"--out {self.path}: cannot write the results ({error.strerror or error}); {kept}make "
+                                "room (or choose another --out) and run the same command again") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(old, ignore_errors=True)

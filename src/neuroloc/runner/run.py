@@ -91,7 +91,11 @@ def run(config: StudyConfig, out: str | Path | None = None, *, lm: LoadedModel |
                 folder.commit(result, keep_checkpoints=options.keep_checkpoints)
         dist.barrier()
         return result
-    except Interrupted:
+    except Interrupted as interrupt:
+        if folder is not None and launched.is_main:
+            interrupt.checkpointed = folder.holds_checkpoints()
+            if not interrupt.checkpointed:
+                folder.abandon()
         raise
     except BaseException:
         if folder is not None and launched.is_main and not folder.holds_checkpoints():

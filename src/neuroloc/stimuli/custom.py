@@ -153,10 +153,14 @@ def load_contrast_file(
         require_columns(path, columns, [group_column], "; name the group column with --fold-column")
     group = group_column or "group"
     has_group = group in columns
-    texts, conditions, groups, first_line = [], [], [], {}
+    texts, conditions, groups, first_line, seen = [], [], [], {}, {}
     for line, row in records:
         texts.append(cell(path, line, row, text_column))
         condition = cell(path, line, row, condition_column).strip()
+        earlier = seen.setdefault(texts[-1].strip(), (line, condition))
+        if earlier[1] != condition:  # one text cannot be evidence for two conditions
+            raise NeurolocError(f"{path}: line {line}: the text of line {earlier[0]} ({texts[-1][:40]!r}) appears "
+                                f"again under condition {condition!r} (it was {earlier[1]!r}); remove the duplicate")
         conditions.append(condition)
         first_line.setdefault(condition, line)
         if has_group:

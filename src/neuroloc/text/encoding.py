@@ -84,6 +84,27 @@ def encode(tokenizer, texts: Sequence[str], *, bos: str, max_tokens: int | None 
     return Encoded(ids, offsets, special, bos)
 
 
+def check_readable(encoded: Encoded, texts: Sequence[str], tokenizer, context: int | None) -> None:
+    """Refuse what a model cannot read: a text longer than its `context` (positions beyond it are
+    extrapolated, not read; naming the text and the way out), or texts whose own tokens are mostly the
+    tokenizer's unknown token (statistics of one token say nothing about the texts)."""
+    lengths = encoded.lengths()
+    if isinstance(context, int) and lengths and max(lengths) > context:
+        longest = max(range(len(lengths)), key=lengths.__getitem__)
+        start = texts[longest][:40] + ("…" if len(texts[longest]) > 40 else "")
+        raise NeurolocError(f"text {longest} ({start!r}) is {lengths[longest]} tokens long but the model reads at "
+                            f"most {context} positions; give --max-tokens {context} to truncate, or split long texts")
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return
+    own = [token for ids, special in zip(encoded.input_ids, encoded.special)
+           for token, flag in zip(ids, special) if not flag]
+    unknown = sum(token == unk for token in own)
+    if own and unknown * 2 > len(own):
+        raise NeurolocError(f"the tokenizer maps {unknown / len(own):.0%} of the texts' tokens to its unknown token "
+                            f"{tokenizer.unk_token!r}; use a model whose vocabulary covers these texts")
+
+
 @dataclass
 class Batch:
     """One padded batch: model inputs plus the example ids (positions in the encoded list) of its rows.
