@@ -110,7 +110,21 @@ def batch_context(*, example_ids: Sequence[int] | None = None, attention_mask: t
 
 def takes_context(fn: Callable, plain_arguments: int) -> bool:
     """Whether `fn` takes a context after its `plain_arguments` positional arguments: it has more
-    required positional parameters than that, or *args. Parameters with defaults do not count."""
+    required positional parameters than that, or *args. Parameters with defaults do not count.
+    Plain functions are answered once per code object (hooks are installed for every batch)."""
+    code = getattr(fn, "__code__", None)
+    if code is None or not inspect.isfunction(fn):
+        return _takes_context(fn, plain_arguments)
+    key = (code, len(fn.__defaults__ or ()), plain_arguments)
+    if key not in _TAKES_CONTEXT:
+        _TAKES_CONTEXT[key] = _takes_context(fn, plain_arguments)
+    return _TAKES_CONTEXT[key]
+
+
+_TAKES_CONTEXT: dict[tuple, bool] = {}
+
+
+def _takes_context(fn: Callable, plain_arguments: int) -> bool:
     try:
         parameters = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):

@@ -271,14 +271,18 @@ class ModelLayout:
         return f"layer {layer}: {parts.reasons.get(kind, 'not found')}"
 
     def _experts_readable(self, layer: int) -> bool:
-        """Fused experts are probed once: their output must be what neuroloc computes from their neurons."""
+        """Fused experts are probed once: their output must be what neuroloc computes from their neurons
+        (and `down_order` finds where their own code hands the neurons to the down projection)."""
         parts = self.parts(layer)
         if parts.moe.fused and "expert" not in parts.reasons and layer not in self._experts_checked:
-            from .moe import check_fused, experts_reader
-            failed = check_fused(experts_reader(self, layer), self.hidden_size)
+            from .moe import check_fused, down_order, experts_reader
+            reader = experts_reader(self, layer)
+            failed = check_fused(reader, self.hidden_size)
             self._experts_checked.add(layer)
             if failed:
                 parts.reasons["expert"] = failed
+            else:
+                down_order(reader, self.hidden_size)
         return "expert" not in parts.reasons
 
     def has(self, layer: int, kind: str) -> bool:

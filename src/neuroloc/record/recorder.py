@@ -22,7 +22,7 @@ from ..progress import progress_bar
 from ..text.alignment import align_words
 from ..text.encoding import Batch, batches, check_bos, encode, length_order, pad_id
 from .pooling import WORD_POOLINGS, PoolPlan, check_pooling, head_norms, pool, text_plan, word_plan
-from .routed import RoutedRows
+from .routed import RoutedGroup, RoutedRows
 
 
 @dataclass
@@ -37,7 +37,8 @@ class PooledBatch:
     `expert` sites see only the tokens routed to their expert: `present[site]` (bool over `rows`) says
     which rows the expert saw (a row pools the routed tokens of its span), `features[site]` holds those
     rows only, and `routed_counts[site][j]` counts text j's counted tokens routed there (what its token
-    statistics count instead of `token_counts`)."""
+    statistics count instead of `token_counts`); `routed` holds the same, a layer's experts side by side
+    (`record.routed.RoutedGroup`), as the store takes them."""
 
     rows: list[tuple[int, int]]
     features: dict[Site, torch.Tensor]
@@ -48,6 +49,7 @@ class PooledBatch:
     token_counts: torch.Tensor | None = None
     present: dict[Site, torch.Tensor] = field(default_factory=dict)
     routed_counts: dict[Site, torch.Tensor] = field(default_factory=dict)
+    routed: list[RoutedGroup] = field(default_factory=list)
 
 
 def takes_position_ids(model: torch.nn.Module) -> bool:
