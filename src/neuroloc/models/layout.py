@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Union
 
+import torch
 from torch import nn
 
 from ..errors import NeurolocError
@@ -172,11 +173,47 @@ class ModelLayout:
         if len(chosen) != 1 and not candidates:  # the only list of like modules (a decoder's own count)
             chosen = [(n, m) for n, m in inside if len(m) > 1 and len({type(layer) for layer in m}) == 1]
         if len(chosen) != 1:
-            found = ", ".join(f"{n} ({len(m)})" for n, m in (candidates or chosen)) or "none"
-            raise NeurolocError(
-                f"model type {self.model_type!r} is not in neuroloc's table and discovery cannot tell its layer "
-                f"list (the config says {config_layers} layers; candidates: {found}). {self._how_to_register()}")
+            return self._layers_that_run(model, candidates or chosen, config_layers)
         return chosen[0][0], list(chosen[0][1])
+
+    def _layers_that_run(self, model: nn.Module, pool: list[tuple[str, nn.Module]],
+                         config_layers: int | None) -> tuple[str, list[nn.Module]]:
+        """Among several candidate lists (a multimodal model's text decoder beside its vision or audio
+        encoders), the one whose layers each run once on a text-only probe pass; a model whose layers run
+        several times per pass (recurrent stacks) has no layer list neuroloc can name, and says so."""
+        from .gates import probe_ids
+
+        found = ", ".join(f"{n} ({len(m)})" for n, m in pool) or "none"
+        why = ""
+        if len(pool) > 1:
+            calls = {name: 0 for name, _ in pool}
+            handles = [layer.register_forward_pre_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+                       for name, layers in pool for layer in layers]
+            try:
+                with torch.no_grad():
+                    model(input_ids=probe_ids(model))
+                runs = {name: calls[name] / len(layers) for name, layers in pool}
+            except Exception as error:  # noqa: BLE001 - the probe only settles ambiguity; say why it could not
+                runs, why = {}, f"; a text-only probe pass failed: {type(error).__name__}: {str(error)[:120]}"
+            finally:
+                for handle in handles:
+                    handle.remove()
+            once = [(n, m) for n, m in pool if runs.get(n) == 1]
+            if len(once) == 1:
+                return once[0][0], list(once[0][1])
+            repeated = {n: r for n, r in runs.items() if r > 1}
+            if repeated:
+                ran = " and of ".join(f"{n} ran {r:g} times" for n, r in repeated.items())
+                raise NeurolocError(
+                    f"model type {self.model_type!r} applies its layers recurrently: on one text, each layer of {ran} "
+                    f"in one forward pass (the config counts {config_layers} layer applications), so no layer has "
+                    "one output per token and neuroloc has no layer list to name its sites by")
+            ran = [n for n, r in runs.items() if r == 1]
+            why = why or (f"; on a text-only probe pass {', '.join(ran)} ran" if ran else
+                          "; none of them ran on a text-only probe pass")
+        raise NeurolocError(
+            f"model type {self.model_type!r} is not in neuroloc's table and discovery cannot tell its layer "
+            f"list (the config says {config_layers} layers; candidates: {found}{why}). {self._how_to_register()}")
 
     def _how_to_register(self) -> str:
         return (
