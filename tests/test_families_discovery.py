@@ -108,3 +108,27 @@ def test_fused_experts_are_read_where_the_model_hands_them_to_the_down_projectio
         expected[routed] += (neurons @ experts.down_proj[e].T) * (weights * (index == e)).sum(-1)[routed][:, None]
     torch.testing.assert_close(lesioned, expected, atol=1e-6, rtol=1e-4)
     assert not torch.allclose(lesioned, plain.reshape(lesioned.shape))
+
+
+# -- layers carrying several streams or more positions than the text -----------------------------------
+@pytest.mark.parametrize("family, streams", [("hy_v4", 4), ("prophetnet", 1), ("cpmant", 1)])
+def test_a_layers_units_are_what_it_outputs_per_text_token(family, streams):
+    """hy_v4 carries 4 hyper-connection streams per token (all of them are its units, side by side);
+    ProphetNet appends its predict streams after the main stream and CPM-Ant prepends prompt positions:
+    the residual is the text's positions, as the model's own `output_hidden_states` reports them. A zero
+    lesion of some of those units reads 0 there and changes the output."""
+    lm = wrap_model(build(family, len(tiny_tokenizer())), tiny_tokenizer(), name=family)
+    hidden = lm.layout.hidden_size
+    assert lm.layout.width(lm.layout.sites("residual")[0]) == streams * hidden
+    ids = torch.tensor([encode(lm.tokenizer, TEXTS[:1], bos="prepend").input_ids[0]])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "use_cache": False}
+    with torch.no_grad(), record(lm.layout, lm.layout.sites("residual", [0]), stop_early=False) as got:
+        output = run_forward(lm.model, **inputs, output_hidden_states=True)
+    reported = output.hidden_states[1]  # the model's own hidden state after layer 0
+    torch.testing.assert_close(got["layers.0.residual"], reported.reshape(1, ids.shape[1], -1))
+    units = UnitSet.from_names([f"layers.0.residual[{i}]" for i in (0, 5, streams * hidden - 1)], lm.layout)
+    with torch.no_grad(), lesion(lm, units, "zero"), \
+            record(lm.layout, lm.layout.sites("residual", [0]), stop_early=False) as edited:
+        lesioned = run_forward(lm.model, **inputs)
+    assert torch.all(edited["layers.0.residual"][..., [0, 5, streams * hidden - 1]] == 0)
+    assert not torch.allclose(lesioned.logits, output.logits)

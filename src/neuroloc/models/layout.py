@@ -19,6 +19,7 @@ from torch import nn
 from ..errors import NeurolocError
 from .discovery import LayerParts, MlpParts, discover_layer, heads_of, linear_dims
 from .sites import KIND_MEANINGS, SITE_KINDS, UNIT_NAME, Site
+from .streams import LayerShape, probe_layer_shapes
 
 __all__ = ["FAMILIES", "FamilyPaths", "KIND_MEANINGS", "ModelLayout", "SITE_KINDS", "Site", "UNIT_NAME",
            "register_family"]
@@ -133,11 +134,16 @@ class ModelLayout:
         self._parts: dict[int, LayerParts] = {}
         self._gate_checks: dict[int, str | None] | None = None
         self._experts_checked: set[int] = set()
+        self._shapes: dict[int, LayerShape] = {}
         self._verify()
 
     def _verify(self) -> None:
         """Run the probes now, on the bare model: a gated MLP's gate (one forward pass on 5 tokens) and
-        fused experts (one call each), so no probe ever runs while a caller's hooks are installed."""
+        fused experts (one call each), and what each layer outputs per token (`models/streams.py`: one pass),
+        so no probe ever runs while a caller's hooks are installed."""
+        from .gates import probe_ids
+
+        self._shapes = probe_layer_shapes(self.model, self.layers, probe_ids(self.model))
         self.gate_checks()
         for layer in range(self.n_layers):
             if self.parts(layer).moe is not None:
@@ -292,7 +298,8 @@ class ModelLayout:
     def reason(self, layer: int, kind: str) -> str | None:
         """Why layer `layer` has no site of `kind` (None when it has one)."""
         if kind == "residual":
-            return None
+            shape = self._shapes.get(layer)
+            return f"layer {layer}: {shape.reason}" if shape is not None and shape.reason else None
         parts = self.parts(layer)
         has = {"mlp": parts.mlp is not None, "attn": parts.attn is not None, "ssm": parts.ssm is not None,
                "expert": parts.moe is not None and self._experts_readable(layer),
@@ -424,6 +431,8 @@ class ModelLayout:
         self.check(site)
         parts = self.parts(site.layer)
         layer = self.layers[site.layer]
+        if site.kind == "residual" and site.layer in self._shapes:
+            return self._shapes[site.layer].width
         if site.kind in ("residual", "ssm"):
             return self.hidden_size
         if site.kind in ("mlp", "mlp_gate"):
@@ -466,6 +475,12 @@ class ModelLayout:
                 "shared_expert": parts.moe and parts.moe.shared and parts.moe.shared.down,
                 "expert": parts.moe and parts.moe.experts, "router": parts.moe and parts.moe.router}[site.kind]
         return layer.get_submodule(path) if path else layer
+
+    def text_positions(self, layer: int) -> str | None:
+        """Where the text's positions are among a layer's positions ("first" / "last"), when the layer
+        carries more positions than the text (`models/streams.py`); None when one position is one token."""
+        shape = self._shapes.get(layer)
+        return shape.text if shape is not None else None
 
     def reads_output(self, site: Site) -> bool:
         """Whether the site is its module's output (residual, ssm, a gated MLP's activation) or its first

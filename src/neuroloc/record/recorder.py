@@ -56,6 +56,10 @@ def takes_position_ids(model: torch.nn.Module) -> bool:
     return "position_ids" in inspect.signature(model.forward).parameters
 
 
+def takes_use_cache(model: torch.nn.Module) -> bool:
+    return "use_cache" in inspect.signature(model.forward).parameters
+
+
 def counted_tokens(batch: Batch, count_from: Sequence[int] | None) -> torch.Tensor:
     """The tokens token statistics count (batch, tokens): each text's own tokens, and with `count_from`
     (a character offset per text, indexed by example id) only those ending after it — a response after
@@ -159,6 +163,8 @@ class Recorder:
         """One forward pass over `batch`, reduced to pooled rows and per-text token statistics."""
         layout = self.lm.layout
         inputs = batch.inputs(self.lm.device, position_ids=takes_position_ids(self.lm.model))
+        if takes_use_cache(self.lm.model):
+            inputs["use_cache"] = False  # nothing to generate: no key/value cache to fill
         mask = inputs["attention_mask"].bool()
         if self.pooling in WORD_POOLINGS:
             plan, rows = self._word_plan(batch, [word_spans[i] for i in batch.example_ids], mask.device)
