@@ -132,3 +132,5 @@ def test_a_layers_units_are_what_it_outputs_per_text_token(family, streams):
         lesioned = run_forward(lm.model, **inputs)
     assert torch.all(edited["layers.0.residual"][..., [0, 5, streams * hidden - 1]] == 0)
     assert not torch.allclose(lesioned.logits, output.logits)
+    if family == "prophetnet":  # its attention output projection runs once per stream: no head per token
+        assert "runs 2 times per forward pass (once per stream)" in lm.layout.availability()["attn"]["unavailable"]

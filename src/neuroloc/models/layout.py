@@ -135,6 +135,7 @@ class ModelLayout:
         self._gate_checks: dict[int, str | None] | None = None
         self._experts_checked: set[int] = set()
         self._shapes: dict[int, LayerShape] = {}
+        self._attention_calls: dict[int, int] = {}
         self._verify()
 
     def _verify(self) -> None:
@@ -143,7 +144,10 @@ class ModelLayout:
         so no probe ever runs while a caller's hooks are installed."""
         from .gates import probe_ids
 
-        self._shapes = probe_layer_shapes(self.model, self.layers, probe_ids(self.model))
+        attention = {i: self.layers[i].get_submodule(self.parts(i).attn) for i in range(self.n_layers)
+                     if self.parts(i).attn is not None}
+        self._shapes, self._attention_calls = probe_layer_shapes(self.model, self.layers, probe_ids(self.model),
+                                                                 attention)
         self.gate_checks()
         for layer in range(self.n_layers):
             if self.parts(layer).moe is not None:
@@ -306,6 +310,10 @@ class ModelLayout:
                "router": parts.moe is not None and parts.moe.router is not None,
                "shared_expert": parts.moe is not None and parts.moe.shared is not None,
                "mlp_gate": parts.mlp is not None and (not parts.mlp.gated or parts.mlp.gate_act is not None)}
+        if has[kind] and kind == "attn" and self._attention_calls.get(layer, 1) > 1:
+            return (f"layer {layer}: its attention output projection {parts.attn} runs "
+                    f"{self._attention_calls[layer]} times per forward pass (once per stream), so a head has no "
+                    "single output per token")
         if has[kind] and kind == "mlp_gate" and parts.mlp.gated:
             failed = self.gate_checks().get(layer)
             if failed:

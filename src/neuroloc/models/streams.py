@@ -36,17 +36,38 @@ def _hidden(output):
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def probe_layer_shapes(model: nn.Module, layers: list[nn.Module], ids: torch.Tensor) -> dict[int, LayerShape]:
+def probe_layer_shapes(model: nn.Module, layers: list[nn.Module], ids: torch.Tensor,
+                       watch: dict[int, nn.Module] | None = None) -> tuple[dict[int, LayerShape], dict[int, int]]:
     """Per layer whose output is not one (tokens, hidden) row per token on a probe pass of `ids` (one row),
-    its `LayerShape`; {} when the probe pass fails (the layers are then taken as plain)."""
+    its `LayerShape`, and how many times each module of `watch` (layer → module) ran in the pass (an
+    attention output projection run once per stream has no single value per token); ({}, {}) when the
+    probe pass fails (the layers are then taken as plain)."""
     seen: dict[int, torch.Tensor] = {}
+    calls = {i: 0 for i in watch or {}}
+
+    running: list[int] = []  # the layer now running: a module shared by layers counts in each once
+
+    def count(i: int):
+        def hook(_module, _args) -> None:
+            if running and running[-1] == i:
+                calls[i] += 1
+        return hook
+
+    def enter(i: int):
+        def hook(_module, _args) -> None:
+            running.append(i)
+        return hook
 
     def keep(i: int):
         def hook(_module, _args, output) -> None:
             seen.setdefault(i, _hidden(output))
+            if running:
+                running.pop()
         return hook
 
     handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+    handles += [layer.register_forward_pre_hook(enter(i)) for i, layer in enumerate(layers)]
+    handles += [module.register_forward_pre_hook(count(i)) for i, module in (watch or {}).items()]
     parameters = inspect.signature(model.forward).parameters
     kwargs = {key: value for key, value in (("output_hidden_states", True), ("use_cache", False))
               if key in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())}
@@ -54,7 +75,7 @@ def probe_layer_shapes(model: nn.Module, layers: list[nn.Module], ids: torch.Ten
         with torch.no_grad():
             output = model(input_ids=ids, **kwargs)
     except Exception:  # noqa: BLE001 - no evidence: layers stay plain, as before the probe
-        return {}
+        return {}, {}
     finally:
         for handle in handles:
             handle.remove()
@@ -79,7 +100,7 @@ def probe_layer_shapes(model: nn.Module, layers: list[nn.Module], ids: torch.Ten
             shapes[i] = LayerShape(value.shape[-1], text, None if text else (
                 f"{type(layers[i]).__name__} outputs {value.shape[1]} positions for {length} tokens and the model "
                 "reports none of them as its hidden states, so neuroloc cannot tell which are the text's"))
-    return shapes
+    return shapes, calls
 
 
 def text_view(value: torch.Tensor, tokens: tuple[int, int], text: str | None) -> tuple[torch.Tensor, str | None]:
