@@ -430,3 +430,49 @@ def test_ssm_site_is_the_mixer_output(family):
     torch.testing.assert_close(got[f"layers.{layer}.ssm"], seen["mixer"])
     if family == "mamba":
         torch.testing.assert_close(seen["in"] + got[f"layers.{layer}.ssm"], seen["out"])
+
+
+@pytest.mark.parametrize("spans", ["text", "overlapping words"])
+def test_routed_rows_reduce_as_each_expert_alone(spans):
+    """The side-by-side reduction of many experts equals, expert by expert, the mean of its routed tokens
+    over each pooled row's span (words may share a token) and the sums over each text's counted tokens."""
+    from neuroloc.record.pooling import text_plan, word_plan
+    from neuroloc.record.recorder import PooledBatch
+    from neuroloc.record.routed import RoutedRows
+
+    generator = torch.Generator().manual_seed(0)
+    batch, length, width = 3, 6, 5
+    mask = torch.ones(batch, length, dtype=torch.bool)
+    mask[1, 4:] = False
+    own = mask.clone()
+    own[:, 0] = False  # a BOS: pooled by text plans, never counted
+    if spans == "text":
+        plan = text_plan(mask, "mean")
+    else:
+        plan = word_plan([[(1, 2), (2, 3), (5, 5)], [(1, 1), (1, 3)], [(0, 5)]], length, torch.device("cpu"))
+    routed_rows, expected = RoutedRows(), {}
+    sites = [Site(layer, "expert", e) for layer in (0, 1) for e in range(3)]
+    for site in sites:
+        tokens = torch.randperm(batch * length, generator=generator)[:int(torch.randint(0, 12, (1,), generator=generator))]
+        rows = torch.randn(len(tokens), width, generator=generator)
+        routed_rows.add_rows(site, rows, tokens)
+        expected[site] = dict(zip(tokens.tolist(), rows))
+    reduced = PooledBatch([], {})
+    routed_rows.reduce(reduced, plan, own, token_stats=True)
+    for site in sites:
+        values = expected[site]
+        for out in range(plan.n_outputs):
+            span = plan.token_rows[plan.output_rows == out].tolist()
+            hit = [values[t] for t in span if t in values]
+            assert bool(reduced.present[site][out]) == bool(hit)
+        pooled = [torch.stack([values[t] for t in plan.token_rows[plan.output_rows == out].tolist() if t in values]).mean(0)
+                  for out in range(plan.n_outputs) if reduced.present[site][out]]
+        torch.testing.assert_close(reduced.features[site], torch.stack(pooled) if pooled else torch.zeros(0, width))
+        for text in range(batch):
+            counted = [values[t] for t in range(text * length, (text + 1) * length)
+                       if t in values and own.reshape(-1)[t]]
+            total = torch.stack(counted).double().sum(0) if counted else torch.zeros(width, dtype=torch.float64)
+            torch.testing.assert_close(reduced.token_sums[site][text], total)
+            assert int(reduced.routed_counts[site][text]) == len(counted)
+            assert torch.equal(reduced.token_positive[site][text], sum((v > 0).long() for v in counted) if counted
+                               else torch.zeros(width, dtype=torch.long))

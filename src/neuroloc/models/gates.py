@@ -23,11 +23,12 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return float((a - b).abs().max()) <= tolerance * scale
 
 
-def _probe_ids(layout) -> torch.Tensor:
-    vocab = getattr(layout.model.config.get_text_config() if hasattr(layout.model.config, "get_text_config")
-                    else layout.model.config, "vocab_size", None) or 8
+def probe_ids(model: torch.nn.Module) -> torch.Tensor:
+    """Five token ids (1..5 within the vocabulary), one row, on the model's input device: probe passes."""
+    vocab = getattr(model.config.get_text_config() if hasattr(model.config, "get_text_config")
+                    else model.config, "vocab_size", None) or 8
     ids = torch.arange(1, 6) % max(int(vocab), 2)
-    return ids[None].to(input_device(layout.model))
+    return ids[None].to(input_device(model))
 
 
 def check_gates(layout) -> dict[int, str | None]:
@@ -54,7 +55,7 @@ def check_gates(layout) -> dict[int, str | None]:
                 handles.append(layer.get_submodule(path).register_forward_hook(keep((i, f"in{j}"))))
         try:
             with torch.no_grad():
-                layout.model(input_ids=_probe_ids(layout))
+                layout.model(input_ids=probe_ids(layout.model))
         except Exception as error:  # noqa: BLE001 - any failure: the gate stays unchecked, and says why
             return {i: f"layer {i}: the gate could not be checked (a probe forward pass failed: "
                        f"{type(error).__name__}: {str(error)[:120]})" for i in gated}

@@ -22,6 +22,7 @@ import torch
 
 from .layout import ModelLayout, Site
 from .moe import install_experts, install_router
+from .streams import put_back, text_view
 
 __all__ = ["BatchContext", "Editor", "HookContext", "Observer", "StopForward", "batch_context", "current_batch",
            "hooks", "input_device", "record", "run_forward", "takes_context"]
@@ -110,7 +111,21 @@ def batch_context(*, example_ids: Sequence[int] | None = None, attention_mask: t
 
 def takes_context(fn: Callable, plain_arguments: int) -> bool:
     """Whether `fn` takes a context after its `plain_arguments` positional arguments: it has more
-    required positional parameters than that, or *args. Parameters with defaults do not count."""
+    required positional parameters than that, or *args. Parameters with defaults do not count.
+    Plain functions are answered once per code object (hooks are installed for every batch)."""
+    code = getattr(fn, "__code__", None)
+    if code is None or not inspect.isfunction(fn):
+        return _takes_context(fn, plain_arguments)
+    key = (code, len(fn.__defaults__ or ()), plain_arguments)
+    if key not in _TAKES_CONTEXT:
+        _TAKES_CONTEXT[key] = _takes_context(fn, plain_arguments)
+    return _TAKES_CONTEXT[key]
+
+
+_TAKES_CONTEXT: dict[tuple, bool] = {}
+
+
+def _takes_context(fn: Callable, plain_arguments: int) -> bool:
     try:
         parameters = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
@@ -144,22 +159,32 @@ def _tokens_view(value: torch.Tensor, batch: BatchContext) -> torch.Tensor:
     return value
 
 
-def _wrap(site: Site, editor: Editor | None, observer: Observer | None) -> Callable[..., torch.Tensor]:
+def _wrap(site: Site, editor: Editor | None, observer: Observer | None,
+          text: str | None = None) -> Callable[..., torch.Tensor]:
     """One function applying the editor then the observer, passing a context to those that take it
-    (`routed`: the expert's routed tokens, at `expert` sites)."""
+    (`routed`: the expert's routed tokens, at `expert` sites). A layer with several streams per token or
+    more positions than the text (`text`: where the text's are) is shown as one row per text token
+    (`models/streams.py`), and an edit is put back in place."""
     edit_ctx = editor is not None and takes_context(editor, 1)
     observe_ctx = observer is not None and takes_context(observer, 1)
 
     def apply(value: torch.Tensor, routed: torch.Tensor | None = None) -> torch.Tensor:
         batch = _BATCH.get()
         context = HookContext(site, batch, routed)
-        view = _tokens_view(value, batch)
+        mask = batch.attention_mask
+        how = None
+        if mask is not None and mask.dim() == 2 and value.dim() >= 3:
+            view, how = text_view(value, tuple(mask.shape), text)
+        if how is None:
+            view = _tokens_view(value, batch)
         new = view
         if editor is not None:
             new = editor(view, context) if edit_ctx else editor(view)
         if observer is not None:
             observer(new, context) if observe_ctx else observer(new)
-        return new.reshape(value.shape) if new is not value else value
+        if new is view or new is value:
+            return value
+        return put_back(value, new, how)
 
     return apply
 
@@ -192,7 +217,8 @@ def hooks(
         experts: dict[int, dict[int, tuple]] = {}
         modules = {site: layout.module(site) for site in sorted(set(observe) | set(edit))}  # all resolve first
         for site, module in modules.items():
-            apply, edits = _wrap(site, edit.get(site), observe.get(site)), site in edit
+            apply = _wrap(site, edit.get(site), observe.get(site), layout.text_positions(site.layer))
+            edits = site in edit
             if site.kind == "expert":  # an observer may take the routed rows directly (no dense tensor)
                 rows = None if edits else getattr(observe.get(site), "routed_rows", None)
                 experts.setdefault(site.layer, {})[site.expert] = (apply, edits, rows)

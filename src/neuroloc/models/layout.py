@@ -13,11 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Union
 
+import torch
 from torch import nn
 
 from ..errors import NeurolocError
 from .discovery import LayerParts, MlpParts, discover_layer, heads_of, linear_dims
 from .sites import KIND_MEANINGS, SITE_KINDS, UNIT_NAME, Site
+from .streams import LayerShape, probe_layer_shapes
 
 __all__ = ["FAMILIES", "FamilyPaths", "KIND_MEANINGS", "ModelLayout", "SITE_KINDS", "Site", "UNIT_NAME",
            "register_family"]
@@ -132,11 +134,20 @@ class ModelLayout:
         self._parts: dict[int, LayerParts] = {}
         self._gate_checks: dict[int, str | None] | None = None
         self._experts_checked: set[int] = set()
+        self._shapes: dict[int, LayerShape] = {}
+        self._attention_calls: dict[int, int] = {}
         self._verify()
 
     def _verify(self) -> None:
         """Run the probes now, on the bare model: a gated MLP's gate (one forward pass on 5 tokens) and
-        fused experts (one call each), so no probe ever runs while a caller's hooks are installed."""
+        fused experts (one call each), and what each layer outputs per token (`models/streams.py`: one pass),
+        so no probe ever runs while a caller's hooks are installed."""
+        from .gates import probe_ids
+
+        attention = {i: self.layers[i].get_submodule(self.parts(i).attn) for i in range(self.n_layers)
+                     if self.parts(i).attn is not None}
+        self._shapes, self._attention_calls = probe_layer_shapes(self.model, self.layers, probe_ids(self.model),
+                                                                 attention)
         self.gate_checks()
         for layer in range(self.n_layers):
             if self.parts(layer).moe is not None:
@@ -172,11 +183,47 @@ class ModelLayout:
         if len(chosen) != 1 and not candidates:  # the only list of like modules (a decoder's own count)
             chosen = [(n, m) for n, m in inside if len(m) > 1 and len({type(layer) for layer in m}) == 1]
         if len(chosen) != 1:
-            found = ", ".join(f"{n} ({len(m)})" for n, m in (candidates or chosen)) or "none"
-            raise NeurolocError(
-                f"model type {self.model_type!r} is not in neuroloc's table and discovery cannot tell its layer "
-                f"list (the config says {config_layers} layers; candidates: {found}). {self._how_to_register()}")
+            return self._layers_that_run(model, candidates or chosen, config_layers)
         return chosen[0][0], list(chosen[0][1])
+
+    def _layers_that_run(self, model: nn.Module, pool: list[tuple[str, nn.Module]],
+                         config_layers: int | None) -> tuple[str, list[nn.Module]]:
+        """Among several candidate lists (a multimodal model's text decoder beside its vision or audio
+        encoders), the one whose layers each run once on a text-only probe pass; a model whose layers run
+        several times per pass (recurrent stacks) has no layer list neuroloc can name, and says so."""
+        from .gates import probe_ids
+
+        found = ", ".join(f"{n} ({len(m)})" for n, m in pool) or "none"
+        why = ""
+        if len(pool) > 1:
+            calls = {name: 0 for name, _ in pool}
+            handles = [layer.register_forward_pre_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
+                       for name, layers in pool for layer in layers]
+            try:
+                with torch.no_grad():
+                    model(input_ids=probe_ids(model))
+                runs = {name: calls[name] / len(layers) for name, layers in pool}
+            except Exception as error:  # noqa: BLE001 - the probe only settles ambiguity; say why it could not
+                runs, why = {}, f"; a text-only probe pass failed: {type(error).__name__}: {str(error)[:120]}"
+            finally:
+                for handle in handles:
+                    handle.remove()
+            once = [(n, m) for n, m in pool if runs.get(n) == 1]
+            if len(once) == 1:
+                return once[0][0], list(once[0][1])
+            repeated = {n: r for n, r in runs.items() if r > 1}
+            if repeated:
+                ran = " and of ".join(f"{n} ran {r:g} times" for n, r in repeated.items())
+                raise NeurolocError(
+                    f"model type {self.model_type!r} applies its layers recurrently: on one text, each layer of {ran} "
+                    f"in one forward pass (the config counts {config_layers} layer applications), so no layer has "
+                    "one output per token and neuroloc has no layer list to name its sites by")
+            ran = [n for n, r in runs.items() if r == 1]
+            why = why or (f"; on a text-only probe pass {', '.join(ran)} ran" if ran else
+                          "; none of them ran on a text-only probe pass")
+        raise NeurolocError(
+            f"model type {self.model_type!r} is not in neuroloc's table and discovery cannot tell its layer "
+            f"list (the config says {config_layers} layers; candidates: {found}{why}). {self._how_to_register()}")
 
     def _how_to_register(self) -> str:
         return (
@@ -255,13 +302,18 @@ class ModelLayout:
     def reason(self, layer: int, kind: str) -> str | None:
         """Why layer `layer` has no site of `kind` (None when it has one)."""
         if kind == "residual":
-            return None
+            shape = self._shapes.get(layer)
+            return f"layer {layer}: {shape.reason}" if shape is not None and shape.reason else None
         parts = self.parts(layer)
         has = {"mlp": parts.mlp is not None, "attn": parts.attn is not None, "ssm": parts.ssm is not None,
                "expert": parts.moe is not None and self._experts_readable(layer),
                "router": parts.moe is not None and parts.moe.router is not None,
                "shared_expert": parts.moe is not None and parts.moe.shared is not None,
                "mlp_gate": parts.mlp is not None and (not parts.mlp.gated or parts.mlp.gate_act is not None)}
+        if has[kind] and kind == "attn" and self._attention_calls.get(layer, 1) > 1:
+            return (f"layer {layer}: its attention output projection {parts.attn} runs "
+                    f"{self._attention_calls[layer]} times per forward pass (once per stream), so a head has no "
+                    "single output per token")
         if has[kind] and kind == "mlp_gate" and parts.mlp.gated:
             failed = self.gate_checks().get(layer)
             if failed:
@@ -271,14 +323,18 @@ class ModelLayout:
         return f"layer {layer}: {parts.reasons.get(kind, 'not found')}"
 
     def _experts_readable(self, layer: int) -> bool:
-        """Fused experts are probed once: their output must be what neuroloc computes from their neurons."""
+        """Fused experts are probed once: their output must be what neuroloc computes from their neurons
+        (and `down_order` finds where their own code hands the neurons to the down projection)."""
         parts = self.parts(layer)
         if parts.moe.fused and "expert" not in parts.reasons and layer not in self._experts_checked:
-            from .moe import check_fused, experts_reader
-            failed = check_fused(experts_reader(self, layer), self.hidden_size)
+            from .moe import check_fused, down_order, experts_reader
+            reader = experts_reader(self, layer)
+            failed = check_fused(reader, self.hidden_size)
             self._experts_checked.add(layer)
             if failed:
                 parts.reasons["expert"] = failed
+            else:
+                down_order(reader, self.hidden_size)
         return "expert" not in parts.reasons
 
     def has(self, layer: int, kind: str) -> bool:
@@ -383,6 +439,8 @@ class ModelLayout:
         self.check(site)
         parts = self.parts(site.layer)
         layer = self.layers[site.layer]
+        if site.kind == "residual" and site.layer in self._shapes:
+            return self._shapes[site.layer].width
         if site.kind in ("residual", "ssm"):
             return self.hidden_size
         if site.kind in ("mlp", "mlp_gate"):
@@ -425,6 +483,12 @@ class ModelLayout:
                 "shared_expert": parts.moe and parts.moe.shared and parts.moe.shared.down,
                 "expert": parts.moe and parts.moe.experts, "router": parts.moe and parts.moe.router}[site.kind]
         return layer.get_submodule(path) if path else layer
+
+    def text_positions(self, layer: int) -> str | None:
+        """Where the text's positions are among a layer's positions ("first" / "last"), when the layer
+        carries more positions than the text (`models/streams.py`); None when one position is one token."""
+        shape = self._shapes.get(layer)
+        return shape.text if shape is not None else None
 
     def reads_output(self, site: Site) -> bool:
         """Whether the site is its module's output (residual, ssm, a gated MLP's activation) or its first

@@ -23,6 +23,7 @@ logits + log(p'/p) — p' = 0 masks the expert out (−∞), and an unchanged p 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import weakref
 from typing import Callable
@@ -184,10 +185,176 @@ def install_experts(layout, layer: int, wanted: Wanted, handles: list) -> None:
     shape = _Shape()
     handles.append(_block(layout, layer).register_forward_pre_hook(shape.pre_hook, with_kwargs=True))
     if isinstance(reader, FusedExperts):
+        order = down_order(reader, layout.hidden_size)
+        if order is not None:
+            _install_inside(reader, shape, wanted, order, handles)
+            return
         handles.append(reader.module.register_forward_hook(_fused_hook(reader, shape, wanted), with_kwargs=True))
         handles.append(_Forget(reader.module))
     else:
         _install_module_experts(reader, shape, wanted, handles, _block(layout, layer))
+
+
+# -- fused experts, read inside: the input of their own down projection ------------------------------------
+class _DownInput(TorchFunctionMode):
+    """While a fused experts module runs: the sort of its routing (the order it groups its rows in), when it
+    sorts it, and the input of its down projection — the first operation taking both the down weight (or a
+    view or selection of it) and another floating tensor — handed to `on_rows(input, sort)`, which may give
+    back a replacement, so the model's own down projection runs on the edited neurons."""
+
+    def __init__(self, weight: torch.Tensor, index: torch.Tensor, on_rows) -> None:
+        super().__init__()
+        self.weights, self.index, self.on_rows = [weight], index, on_rows
+        self.sort: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.seen = 0
+
+    def _weight(self, t: torch.Tensor) -> bool:
+        return any(t is w for w in self.weights)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+        if not any(self._weight(t) for t in tensors):
+            out = func(*args, **kwargs)
+            if self.sort is None and getattr(func, "__name__", "") == "sort" and tensors \
+                    and self._routing(tensors[0]):
+                self.sort = (out[0], out[1])
+            return out
+        data = [t for t in tensors if not self._weight(t) and t.is_floating_point() and t.ndim >= 2]
+        if not data:  # a view or selection of the weight (transpose, per-expert index)
+            out = func(*args, **kwargs)
+            if isinstance(out, torch.Tensor):
+                self.weights.append(out)
+            return out
+        self.seen += 1
+        new = self.on_rows(data[0], self.sort)
+        if new is not None:
+            swap = lambda a: new if a is data[0] else a  # noqa: E731
+            args, kwargs = tuple(swap(a) for a in args), {key: swap(a) for key, a in kwargs.items()}
+        return func(*args, **kwargs)
+
+    def _routing(self, t: torch.Tensor) -> bool:
+        return not t.is_floating_point() and t.numel() == self.index.numel() \
+            and torch.equal(t.reshape(-1), self.index.reshape(-1))
+
+
+# Per fused experts module: (its experts implementation, how its down projection's input rows are ordered:
+# "sorted" by the sort of its routing, "flat" in (token, slot) order, or None: not readable inside).
+_ORDER: "weakref.WeakKeyDictionary[nn.Module, tuple[object, str | None]]" = weakref.WeakKeyDictionary()
+
+
+def _implementation(module: nn.Module) -> object:
+    return getattr(getattr(module, "config", None), "_experts_implementation", None)
+
+
+def down_order(reader: FusedExperts, hidden: int) -> str | None:
+    """How the experts module's own down projection receives its rows, found once per module (and experts
+    implementation) on a probe through its bare forward (no hooks run): "sorted" when it is one call over
+    every routed (token, expert) pair grouped by the sort of the routing, "flat" when in (token, slot)
+    order — each checked against the hidden layer neuroloc computes from the weights — else None (e.g. a
+    loop over experts), and the hidden layer is then recomputed after the module runs."""
+    module = reader.module
+    cached = _ORDER.get(module)
+    if cached is not None and cached[0] == _implementation(module):
+        return cached[1]
+    parameter = module.down_proj
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(5, hidden, generator=generator).to(parameter.device, parameter.dtype)
+    k = min(2, reader.n_experts)
+    index = ((torch.arange(5)[:, None] * 3 + torch.arange(k)[None]) % reader.n_experts).to(parameter.device)
+    weights = torch.rand(5, k, generator=generator).to(parameter.device, parameter.dtype)
+    try:
+        with torch.no_grad():
+            order = _probe_order(reader, parameter, x, index, weights)
+    except Exception:  # noqa: BLE001 - not readable inside: the hidden layer is recomputed instead
+        order = None
+    _ORDER[module] = (_implementation(module), order)
+    return order
+
+
+def _probe_order(reader: FusedExperts, parameter: torch.Tensor, x: torch.Tensor, index: torch.Tensor,
+                 weights: torch.Tensor) -> str | None:
+    caught: list[tuple[torch.Tensor, tuple | None]] = []
+    with _DownInput(parameter, index, lambda rows, sort: caught.append((rows, sort))):
+        reader.module.forward(x, index, weights)
+    if len(caught) != 1 or caught[0][0].numel() != index.numel() * reader.width:
+        return None
+    rows, sort = caught[0]
+    rows, k = rows.reshape(index.numel(), reader.width), index.shape[-1]
+    pair = sort[1] if sort is not None else torch.arange(index.numel(), device=x.device)
+    flat = index.reshape(-1)[pair]
+    expected = torch.cat([reader.hidden(x[pair[flat == e] // k], e) for e in range(reader.n_experts)])
+    got = torch.cat([rows[flat == e] for e in range(reader.n_experts)])
+    tolerance = 1e-4 if parameter.dtype == torch.float32 else 2e-2
+    if float((expected - got).abs().max()) > tolerance * (float(expected.abs().max()) or 1.0):
+        return None
+    return "sorted" if sort is not None else "flat"
+
+
+def _install_inside(reader: FusedExperts, shape: _Shape, wanted: Wanted, order: str, handles: list) -> None:
+    """Hooks reading (and editing) the experts' neurons where the module's own code passes them to its down
+    projection: no recomputation, and an edit runs through the model's own down projection and mixing."""
+    module, experts, width = reader.module, sorted(wanted), reader.width
+    signature = inspect.signature(module.forward)
+    active: list[_DownInput] = []
+
+    def on_rows(data: torch.Tensor, sort, *, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor | None:
+        n, k = x.reshape(-1, x.shape[-1]).shape[0], index.shape[-1]
+        if data.numel() != n * k * width or (order == "sorted" and sort is None):
+            raise NeurolocError(f"{type(module).__name__} did not pass its {n}×{k} routed rows to its down "
+                                "projection as it did on its probe; neuroloc cannot read its experts' neurons")
+        rows = data.reshape(n * k, width)
+        if order == "sorted":
+            ids, pair = sort
+        else:
+            flat = index.reshape(-1)
+            pair = torch.argsort(flat, stable=True)
+            ids, rows = flat.index_select(0, pair), rows.index_select(0, pair)
+        counts = torch.bincount(ids, minlength=reader.n_experts).tolist()
+        starts = [0]
+        for count in counts:
+            starts.append(starts[-1] + count)
+        token = pair // k
+        batch_tokens = shape.tokens(n)
+        edited = None
+        for e in experts:
+            apply, edits, observe_rows = wanted[e]
+            at = slice(starts[e], starts[e + 1])
+            current = (edited if edited is not None else rows)[at]
+            if observe_rows is not None:
+                observe_rows(current, token[at])
+                continue
+            dense = current.new_zeros(n, width).index_copy_(0, token[at], current)
+            routed = torch.zeros(n, dtype=torch.bool, device=current.device).index_fill_(0, token[at], True)
+            new = apply(dense.view(*batch_tokens, width), routed.view(batch_tokens))
+            if edits and new is not None and not _same(new, dense):
+                edited = rows.clone() if edited is None else edited
+                edited[at] = new.reshape(n, width).index_select(0, token[at]).to(edited.dtype)
+        if edited is None:
+            return None
+        if order == "flat":
+            edited = torch.empty_like(edited).index_copy_(0, pair, edited)
+        return edited.reshape(data.shape)
+
+    def enter(_module, args, kwargs):
+        bound = signature.bind(*args, **kwargs).arguments
+        x, index = list(bound.values())[:2]
+        mode = _DownInput(module.down_proj, index, functools.partial(on_rows, x=x, index=index))
+        mode.__enter__()
+        active.append(mode)
+
+    def leave(_module, _args, _kwargs, _output):
+        if active:  # also when the forward raised (always_call): the mode never outlives the module
+            mode = active.pop()
+            mode.__exit__(None, None, None)
+            if mode.seen != 1 and _output is not None:
+                raise NeurolocError(f"{type(module).__name__} called its down projection {mode.seen} times "
+                                    "(once on its probe); neuroloc cannot read its experts' neurons")
+
+    # A hook installed later (a recording inside a lesion) enters its mode first, so the earlier one, inner,
+    # edits before the later one sees the rows — as at a module boundary; modes leave in reverse order.
+    handles.append(module.register_forward_pre_hook(enter, with_kwargs=True, prepend=True))
+    handles.append(module.register_forward_hook(leave, with_kwargs=True, always_call=True))
 
 
 # Per fused experts module, the hidden rows an earlier hook of the same pass left (edited or not), keyed

@@ -42,7 +42,7 @@ def _pick(values: torch.Tensor, rows: list[int], n: int) -> torch.Tensor:
 def add_batch(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kinds: Sequence[str]) -> None:
     """Route one reduced batch into `store`; `labels[i]` is text i's label. The sites of a device go
     in side by side (`StatsStore.update_sites`): a few tensor operations per label, whatever the sites.
-    Expert sites, which see only their routed rows and tokens, go in one by one (`_add_routed`)."""
+    Expert sites, which see only their routed rows and tokens, go in a layer at a time (`_add_routed`)."""
     row_labels = _label_rows([labels[text] for text, _ in batch.rows])
     full = {site: value for site, value in batch.features.items() if site not in batch.present}
     for names, widths, group in _side_by_side(full):
@@ -66,37 +66,44 @@ def add_batch(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kind
 
 
 def _add_routed(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kinds: Sequence[str]) -> None:
-    """Expert sites: each label's rows among those the expert saw, and token statistics over the tokens
-    routed to it, counted by `routed_counts` — so a statistic's count is the expert's own count (an empty
-    update still creates the entry: an expert no text of a label reached has count 0). Entries are made
-    outside inference mode (the recorder's batches arrive inside it), so they can be merged later."""
-    with torch.inference_mode(False):
-        _add_routed_entries(store, batch, labels, kinds)
-
-
-def _add_routed_entries(store: StatsStore, batch: PooledBatch, labels: Sequence[str], kinds: Sequence[str]) -> None:
-    batch_labels = dict.fromkeys(labels[text] for text in batch.texts)
-    for site, present in batch.present.items():
-        kept = torch.nonzero(present.cpu()).flatten().tolist()
-        values = batch.features[site]
-        seen = _label_rows([labels[batch.rows[i][0]] for i in kept])
-        for label in batch_labels:
-            rows = torch.tensor(seen.get(label, []), dtype=torch.long, device=values.device)
-            chosen = values.index_select(0, rows)
-            for kind in ("moments", "rows"):
-                if kind in kinds:
-                    store.update(kind, label, site.name, chosen)
-    if "tokens" not in kinds:
+    """Expert sites, a layer's experts side by side (`StatsStore.update_stacked`): each label's rows among
+    those each expert saw, and token statistics over the tokens routed to it, counted by `routed` — so a
+    statistic's count is the expert's own count (an expert no text of a label reached has count 0).
+    Entries are made outside inference mode (the recorder's batches arrive inside it), so they can be
+    merged later."""
+    if not batch.routed:
         return
-    text_labels = _label_rows([labels[text] for text in batch.texts])
-    for site, counts in batch.routed_counts.items():
-        counts = counts.tolist()
-        for label, texts in text_labels.items():
-            index = torch.tensor(texts, dtype=torch.long, device=batch.token_sums[site].device)
-            store.update("tokens", label, site.name, sum(counts[j] for j in texts),
-                         batch.token_positive[site].index_select(0, index).sum(0),
-                         batch.token_sums[site].index_select(0, index).sum(0),
-                         batch.token_positive_sums[site].index_select(0, index).sum(0))
+    with torch.inference_mode(False):
+        row_labels = _label_rows([labels[text] for text, _ in batch.rows])
+        text_labels = _label_rows([labels[text] for text in batch.texts])
+        picks: dict[tuple[str, str, torch.device], torch.Tensor | None] = {}
+
+        def pick(values: torch.Tensor, which: str, label: str) -> torch.Tensor:
+            """`values` (sites, rows or texts, ...) at the rows (texts) of `label`."""
+            positions = (row_labels if which == "rows" else text_labels)[label]
+            if len(positions) == values.shape[1]:
+                return values
+            key = (which, label, values.device)
+            if key not in picks:
+                picks[key] = torch.tensor(positions, dtype=torch.long, device=values.device)
+            return values.index_select(1, picks[key])
+
+        for group in batch.routed:
+            names = [site.name for site in group.sites]
+            for label in text_labels:  # every label of the batch's texts, even where an expert saw none
+                if group.pooled is not None and ("moments" in kinds or "rows" in kinds):
+                    has_rows = label in row_labels
+                    values = pick(group.pooled, "rows", label) if has_rows else group.pooled[:, :0]
+                    seen = pick(group.seen, "rows", label) if has_rows else group.seen[:, :0]
+                    if "moments" in kinds:
+                        store.update_stacked("moments", label, names, values, seen)
+                    if "rows" in kinds:
+                        for i, name in enumerate(names):
+                            store.update("rows", label, name, values[i][seen[i]])
+                if "tokens" in kinds and group.sums is not None:
+                    store.update_stacked("tokens", label, names, pick(group.routed, "texts", label).sum(1),
+                                         *(pick(v, "texts", label).sum(1)
+                                           for v in (group.positive, group.sums, group.positive_sums)))
 
 
 def collect(recorder: Recorder, stimuli: StimulusSet, store: StatsStore | None = None, *,

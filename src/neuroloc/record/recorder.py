@@ -22,7 +22,7 @@ from ..progress import progress_bar
 from ..text.alignment import align_words
 from ..text.encoding import Batch, batches, check_bos, check_readable, encode, length_order, pad_id
 from .pooling import WORD_POOLINGS, PoolPlan, check_pooling, head_norms, pool, text_plan, word_plan
-from .routed import RoutedRows
+from .routed import RoutedGroup, RoutedRows
 
 
 @dataclass
@@ -37,7 +37,8 @@ class PooledBatch:
     `expert` sites see only the tokens routed to their expert: `present[site]` (bool over `rows`) says
     which rows the expert saw (a row pools the routed tokens of its span), `features[site]` holds those
     rows only, and `routed_counts[site][j]` counts text j's counted tokens routed there (what its token
-    statistics count instead of `token_counts`)."""
+    statistics count instead of `token_counts`); `routed` holds the same, a layer's experts side by side
+    (`record.routed.RoutedGroup`), as the store takes them."""
 
     rows: list[tuple[int, int]]
     features: dict[Site, torch.Tensor]
@@ -48,10 +49,15 @@ class PooledBatch:
     token_counts: torch.Tensor | None = None
     present: dict[Site, torch.Tensor] = field(default_factory=dict)
     routed_counts: dict[Site, torch.Tensor] = field(default_factory=dict)
+    routed: list[RoutedGroup] = field(default_factory=list)
 
 
 def takes_position_ids(model: torch.nn.Module) -> bool:
     return "position_ids" in inspect.signature(model.forward).parameters
+
+
+def takes_use_cache(model: torch.nn.Module) -> bool:
+    return "use_cache" in inspect.signature(model.forward).parameters
 
 
 def counted_tokens(batch: Batch, count_from: Sequence[int] | None) -> torch.Tensor:
@@ -159,6 +165,8 @@ class Recorder:
         """One forward pass over `batch`, reduced to pooled rows and per-text token statistics."""
         layout = self.lm.layout
         inputs = batch.inputs(self.lm.device, position_ids=takes_position_ids(self.lm.model))
+        if takes_use_cache(self.lm.model):
+            inputs["use_cache"] = False  # nothing to generate: no key/value cache to fill
         mask = inputs["attention_mask"].bool()
         if self.pooling in WORD_POOLINGS:
             plan, rows = self._word_plan(batch, [word_spans[i] for i in batch.example_ids], mask.device)

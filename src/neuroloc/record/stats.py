@@ -320,6 +320,111 @@ class Rows:
         return self
 
 
+class StackedMoments:
+    """`Moments` of several sites of one width side by side, each over its own rows — expert sites, each of
+    which sees only its routed tokens: a count per site (sites,) and fields (sites, width); updated with
+    all sites' rows at once and merged exactly (Chan et al., per site); `split` gives each site's `Moments`."""
+
+    FIELDS = Moments.FIELDS
+
+    def __init__(self, n_sites: int, width: int, device: torch.device | str | None = None) -> None:
+        self.n = torch.zeros(n_sites, dtype=torch.int64, device=device)
+        zeros = lambda dtype: torch.zeros(n_sites, width, dtype=dtype, device=device)  # noqa: E731
+        self.mean, self.m2 = zeros(torch.float64), zeros(torch.float64)
+        self.abs_mean, self.abs_m2 = zeros(torch.float64), zeros(torch.float64)
+        self.positive = zeros(torch.int64)
+
+    @classmethod
+    def of(cls, parts: Sequence[Moments]) -> "StackedMoments":
+        """Per-site accumulators stacked (their own memory stays theirs)."""
+        stacked = cls(0, 0)
+        stacked.n = torch.tensor([p.n for p in parts], dtype=torch.int64, device=parts[0].mean.device)
+        for f in cls.FIELDS:
+            setattr(stacked, f, torch.stack([getattr(p, f).to(parts[0].mean.device) for p in parts]))
+        return stacked
+
+    def update(self, values: torch.Tensor, seen: torch.Tensor) -> "StackedMoments":
+        """Add rows (sites, rows, width) of which `seen` (sites, rows) marks each site's own."""
+        x = values.detach().to(self.mean.device, torch.float64)
+        seen = seen.to(self.mean.device)
+        _check_finite(x)
+        weight = seen[..., None].to(torch.float64)
+        count = seen.sum(1)
+        per = count.clamp(min=1).to(torch.float64)[:, None]
+        mean = (x * weight).sum(1) / per
+        absolute = x.abs()
+        abs_mean = (absolute * weight).sum(1) / per
+        m2 = ((x - mean[:, None]).square() * weight).sum(1)
+        abs_m2 = ((absolute - abs_mean[:, None]).square() * weight).sum(1)
+        positive = ((x > 0) & seen[..., None]).sum(1)
+        n = self.n + count
+        share = (count.to(torch.float64) / n.clamp(min=1))[:, None]
+        cross = (self.n.to(torch.float64) * count / n.clamp(min=1))[:, None]
+        delta, abs_delta = mean - self.mean, abs_mean - self.abs_mean
+        self.mean, self.m2 = self.mean + delta * share, self.m2 + m2 + delta.square() * cross
+        self.abs_mean, self.abs_m2 = self.abs_mean + abs_delta * share, self.abs_m2 + abs_m2 + abs_delta.square() * cross
+        self.positive = self.positive + positive
+        self.n = n
+        return self
+
+    def split(self, widths: Sequence[int]) -> list[Moments]:
+        counts = self.n.tolist()
+        parts = []
+        for i, count in enumerate(counts):
+            part = Moments(0)
+            part.n = count
+            for f in self.FIELDS:
+                setattr(part, f, getattr(self, f)[i].clone())
+            parts.append(part)
+        return parts
+
+
+class StackedTokens:
+    """`TokenStats` of several sites of one width side by side, each over its own tokens (expert sites):
+    counts (sites,), fields (sites, width); `split` gives each site's `TokenStats`."""
+
+    FIELDS = TokenStats.FIELDS
+
+    def __init__(self, n_sites: int, width: int, device: torch.device | str | None = None) -> None:
+        self.n = torch.zeros(n_sites, dtype=torch.int64, device=device)
+        self.positive = torch.zeros(n_sites, width, dtype=torch.int64, device=device)
+        self.sum = torch.zeros(n_sites, width, dtype=torch.float64, device=device)
+        self.positive_sum = torch.zeros(n_sites, width, dtype=torch.float64, device=device)
+
+    @classmethod
+    def of(cls, parts: Sequence[TokenStats]) -> "StackedTokens":
+        stacked = cls(0, 0)
+        stacked.n = torch.tensor([p.n for p in parts], dtype=torch.int64, device=parts[0].sum.device)
+        for f in cls.FIELDS:
+            setattr(stacked, f, torch.stack([getattr(p, f).to(parts[0].sum.device) for p in parts]))
+        return stacked
+
+    def update(self, n_tokens: torch.Tensor, positive: torch.Tensor, sums: torch.Tensor,
+               positive_sums: torch.Tensor) -> "StackedTokens":
+        """Add per site (sites,) token counts and (sites, width) counts of x > 0, sums and positive sums."""
+        _check_finite(sums)
+        device = self.sum.device
+        self.n = self.n + n_tokens.to(device, torch.int64)
+        self.positive = self.positive + positive.to(device, torch.int64)
+        self.sum = self.sum + sums.to(device, torch.float64)
+        self.positive_sum = self.positive_sum + positive_sums.to(device, torch.float64)
+        return self
+
+    def split(self, widths: Sequence[int]) -> list[TokenStats]:
+        counts = self.n.tolist()
+        parts = []
+        for i, count in enumerate(counts):
+            part = TokenStats(0)
+            part.n = count
+            for f in self.FIELDS:
+                setattr(part, f, getattr(self, f)[i].clone())
+            parts.append(part)
+        return parts
+
+
+STACKED_KINDS: dict[str, type] = {"moments": StackedMoments, "tokens": StackedTokens}
+
+
 STAT_KINDS: dict[str, type] = {"moments": Moments, "tokens": TokenStats, "rows": Rows}
 
 
@@ -392,6 +497,31 @@ class StatsStore:
             raise _name_sites(error, sites, widths, values) from None
         if kind == "rows":
             self._check_rows()
+
+    def update_stacked(self, kind: str, label: str, sites: Sequence[str], *values) -> None:
+        """Route one batch of several sites of one width, each seeing its own rows or tokens (expert sites):
+        `values` as `StackedMoments.update` (rows (sites, rows, width) and which are each site's) or
+        `StackedTokens.update` (per-site counts and sums) take them. Kept stacked until the store is read."""
+        if kind not in STACKED_KINDS:
+            raise NeurolocError(f"statistic kind {kind!r} cannot be stacked; choose from {', '.join(STACKED_KINDS)}")
+        key = (kind, label, tuple(sites))
+        if key not in self._blocks:
+            if any(k == kind and lab == label and set(other) & set(sites) for k, lab, other in self._blocks):
+                self._split_blocks()
+            like = values[0] if kind == "moments" else values[-1]  # (sites, ..., width)
+            width, device = like.shape[-1], like.device
+            parts = [self._entries.pop((kind, label, site), None) for site in sites]
+            if any(p is not None for p in parts):  # resumed, read before: carried on side by side
+                parts = [p if p is not None else _stat_class(kind)(width, device) for p in parts]
+                block = STACKED_KINDS[kind].of(parts)
+            else:
+                block = STACKED_KINDS[kind](len(sites), width, device)
+            self._blocks[key] = ((width,) * len(sites), block)
+        try:
+            self._blocks[key][1].update(*values)
+        except NonFiniteActivations as error:
+            raise NonFiniteActivations(f"{error} (at one of {', '.join(sites[:3])}{', ...' if len(sites) > 3 else ''})") \
+                from None
 
     def _update_each(self, kind: str, label: str, sites: Sequence[str], widths: Sequence[int], values) -> None:
         pieces = [v.split(list(widths), dim=-1) if torch.is_tensor(v) else [v] * len(sites) for v in values]
