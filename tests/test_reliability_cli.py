@@ -75,7 +75,7 @@ def _roundtrip(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
 
 def test_cli_flags_give_the_tables_of_assess(model_dir, lm, paired, tmp_path):
     out = _localize(model_dir, paired, tmp_path / "loc", "--design", "S:N", "--percent", "5", "--folds", "2",
-                    "--fold-column", "item", "--permutations", "40", "--random-sets", "20", "--null", "untrained:1",
+                    "--fold-column", "item", "--permutations", "40", "--held-out-random-sets", "20", "--null", "untrained:1",
                     "--length-matched", "--seed", "4")
     stimuli = get_stimuli(str(paired), contrast=("S", "N"), group_column="item")
     config = ReliabilityConfig(folds=2, permutations=40, random_sets=20, untrained=(1,), length_matched=True, seed=4)
@@ -153,7 +153,7 @@ def test_null_contrast_through_the_cli_is_at_chance(model_dir, language, tmp_pat
     sentences = language.texts_of("sentences")[:80]
     fake = np.where(np.random.default_rng(2).permutation(80) % 2 == 0, "A", "B")
     null_file = _write(tmp_path / "null.csv", sentences, fake)
-    flags = ["--percent", "10", "--folds", "2", "--permutations", "200", "--random-sets", "50", "--stability", "0.5"]
+    flags = ["--percent", "10", "--folds", "2", "--permutations", "200", "--held-out-random-sets", "50", "--stability", "0.5"]
     out = _localize(model_dir, null_file, tmp_path / "null", "--design", "A:B", *flags)
     null = pd.read_csv(out / "reliability.csv").iloc[0]
     assert null.split_half_jaccard <= null.split_half_jaccard_chance_high and null.split_half_p_overlap > 0.05

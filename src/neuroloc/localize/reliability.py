@@ -80,7 +80,7 @@ class ReliabilityConfig(Config):
     seed: int = param(0, InstanceOf(int), help="Seed of the permutations and of the random layer-matched units.")
     alpha: float = param(0.05, Interval(float, 0, 1, "neither"),
                          help="Level of the FDR count, the family-wise threshold and the confound tests.")
-    random_sets: int = param(100, Interval(int, 1, None),
+    random_sets: int = param(100, Interval(int, 1, None), flag="--held-out-random-sets",
                              help="Random layer-matched unit sets the held-out effect is compared with.")
     stability: tuple[float, ...] = param((0.25, 0.5, 0.75), Each(Interval(float, 0, 1, "neither"), empty=True),
                                          parse=parse_floats, help="Shares of the stimuli the stability curve selects from.")
