@@ -214,7 +214,7 @@ def api(setup, **options):
 def test_the_cli_writes_every_table_and_figure_and_equals_the_api(setup):
     out: Path = setup["out"]
     for name in ("overlap.csv", "overlap_sites.csv", "dissociation.csv", "verdicts.csv", "chance.csv",
-                 "lesion_results.csv", "layers.csv", "reliability.csv", "md/split_half.csv", "overlap.png",
+                 "lesion_results.csv", "layers.csv", "reliability.csv", "overlap.png",
                  "dissociation.png", "layers.png", "report.html", "manifest.json", "language/manifest.json",
                  "md/units.safetensors", "tom/report.html"):
         assert (out / name).is_file(), name

@@ -24,6 +24,7 @@ from ..errors import MissingData, NeurolocError
 from ..evaluate.controls import ControlData
 from ..evaluate.registry import BenchmarkSpec, parse_benchmarks
 from ..lesion import Intervention
+from ..localize.reliability import split_half
 from ..models.loading import LoadedModel
 from ..parse import parse_list
 from ..report.atlas_figures import plot_dissociation, plot_overlap
@@ -31,11 +32,12 @@ from ..report.figures import plot_layer_distribution, save_figure
 from ..report.html import Section
 from ..runner import RunContext, StudyConfig, StudyResult, run
 from ..settings import RunSettings
+from ..stimuli.base import StimulusSet
 from ..stimuli.registry import STIMULI
 from ..studies.atlas import chance_table, dissociation_cells, dissociation_verdicts, network_overlap
 from . import fields
 from .lesion import PlannedCondition, evaluate_plan, lesion_conditions, unit_magnitudes
-from .localize import LocalizeConfig, LocalizeResult, layer_table
+from .localize import LocalizeConfig, LocalizeResult, layer_table, selection_summary
 
 __all__ = ["FULL", "AtlasConfig", "AtlasResult", "atlas"]
 
@@ -119,7 +121,7 @@ class AtlasConfig(StudyConfig):
 
     def localize_config(self, network: str) -> LocalizeConfig:
         return self.derived(LocalizeConfig, stimuli=network, data=self.data, site=self.site, pooling=self.pooling,
-                            percent=self.percent, folds=self.folds or None)
+                            percent=self.percent)
 
     def load_inputs(self) -> dict[str, Any]:
         own = set(self.own_benchmarks().values())
@@ -137,8 +139,10 @@ class AtlasConfig(StudyConfig):
     def compute(self, lm: LoadedModel, ctx: RunContext, inputs: dict[str, Any]) -> "AtlasResult":
         for skipped in inputs["skipped"]:
             ctx.warn(f"skipping {skipped}")
-        localized: dict[str, LocalizeResult] = {
-            n: self.localize_config(n).run(lm, ctx.child(n), inputs["stimuli"][n]) for n in self.networks}
+        localized, halves = {}, []
+        for network in self.networks:
+            localized[network], half = self.localize(lm, ctx, network, inputs["stimuli"][network])
+            halves += [half] if half is not None else []
         intervention = Intervention.parse(self.mode)
         plan = [PlannedCondition({"network": "", "condition": "intact", "seed": 0}, None)]
         for network, result in localized.items():
@@ -154,7 +158,24 @@ class AtlasConfig(StudyConfig):
         results = pd.concat(frames, ignore_index=True)
         results = results[["network", "condition", "seed", "n_units", "benchmark", "subset", "metric", "value"]]
         return AtlasResult(config=self, model=dict(lm.identity), children=dict(localized), results=results,
-                           benchmarks=inputs["benchmarks"], skipped=inputs["skipped"], intervention=str(intervention))
+                           benchmarks=inputs["benchmarks"], skipped=inputs["skipped"], intervention=str(intervention),
+                           reliability=pd.concat(halves, ignore_index=True) if halves else None)
+
+    def localize(self, lm: LoadedModel, ctx: RunContext, network: str,
+                 stimuli: StimulusSet) -> tuple[LocalizeResult, pd.DataFrame | None]:
+        """A network's localize child and, with `folds`, its split-half table: the child's localizer recorded
+        once with statistics per fold (not checkpointed; every process records every stimulus), which fits
+        the same units as the plain recording."""
+        config = self.localize_config(network)
+        if not self.folds:
+            return config.run(lm, ctx.child(network), stimuli), None
+        localizer = config.localizer()
+        localizer.folds = self.folds
+        localizer.fit(lm, stimuli)
+        child = LocalizeResult(config=config, model=dict(lm.identity), localizer=localizer, stimuli=stimuli,
+                               gate=lm.layout.describe()["mlp_gate"], world_size=ctx.dist.world_size,
+                               summary=selection_summary(localizer))
+        return child, split_half(localizer).assign(network=network)
 
 
 @dataclass
@@ -167,6 +188,7 @@ class AtlasResult(StudyResult):
     benchmarks: list = None
     skipped: list = None
     intervention: str = ""
+    reliability: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         config: AtlasConfig = self.config
@@ -175,9 +197,6 @@ class AtlasResult(StudyResult):
         units = {n: self.children[n].localizer.units_ for n in networks}
         scores = {n: self.children[n].localizer.scores_ for n in networks}
         self.overlap, self.overlap_sites = network_overlap(units, scores) if len(networks) > 1 else (None, None)
-        halves = [self.children[n].split_half.assign(network=n) for n in networks
-                  if self.children[n].split_half is not None]
-        self.reliability = pd.concat(halves, ignore_index=True) if halves else None
         self.layers = pd.concat([layer_table(self.children[n].localizer).assign(network=n) for n in networks],
                                 ignore_index=True)
         self.chance = chance_table(self.results[self.results.condition == "intact"], names, config.alpha)

@@ -17,7 +17,6 @@ import pandas as pd
 from ..config import Each, InstanceOf, Interval, param
 from ..errors import NeurolocError
 from ..localize.localizer import Localizer
-from ..localize.reliability import split_half
 from ..models.loading import LoadedModel
 from ..parse import parse_layers, parse_list
 from ..record.distributed import DistContext, merge_across_ranks, shard_stimuli
@@ -73,10 +72,6 @@ class LocalizeConfig(StudyConfig):
     per_layer: bool = param(False, InstanceOf(bool), help="Select within each layer.")
     fdr: float | None = param(None, Interval(float, 0, 1, closed="right"), None,
                               help="Keep only units whose BH-adjusted p is at most this.")
-    folds: int | None = param(None, Interval(int, 2, None), None,
-                              help="Also keep statistics per fold (K folds by content, the same one recording) and "
-                                   "write the split-half reliability of the selection (split_half.csv); the "
-                                   "recording is then not checkpointed.")
 
     def check(self) -> None:
         super().check()
@@ -97,8 +92,7 @@ class LocalizeConfig(StudyConfig):
         """The estimator this config describes, with its run settings."""
         return Localizer(list(self.site), score=self.score, design=self.design_spec(), pooling=self.pooling,
                          percent=self.percent, count=self.count, per_layer=self.per_layer, absolute=self.absolute,
-                         fdr=self.fdr, layers=self.layers, quantile=self.quantile, settings=self.settings,
-                         folds=self.folds)
+                         fdr=self.fdr, layers=self.layers, quantile=self.quantile, settings=self.settings)
 
     def load_inputs(self) -> StimulusSet:
         design = self.design_spec()
@@ -111,11 +105,6 @@ class LocalizeConfig(StudyConfig):
 
     def compute(self, lm: LoadedModel, ctx: RunContext, stimuli: StimulusSet) -> "LocalizeResult":
         localizer = self.localizer()
-        if self.folds is not None:  # one recording with statistics per fold; every process records every stimulus
-            localizer.fit(lm, stimuli)
-            return LocalizeResult(config=self, model=dict(lm.identity), localizer=localizer, stimuli=stimuli,
-                                  gate=lm.layout.describe()["mlp_gate"], world_size=ctx.dist.world_size,
-                                  summary=selection_summary(localizer), split_half=split_half(localizer))
         checkpoint = None
         if ctx.checkpointing:
             key = ctx.key(lm, data=stimuli.content_hash(), study=self.identity())
@@ -152,7 +141,6 @@ class LocalizeResult(StudyResult):
     stimuli: StimulusSet = None
     gate: str = ""
     world_size: int = 1
-    split_half: pd.DataFrame | None = None
 
     def __post_init__(self) -> None:
         counts = layer_table(self.localizer)
@@ -163,8 +151,6 @@ class LocalizeResult(StudyResult):
     def write(self, folder: Path) -> None:
         self.localizer.save(folder)
         save_figure(self.figures["layers"], folder / "layers.png")
-        if self.split_half is not None:
-            self.split_half.to_csv(folder / "split_half.csv", index=False)
 
     def manifest_sections(self) -> dict[str, Any]:
         return {"stimuli": self.localizer.stimuli_ | {"metadata": self.stimuli.metadata},
@@ -179,14 +165,7 @@ class LocalizeResult(StudyResult):
                 f"({self.stimuli.name}; design: {loc.design_}). Score: {loc.score_function.name}; "
                 f"{loc.pooling}-token pooling; {rule}; BOS policy: {loc.bos}.")
         table = self.counts.groupby("site")[["n_units", "n_selected"]].sum().reset_index()
-        sections = [Section("Selected units", text=text, figures=[self.figures["layers"]], tables=[table])]
-        if self.split_half is not None:
-            overall = self.split_half[self.split_half.site == "all"]
-            sections.append(Section("Split-half reliability", tables=[overall.round(4)], text=(
-                f"The same rule on each of {self.config.folds} folds of the stimuli (by content): overlap of the "
-                "selected units against random sets with the same per-site counts, and the correlation of the "
-                "scores (Spearman–Brown: projected to all stimuli).")))
-        return sections
+        return [Section("Selected units", text=text, figures=[self.figures["layers"]], tables=[table])]
 
     def headline(self) -> str:
         return f"{self.summary['n_selected']} units selected"
