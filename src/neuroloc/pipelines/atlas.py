@@ -40,8 +40,8 @@ from .localize import LocalizeConfig, LocalizeResult, layer_table
 
 __all__ = ["FULL", "AtlasConfig", "AtlasResult", "atlas"]
 
-# Quick default: about 6k tokens per condition (the reasoning items' three solved examples are most of it), so
-# SmolLM2's 16 conditions run in about half an hour on two shared CPU cores.
+# Quick default: about 6k tokens per condition (the reasoning items' three solved examples are most of it):
+# SmolLM2 took 17.5 CPU-minutes for 16 conditions (2 controls); the default 3 controls make 22.
 QUICK_BENCHMARKS = parse_benchmarks("blimp:limit=1;reasoning:limit=3;theory_of_mind:limit=3")
 # --full: what the paper-sized run changes (fields still at their quick defaults)
 FULL = {"benchmarks": parse_benchmarks("blimp;syntaxgym;perplexity;reasoning;theory_of_mind"), "n_controls": 5}
@@ -77,10 +77,11 @@ class AtlasConfig(StudyConfig):
                            help="Every network's size: top percent of each site kind's units.")
     folds: int = param(2, Interval(int, 0, None),
                        help="Split-half reliability of every network from its one recording (K folds by content); "
-                            "0: skip it (the recordings are then checkpointed).")
+                            "0: skip it.")
     mode: str = fields.intervention()
-    n_controls: int = fields.n_controls(2, minimum=2, help="Control sets per kind and network (quick default; "
-                                                           "--full: 5); at least 2, for a control sd.")
+    n_controls: int = fields.n_controls(3, minimum=2, help="Control sets per kind and network (quick default; "
+                                                           "--full: 5); at least 2, for a control sd, but with 2 "
+                                                           "no cell survives the FDR unless z is about 70.")
     control_kinds: tuple[str, ...] = fields.control_kinds(("random", "magnitude"))
     benchmarks: tuple[BenchmarkSpec, ...] = fields.benchmarks(
         QUICK_BENCHMARKS, "Benchmarks with options (quick default; --full: no limits, SyntaxGym and perplexity "
