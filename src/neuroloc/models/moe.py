@@ -3,10 +3,17 @@
 Experts come in two layouts. transformers 5 fuses them into one module with 3-D weights (the experts
 interface, `use_experts_implementation`): it is called with the tokens, their top-k expert indices and
 weights, and computes act(gate)·up and the down projection inside one forward, so no module boundary
-exposes an expert's neurons. neuroloc hooks that module's forward, takes the routing from its arguments
-and recomputes each routed (token, expert) pair's hidden layer with the module's own weights and its own
-`_apply_gate` / `act_fn` — the model's code, not a copy. An edit there changes the experts' output by
-Σ weight × (down(h') − down(h)) over the edited pairs. Older and remote-code models hold one MLP module
+exposes an expert's neurons. Where the module's own code passes every routed (token, expert) row to its
+down projection in one call — transformers' `grouped_mm` (rows grouped by the sort of the routing) and
+`batched_mm` (rows in token order) implementations — neuroloc catches that call's input while the module
+runs (a torch function mode: the first operation taking the down weight, or a view or selection of it,
+and another floating tensor), reads the neurons there without computing anything twice, and an edit is
+handed to the model's own down projection and mixing. Which order a module's rows take is found once per
+module on a probe through its bare forward (`down_order`), checked against the hidden layer computed from
+its weights. Otherwise (the eager loop over experts) neuroloc hooks the module's forward, takes the
+routing from its arguments and recomputes each routed pair's hidden layer with the module's own weights
+and its own `_apply_gate` / `act_fn` — the model's code, not a copy; an edit there changes the experts'
+output by Σ weight × (down(h') − down(h)) over the edited pairs. Older and remote-code models hold one MLP module
 per expert: there the expert's down projection is hooked directly, and its rows are matched back to
 their tokens by their exact input rows (whatever order the block fed them in).
 
