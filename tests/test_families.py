@@ -496,3 +496,16 @@ def test_expert_statistics_carry_on_after_the_store_is_read():
                 assert a.n == b.n
                 for f in a.FIELDS:
                     torch.testing.assert_close(getattr(b, f), getattr(a, f), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe", "jamba"])
+def test_loading_leaves_no_hook_on_the_model(family):
+    """The probes run at load (gates, experts, what layers output) leave the model as they found it: a hook
+    left behind (e.g. transformers' own output capture, installed for good by output_hidden_states) would
+    count as an undeclared hook and turn the scorer's reuse off."""
+    from neuroloc.models.footprint import hook_keys
+
+    model = tiny_model(family)
+    before = hook_keys(model)
+    wrap_model(model, tiny_tokenizer(), name=family)
+    assert hook_keys(model) == before == frozenset()
