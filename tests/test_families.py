@@ -476,3 +476,36 @@ def test_routed_rows_reduce_as_each_expert_alone(spans):
             assert int(reduced.routed_counts[site][text]) == len(counted)
             assert torch.equal(reduced.token_positive[site][text], sum((v > 0).long() for v in counted) if counted
                                else torch.zeros(width, dtype=torch.long))
+
+
+def test_expert_statistics_carry_on_after_the_store_is_read():
+    """A store read between recordings (its stacked expert statistics split per site, as on a resume)
+    takes further batches exactly as one recording of everything."""
+    lm = _lm("qwen3_moe")
+    sites = lm.layout.sites(["expert"], [0])
+    labels = ["S", "N", "S", "N", "S", "N"]
+    recorder = Recorder(lm, sites, pooling="mean", batch_size=2, bos="prepend")
+    whole = collect(recorder, StimulusSet(name="w", texts=TEXTS, conditions=labels))
+    store = collect(recorder, StimulusSet(name="a", texts=TEXTS[:3], conditions=labels[:3]))
+    store.get("moments", "S", sites[0].name)  # read: split into per-site statistics
+    collect(recorder, StimulusSet(name="b", texts=TEXTS[3:], conditions=labels[3:]), store)
+    for site in sites:
+        for label in ("S", "N"):
+            for kind in ("moments", "tokens"):
+                a, b = whole.get(kind, label, site.name), store.get(kind, label, site.name)
+                assert a.n == b.n
+                for f in a.FIELDS:
+                    torch.testing.assert_close(getattr(b, f), getattr(a, f), atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3_moe", "jamba"])
+def test_loading_leaves_no_hook_on_the_model(family):
+    """The probes run at load (gates, experts, what layers output) leave the model as they found it: a hook
+    left behind (e.g. transformers' own output capture, installed for good by output_hidden_states) would
+    count as an undeclared hook and turn the scorer's reuse off."""
+    from neuroloc.models.footprint import hook_keys
+
+    model = tiny_model(family)
+    before = hook_keys(model)
+    wrap_model(model, tiny_tokenizer(), name=family)
+    assert hook_keys(model) == before == frozenset()

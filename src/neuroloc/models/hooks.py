@@ -207,7 +207,8 @@ def hooks(
     output. `expert` sites get the expert's neurons on its routed tokens (0 elsewhere; the context's
     `routed` mask says which; an observer with a `routed_rows(rows, tokens)` attribute gets the routed rows
     and their flat token positions instead) and `router` sites the router's expert probabilities (see
-    `models/moe.py`).
+    `models/moe.py`). A layer carrying several streams per token is shown with its streams side by side,
+    one carrying more positions than the text at the text's positions (`models/streams.py`).
     With `stop_after_layer`, the layer's output raises `StopForward`, so later blocks and
     the LM head never run (use `run_forward`).
     """

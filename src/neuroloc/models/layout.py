@@ -136,6 +136,7 @@ class ModelLayout:
         self._experts_checked: set[int] = set()
         self._shapes: dict[int, LayerShape] = {}
         self._attention_calls: dict[int, int] = {}
+        self._modules: dict[Site, nn.Module] = {}
         self._verify()
 
     def _verify(self) -> None:
@@ -475,7 +476,13 @@ class ModelLayout:
         return self.width(site)
 
     def module(self, site: Site) -> nn.Module:
-        """The module to hook (see `reads_output`); for `expert` sites the experts, for `router` the router."""
+        """The module to hook (see `reads_output`); for `expert` sites the experts, for `router` the router.
+        Answered once per site (hooks are installed for every batch)."""
+        if site not in self._modules:
+            self._modules[site] = self._module(site)
+        return self._modules[site]
+
+    def _module(self, site: Site) -> nn.Module:
         self.check(site)
         parts, layer = self.parts(site.layer), self.layers[site.layer]
         path = {"residual": "", "ssm": parts.ssm, "attn": parts.attn,

@@ -3,10 +3,17 @@
 Experts come in two layouts. transformers 5 fuses them into one module with 3-D weights (the experts
 interface, `use_experts_implementation`): it is called with the tokens, their top-k expert indices and
 weights, and computes act(gate)·up and the down projection inside one forward, so no module boundary
-exposes an expert's neurons. neuroloc hooks that module's forward, takes the routing from its arguments
-and recomputes each routed (token, expert) pair's hidden layer with the module's own weights and its own
-`_apply_gate` / `act_fn` — the model's code, not a copy. An edit there changes the experts' output by
-Σ weight × (down(h') − down(h)) over the edited pairs. Older and remote-code models hold one MLP module
+exposes an expert's neurons. Where the module's own code passes every routed (token, expert) row to its
+down projection in one call — transformers' `grouped_mm` (rows grouped by the sort of the routing) and
+`batched_mm` (rows in token order) implementations — neuroloc catches that call's input while the module
+runs (a torch function mode: the first operation taking the down weight, or a view or selection of it,
+and another floating tensor), reads the neurons there without computing anything twice, and an edit is
+handed to the model's own down projection and mixing. Which order a module's rows take is found once per
+module on a probe through its bare forward (`down_order`), checked against the hidden layer computed from
+its weights. Otherwise (the eager loop over experts) neuroloc hooks the module's forward, takes the
+routing from its arguments and recomputes each routed pair's hidden layer with the module's own weights
+and its own `_apply_gate` / `act_fn` — the model's code, not a copy; an edit there changes the experts'
+output by Σ weight × (down(h') − down(h)) over the edited pairs. Older and remote-code models hold one MLP module
 per expert: there the expert's down projection is hooked directly, and its rows are matched back to
 their tokens by their exact input rows (whatever order the block fed them in).
 
@@ -168,9 +175,21 @@ def _numel(shape: tuple[int, ...]) -> int:
     return total
 
 
+@functools.lru_cache(maxsize=None)
+def _forward_signature(cls: type, forward) -> inspect.Signature:
+    signature = inspect.signature(forward)
+    return signature.replace(parameters=list(signature.parameters.values())[1:])  # bound: no self
+
+
+def _signature(module: nn.Module) -> inspect.Signature:
+    """The signature of a module's forward (as a bound method), read once per class and forward."""
+    return _forward_signature(type(module), module.forward.__func__) if hasattr(module.forward, "__func__") \
+        else inspect.signature(module.forward)
+
+
 def _routing(module: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(hidden states, top-k expert indices, top-k weights) from a fused experts call."""
-    bound = inspect.signature(module.forward).bind(*args, **kwargs)
+    bound = _signature(module).bind(*args, **kwargs)
     values = list(bound.arguments.values())
     if len(values) < 3:
         raise NeurolocError(f"{type(module).__name__} was called without (hidden states, expert indices, weights); "
@@ -202,9 +221,9 @@ class _DownInput(TorchFunctionMode):
     view or selection of it) and another floating tensor — handed to `on_rows(input, sort)`, which may give
     back a replacement, so the model's own down projection runs on the edited neurons."""
 
-    def __init__(self, weight: torch.Tensor, index: torch.Tensor, on_rows) -> None:
+    def __init__(self, weight: torch.Tensor, index: torch.Tensor, on_rows, *, once: bool = True) -> None:
         super().__init__()
-        self.weights, self.index, self.on_rows = [weight], index, on_rows
+        self.weights, self.index, self.on_rows, self.once = [weight], index, on_rows, once
         self.sort: tuple[torch.Tensor, torch.Tensor] | None = None
         self.seen = 0
 
@@ -213,13 +232,16 @@ class _DownInput(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
-        if not any(self._weight(t) for t in tensors):
+        if self.seen and self.once:  # past the down projection (found once on the probe): nothing to read
+            return func(*args, **kwargs)
+        # the weight (or a view of it) is the first or second argument of its views and of the projection
+        if not any(self._weight(a) for a in args[:2]):
             out = func(*args, **kwargs)
-            if self.sort is None and getattr(func, "__name__", "") == "sort" and tensors \
-                    and self._routing(tensors[0]):
+            if self.sort is None and args and getattr(func, "__name__", "") == "sort" \
+                    and isinstance(args[0], torch.Tensor) and self._routing(args[0]):
                 self.sort = (out[0], out[1])
             return out
+        tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
         data = [t for t in tensors if not self._weight(t) and t.is_floating_point() and t.ndim >= 2]
         if not data:  # a view or selection of the weight (transpose, per-expert index)
             out = func(*args, **kwargs)
@@ -275,7 +297,7 @@ def down_order(reader: FusedExperts, hidden: int) -> str | None:
 def _probe_order(reader: FusedExperts, parameter: torch.Tensor, x: torch.Tensor, index: torch.Tensor,
                  weights: torch.Tensor) -> str | None:
     caught: list[tuple[torch.Tensor, tuple | None]] = []
-    with _DownInput(parameter, index, lambda rows, sort: caught.append((rows, sort))):
+    with _DownInput(parameter, index, lambda rows, sort: caught.append((rows, sort)), once=False):
         reader.module.forward(x, index, weights)
     if len(caught) != 1 or caught[0][0].numel() != index.numel() * reader.width:
         return None
@@ -295,7 +317,7 @@ def _install_inside(reader: FusedExperts, shape: _Shape, wanted: Wanted, order: 
     """Hooks reading (and editing) the experts' neurons where the module's own code passes them to its down
     projection: no recomputation, and an edit runs through the model's own down projection and mixing."""
     module, experts, width = reader.module, sorted(wanted), reader.width
-    signature = inspect.signature(module.forward)
+    signature = _signature(module)
     active: list[_DownInput] = []
 
     def on_rows(data: torch.Tensor, sort, *, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor | None:
@@ -347,9 +369,9 @@ def _install_inside(reader: FusedExperts, shape: _Shape, wanted: Wanted, order: 
         if active:  # also when the forward raised (always_call): the mode never outlives the module
             mode = active.pop()
             mode.__exit__(None, None, None)
-            if mode.seen != 1 and _output is not None:
-                raise NeurolocError(f"{type(module).__name__} called its down projection {mode.seen} times "
-                                    "(once on its probe); neuroloc cannot read its experts' neurons")
+            if not mode.seen and _output is not None:
+                raise NeurolocError(f"{type(module).__name__} never called its down projection (it did once on "
+                                    "its probe); neuroloc cannot read its experts' neurons")
 
     # A hook installed later (a recording inside a lesion) enters its mode first, so the earlier one, inner,
     # edits before the later one sees the rows — as at a module boundary; modes leave in reverse order.

@@ -68,19 +68,22 @@ def probe_layer_shapes(model: nn.Module, layers: list[nn.Module], ids: torch.Ten
     handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
     handles += [layer.register_forward_pre_hook(enter(i)) for i, layer in enumerate(layers)]
     handles += [module.register_forward_pre_hook(count(i)) for i, module in (watch or {}).items()]
-    parameters = inspect.signature(model.forward).parameters
-    kwargs = {key: value for key, value in (("output_hidden_states", True), ("use_cache", False))
-              if key in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())}
     try:
-        with torch.no_grad():
-            output = model(input_ids=ids, **kwargs)
+        _run(model, ids, use_cache=False)
     except Exception:  # noqa: BLE001 - no evidence: layers stay plain, as before the probe
         return {}, {}
     finally:
         for handle in handles:
             handle.remove()
-    reported = [h for h in (getattr(output, "hidden_states", None) or ()) if torch.is_tensor(h)]
     length = ids.shape[1]
+    reported: list[torch.Tensor] = []
+    if any(torch.is_tensor(v) and v.dim() == 3 and v.shape[0] == 1 and v.shape[1] > length for v in seen.values()):
+        # only then: asking for hidden states makes some models install hooks of their own for good
+        try:
+            output = _run(model, ids, use_cache=False, output_hidden_states=True)
+            reported = [h for h in (getattr(output, "hidden_states", None) or ()) if torch.is_tensor(h)]
+        except Exception:  # noqa: BLE001 - no reported states: the text positions stay unknown, and say so
+            reported = []
     shapes: dict[int, LayerShape] = {}
     rules: dict[int, str] = {}  # number of positions → where the text is, from any layer the model reports
     for i, value in seen.items():
@@ -101,6 +104,14 @@ def probe_layer_shapes(model: nn.Module, layers: list[nn.Module], ids: torch.Ten
                 f"{type(layers[i]).__name__} outputs {value.shape[1]} positions for {length} tokens and the model "
                 "reports none of them as its hidden states, so neuroloc cannot tell which are the text's"))
     return shapes, calls
+
+
+def _run(model: nn.Module, ids: torch.Tensor, **flags):
+    """The model's output on `ids`, with the `flags` its forward takes."""
+    parameters = inspect.signature(model.forward).parameters
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    with torch.no_grad():
+        return model(input_ids=ids, **{key: value for key, value in flags.items() if key in parameters or takes_any})
 
 
 def text_view(value: torch.Tensor, tokens: tuple[int, int], text: str | None) -> tuple[torch.Tensor, str | None]:

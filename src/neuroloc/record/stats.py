@@ -344,26 +344,29 @@ class StackedMoments:
         return stacked
 
     def update(self, values: torch.Tensor, seen: torch.Tensor) -> "StackedMoments":
-        """Add rows (sites, rows, width) of which `seen` (sites, rows) marks each site's own."""
-        x = values.detach().to(self.mean.device, torch.float64)
-        seen = seen.to(self.mean.device)
-        _check_finite(x)
-        weight = seen[..., None].to(torch.float64)
+        """Add rows (sites, rows, width) of which `seen` (sites, rows) marks each site's own. The batch's
+        own moments (a few rows per site) are taken in float32, then merged in float64, exactly per site."""
+        seen = seen.to(values.device)
+        x = torch.where(seen[..., None], values.detach().float(), 0.0)
         count = seen.sum(1)
-        per = count.clamp(min=1).to(torch.float64)[:, None]
-        mean = (x * weight).sum(1) / per
+        per = count.clamp(min=1).to(torch.float32)[:, None]
+        weight = seen[..., None].to(torch.float32)
+        mean = x.sum(1) / per
         absolute = x.abs()
-        abs_mean = (absolute * weight).sum(1) / per
-        m2 = ((x - mean[:, None]).square() * weight).sum(1)
-        abs_m2 = ((absolute - abs_mean[:, None]).square() * weight).sum(1)
-        positive = ((x > 0) & seen[..., None]).sum(1)
+        abs_mean = absolute.sum(1) / per
+        m2 = ((x - mean[:, None]) * weight).square().sum(1)
+        abs_m2 = ((absolute - abs_mean[:, None]) * weight).square().sum(1)
+        _check_finite(m2)  # a NaN or inf among the rows reaches their sums
+        device = self.mean.device
+        count = count.to(device)
+        mean, m2, abs_mean, abs_m2 = (v.to(device, torch.float64) for v in (mean, m2, abs_mean, abs_m2))
         n = self.n + count
         share = (count.to(torch.float64) / n.clamp(min=1))[:, None]
         cross = (self.n.to(torch.float64) * count / n.clamp(min=1))[:, None]
         delta, abs_delta = mean - self.mean, abs_mean - self.abs_mean
         self.mean, self.m2 = self.mean + delta * share, self.m2 + m2 + delta.square() * cross
         self.abs_mean, self.abs_m2 = self.abs_mean + abs_delta * share, self.abs_m2 + abs_m2 + abs_delta.square() * cross
-        self.positive = self.positive + positive
+        self.positive = self.positive + (x > 0).sum(1).to(device)
         self.n = n
         return self
 
