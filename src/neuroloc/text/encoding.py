@@ -89,7 +89,7 @@ def check_readable(encoded: Encoded, texts: Sequence[str], tokenizer, context: i
     extrapolated, not read; naming the text and the way out), or texts whose own tokens are mostly the
     tokenizer's unknown token (statistics of one token say nothing about the texts)."""
     lengths = encoded.lengths()
-    if isinstance(context, int) and lengths and max(lengths) > context:
+    if isinstance(context, int) and context > 0 and lengths and max(lengths) > context:  # ≤ 0: no limit (XLNet)
         longest = max(range(len(lengths)), key=lengths.__getitem__)
         start = texts[longest][:40] + ("…" if len(texts[longest]) > 40 else "")
         raise NeurolocError(f"text {longest} ({start!r}) is {lengths[longest]} tokens long but the model reads at "
