@@ -93,11 +93,15 @@ def lesion_stage(args, lm, settings: RunSettings) -> None:
     difference = np.abs(plain.value.to_numpy() - reuse.value.to_numpy())
     accuracy = (plain.metric == "accuracy").to_numpy()
     changed = int((plain.value.to_numpy()[accuracy] != reuse.value.to_numpy()[accuracy]).sum())
+    logprob = (plain.metric == "mean_logprob").to_numpy()
+    perplexity = (plain.metric == "perplexity").to_numpy()
+    relative = difference[perplexity] / plain.value.to_numpy()[perplexity] if perplexity.any() else np.zeros(1)
     (pw, pc), (rw, rc) = times[False], times[True]
     print(f"lesion stage ({args.rounds} round(s) each): plain {pw:.1f} s wall / {pc:.1f} s CPU; reuse {rw:.1f} s "
           f"wall / {rc:.1f} s CPU; speed-up {pw / rw:.2f}x wall, {pc / rc:.2f}x CPU")
-    print(f"largest |difference| of any result: {difference.max():.2e} (perplexity, mean log p, accuracies); "
-          f"accuracies that differ: {changed} of {int(accuracy.sum())}")
+    print(f"largest |difference|: accuracy {difference[accuracy].max(initial=0):.2e} ({changed} of "
+          f"{int(accuracy.sum())} differ), mean log p {difference[logprob].max(initial=0):.2e} nats, perplexity "
+          f"{relative.max(initial=0):.2e} relative (any result, absolute: {difference.max():.2e})")
 
 
 def blimp_alone(args, lm, settings: RunSettings) -> None:
