@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 14, as one prepared script for a lent GPU machine (≈ 4–6 min on an H100).
+# The GPU checks of issues 14 and 22, as one prepared script for a lent GPU machine (≈ 7–9 min on an H100).
 #
 # Runs from the repository root on a bare machine whose python3 has torch, transformers, accelerate,
 # pandas, scipy, scikit-learn, matplotlib, typer, rich and pytest (the workplace's CUDA image), with
@@ -17,6 +17,11 @@
 #   3. a device_map run across GPU and CPU (half the layers each) against the single-GPU run
 #   4. `--dtype auto` on the GPU (hardware rule + agreement probe)
 #   5. the test suite's device tests (tests/test_devices.py, tests/test_batching.py, tests/test_precision.py)
+#   6. lesion-stage reuse (benchmarks/lesion.py, issue 22) on a Llama-shaped ~1B model with random weights
+#      (built here from a config), float32 and bfloat16: plain vs reuse times, ratio, largest difference.
+#      Its plan is the demo's at one size (--percents 1 --n-controls 1: intact, target, 1 random, 1
+#      magnitude) over the benchmarks whose data .gpu/data holds (add .gpu/data/syntaxgym, 3.9 MB, and
+#      .gpu/data/ud/en_ewt-ud-dev.conllu, 1.8 MB, for SyntaxGym and perplexity).
 set -u
 OUT=${OUT:-/tmp/gpu_check_out}
 mkdir -p "$OUT"
@@ -66,7 +71,7 @@ for name, kwargs in (("cuda:0", {"device": "cuda"}), ("cuda:0+cpu", {"device_map
     print(name, "parameter devices:", sorted({str(p.device) for p in lm.model.parameters()}))
     start = time.perf_counter()
     fitted = Localizer(["residual", "mlp"], batch_size=32).fit(lm, stim)
-    blimp = evaluate_blimp(lm.model, lm.tokenizer, pairs, batch_size=32).set_index("subset").value
+    blimp = evaluate_blimp(lm.model, lm.tokenizer, pairs, batch_size=32, bos="prepend").set_index("subset").value
     runs[name] = (np.asarray(fitted.t_), set(fitted.units_.names()), blimp, time.perf_counter() - start)
     print(f"{name}: localize + BLiMP {runs[name][3]:.1f} s")
 (t0, u0, b0, _), (t1, u1, b1, _) = runs.values()
@@ -83,4 +88,28 @@ print(lm.dtype, lm.identity['precision'])"
 
 section "5. device tests"
 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_devices.py tests/test_batching.py tests/test_precision.py
+section "6. lesion stage, plain vs reuse: Llama-shaped ~1B, random weights -> /tmp/llama-1b"
+timeout 120 python3 - <<'EOF' || exit 1
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+tokenizer = AutoTokenizer.from_pretrained(".gpu/smollm2")
+config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                     num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048,
+                     tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+torch.manual_seed(0)
+with torch.device("cuda"):
+    model = LlamaForCausalLM(config)
+model.save_pretrained("/tmp/llama-1b")
+tokenizer.save_pretrained("/tmp/llama-1b")
+print(sum(p.numel() for p in model.parameters()), "parameters")
+EOF
+LESION_BENCH="blimp"
+[ -d .gpu/data/syntaxgym ] && LESION_BENCH="$LESION_BENCH syntaxgym"
+[ -f .gpu/data/ud/en_ewt-ud-dev.conllu ] && LESION_BENCH="$LESION_BENCH perplexity"
+for dtype in float32 bfloat16; do
+  echo "--- $dtype ($LESION_BENCH)"
+  timeout 180 python3 benchmarks/lesion.py --model /tmp/llama-1b --data .gpu/data --device cuda --dtype $dtype \
+    --percents 1 --n-controls 1 --benchmarks $LESION_BENCH --batch-size 64 --blimp-rounds 2
+done
+
 echo; echo "=== done ($(date -u +%H:%M:%S))"

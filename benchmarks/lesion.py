@@ -14,10 +14,11 @@ The two paths alternate (plain, reuse, then reuse, plain, ... for `--rounds`), o
 so the machine's load falls on both; wall-clock and CPU time of this process are printed for each, with
 the ratio and the largest difference of any result (and how many accuracies differ). BLiMP scoring
 alone is timed the same way (`token_logprobs` with and without prefix sharing), with the plain path's
-own float noise (batch 32 against batch 31) for scale. Smaller plans: `--percents 1 --n-controls 1`.
+own float noise (batch 32 against batch 31, and against batch 1) for scale. Smaller plans: `--percents 1 --n-controls 1`.
 
     python benchmarks/lesion.py [--model smollm2] [--data ../shared/data] [--units runs/language/localize]
                                 [--percents 0.25 0.5 1] [--n-controls 2] [--rounds 1] [--blimp-rounds 2]
+                                [--benchmarks blimp syntaxgym perplexity] [--dtype float32] [--device cuda]
                                 [--threads N] [--skip-lesion]
 """
 
@@ -38,6 +39,7 @@ from neuroloc.evaluate.controls import ControlData
 from neuroloc.evaluate.registry import build_benchmarks
 from neuroloc.evaluate.scoring import prefix_sharing
 from neuroloc.pipelines.lesion import TRUNK_CACHE_BYTES, lesion_conditions, unit_magnitudes
+from neuroloc.settings import RunSettings
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -66,17 +68,16 @@ def demo_conditions(lm, localizer: Localizer, percents, n_controls: int) -> list
     return conditions
 
 
-def lesion_stage(args, lm) -> None:
+def lesion_stage(args, lm, settings: RunSettings) -> None:
     stimuli = get_stimuli("language", path=str(args.data / "fedorenko2010"))
     if args.units is not None:
         localizer = Localizer.load(args.units)
     else:
-        localizer = Localizer("residual", pooling="last", percent=max(args.percents))
+        localizer = Localizer("residual", pooling="last", percent=max(args.percents), settings=settings)
         _, wall, _ = timed(lambda: localizer.fit(lm, stimuli))
         print(f"localizer fitted in {wall:.0f} s (not part of the lesion stage)")
-    benchmarks = build_benchmarks(["blimp", "syntaxgym", "perplexity"], data_dir=args.data, limit=args.limit,
-                                  syntaxgym_limit=args.syntaxgym_limit, perplexity_limit=args.perplexity_limit,
-                                  batch_size=args.batch_size, bos="prepend")
+    benchmarks = build_benchmarks(args.benchmarks, settings=settings, data_dir=args.data, limit=args.limit,
+                                  syntaxgym_limit=args.syntaxgym_limit, perplexity_limit=args.perplexity_limit)
     conditions = demo_conditions(lm, localizer, args.percents, args.n_controls)
     print(f"lesion plan: {len(conditions)} conditions × {', '.join(b.name for b in benchmarks)}")
     times = {False: [0.0, 0.0], True: [0.0, 0.0]}
@@ -92,20 +93,24 @@ def lesion_stage(args, lm) -> None:
     difference = np.abs(plain.value.to_numpy() - reuse.value.to_numpy())
     accuracy = (plain.metric == "accuracy").to_numpy()
     changed = int((plain.value.to_numpy()[accuracy] != reuse.value.to_numpy()[accuracy]).sum())
+    logprob = (plain.metric == "mean_logprob").to_numpy()
+    perplexity = (plain.metric == "perplexity").to_numpy()
+    relative = difference[perplexity] / plain.value.to_numpy()[perplexity] if perplexity.any() else np.zeros(1)
     (pw, pc), (rw, rc) = times[False], times[True]
     print(f"lesion stage ({args.rounds} round(s) each): plain {pw:.1f} s wall / {pc:.1f} s CPU; reuse {rw:.1f} s "
           f"wall / {rc:.1f} s CPU; speed-up {pw / rw:.2f}x wall, {pc / rc:.2f}x CPU")
-    print(f"largest |difference| of any result: {difference.max():.2e} (perplexity, mean log p, accuracies); "
-          f"accuracies that differ: {changed} of {int(accuracy.sum())}")
+    print(f"largest |difference|: accuracy {difference[accuracy].max(initial=0):.2e} ({changed} of "
+          f"{int(accuracy.sum())} differ), mean log p {difference[logprob].max(initial=0):.2e} nats, perplexity "
+          f"{relative.max(initial=0):.2e} relative (any result, absolute: {difference.max():.2e})")
 
 
-def blimp_alone(args, lm) -> None:
+def blimp_alone(args, lm, settings: RunSettings) -> None:
     pairs = load_blimp(args.data / "blimp", limit=args.limit)
     texts = [s for items in pairs.values() for pair in items for s in pair]
 
     def score(share: bool, batch_size: int) -> np.ndarray:
         with prefix_sharing(share):
-            scores = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=batch_size, bos="prepend")
+            scores = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=batch_size, bos=settings.bos)
         return np.concatenate([s.logprobs for s in scores])
 
     times = {False: [0.0, 0.0], True: [0.0, 0.0]}
@@ -116,12 +121,14 @@ def blimp_alone(args, lm) -> None:
             times[share][0] += wall
             times[share][1] += cpu
     floor = np.abs(score(False, args.batch_size - 1) - results[False]).max()
+    alone = np.abs(score(False, 1) - results[False]).max()  # batch 1: no padding, another attention kernel
     (pw, pc), (rw, rc) = times[False], times[True]
     print(f"BLiMP scoring alone ({len(texts)} sentences, {args.blimp_rounds} round(s) each): plain {pw:.1f} s wall / "
           f"{pc:.1f} s CPU; prefix sharing {rw:.1f} s wall / {rc:.1f} s CPU; speed-up {pw / rw:.2f}x wall, "
           f"{pc / rc:.2f}x CPU")
     print(f"largest |difference| of a token log-probability: {np.abs(results[True] - results[False]).max():.2e} nats "
-          f"(the plain path's own, batch {args.batch_size} vs {args.batch_size - 1}: {floor:.2e})")
+          f"(the plain path's own, batch {args.batch_size} vs {args.batch_size - 1}: {floor:.2e}; vs batch 1: "
+          f"{alone:.2e})")
 
 
 def main() -> None:
@@ -135,6 +142,10 @@ def main() -> None:
     parser.add_argument("--syntaxgym-limit", type=int, default=3)
     parser.add_argument("--perplexity-limit", type=int, default=50)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--benchmarks", nargs="+", default=["blimp", "syntaxgym", "perplexity"],
+                        help="the benchmarks of the plan (those whose data the machine has)")
+    parser.add_argument("--dtype", default="float32", help="float32 (default: compare numbers), bfloat16, auto")
+    parser.add_argument("--device", default=None, help="e.g. cuda (default: where the model loads)")
     parser.add_argument("--rounds", type=int, default=1, help="timed runs of each path for the lesion stage")
     parser.add_argument("--blimp-rounds", type=int, default=2, help="timed runs of each path for BLiMP alone")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -143,12 +154,15 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="  %(name)s: %(message)s")
     if args.threads:
         torch.set_num_threads(args.threads)
-    lm = load_model(args.model, dtype="float32")
-    print(f"{args.model} (float32) on cpu, torch threads {torch.get_num_threads()}")
-    token_logprobs(lm.model, lm.tokenizer, ["A warm-up sentence.", "A warm-up line."], batch_size=2, bos="prepend")
-    blimp_alone(args, lm)
+    settings = RunSettings(batch_size=args.batch_size, dtype=args.dtype, device=args.device, progress=False)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    device = next(lm.model.parameters()).device
+    print(f"{args.model} ({lm.dtype}) on {device}, torch threads {torch.get_num_threads()}")
+    token_logprobs(lm.model, lm.tokenizer, ["A warm-up sentence.", "A warm-up line."], batch_size=2, bos=settings.bos)
+    if "blimp" in args.benchmarks:
+        blimp_alone(args, lm, settings)
     if not args.skip_lesion:
-        lesion_stage(args, lm)
+        lesion_stage(args, lm, settings)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,7 @@ def run(dtype: str, device: str, args, stim, pairs) -> dict:
     for _ in range(args.repeats):
         sync(device)
         start = clock(device)
-        frame = evaluate_blimp(lm.model, lm.tokenizer, pairs, batch_size=args.batch_size)
+        frame = evaluate_blimp(lm.model, lm.tokenizer, pairs, batch_size=args.batch_size, bos="prepend")
         sync(device)
         blimp_best = min(blimp_best, clock(device) - start)
     n_pairs = sum(len(v) for v in pairs.values())

@@ -58,14 +58,14 @@ def main() -> None:
     print(f"{args.model} ({lm.identity['dtype']}) on {args.device}, torch threads {torch.get_num_threads()}: "
           f"{len(texts)} BLiMP sentences, {n_tokens} tokens")
     plain_loop(lm.model, lm.tokenizer, texts[:8])  # warm-up
-    token_logprobs(lm.model, lm.tokenizer, texts[:8], batch_size=args.batch_size)
+    token_logprobs(lm.model, lm.tokenizer, texts[:8], batch_size=args.batch_size, bos="prepend")
     sync(args.device)
     start, cpu = time.perf_counter(), time.process_time()
     baseline = plain_loop(lm.model, lm.tokenizer, texts)
     sync(args.device)
     plain_s, plain_cpu = time.perf_counter() - start, time.process_time() - cpu
     start, cpu = time.perf_counter(), time.process_time()
-    ours = [s.total for s in token_logprobs(lm.model, lm.tokenizer, texts, batch_size=args.batch_size)]
+    ours = [s.total for s in token_logprobs(lm.model, lm.tokenizer, texts, batch_size=args.batch_size, bos="prepend")]
     sync(args.device)
     ours_s, ours_cpu = time.perf_counter() - start, time.process_time() - cpu
     diff = float(np.max(np.abs(np.asarray(ours) - np.asarray(baseline))))

@@ -61,9 +61,9 @@ class OomAbove(torch.nn.Module):
 
 def test_scoring_survives_out_of_memory_with_the_same_answers(caplog):
     model, tokenizer = tiny_model("llama"), tiny_tokenizer()
-    plain = token_logprobs(model, tokenizer, TEXTS, batch_size=8)
+    plain = token_logprobs(model, tokenizer, TEXTS, batch_size=8, bos="prepend")
     with caplog.at_level(logging.WARNING, logger="neuroloc.models.batching"):
-        shrunk = token_logprobs(OomAbove(model, 3), tokenizer, TEXTS, batch_size=8)
+        shrunk = token_logprobs(OomAbove(model, 3), tokenizer, TEXTS, batch_size=8, bos="prepend")
     assert "out of memory at scoring batch size 8: halving to 4" in caplog.text
     for a, b in zip(plain, shrunk):
         np.testing.assert_allclose(a.logprobs, b.logprobs, rtol=1e-5, atol=1e-5)

@@ -21,6 +21,7 @@ from neuroloc.evaluate.chance import above_chance
 from neuroloc.evaluate.choice import choice_logprobs, summarize_choices, tally_choices
 from neuroloc.evaluate.reasoning import ReasoningConfig
 from neuroloc.evaluate.registry import build_benchmarks
+from neuroloc.settings import RunSettings
 from neuroloc.evaluate.scoring import prefix_sharing
 from neuroloc.evaluate.theory_of_mind import last_location_pattern, summarize_theory_of_mind
 from neuroloc.models.loading import wrap_model
@@ -227,10 +228,9 @@ def test_above_chance_is_scipys_binomial_tail_per_group() -> None:
 
 # ----------------------------------------------------------------------------- benchmarks
 def test_registered_benchmarks_run_on_a_model_whatever_the_batch_size(tmp_path) -> None:
-    benchmarks = build_benchmarks(["reasoning", "theory_of_mind"], limits={"reasoning": 1, "theory_of_mind": 1},
-                                  batch_size=3)
-    wide = build_benchmarks(["reasoning", "theory_of_mind"], limits={"reasoning": 1, "theory_of_mind": 1},
-                             batch_size=64)
+    limits = {"reasoning": 1, "theory_of_mind": 1}
+    benchmarks = build_benchmarks(["reasoning", "theory_of_mind"], settings=RunSettings(batch_size=3), limits=limits)
+    wide = build_benchmarks(["reasoning", "theory_of_mind"], settings=RunSettings(batch_size=64), limits=limits)
     model, tokenizer = _model(), tiny_tokenizer()
     for benchmark, other in zip(benchmarks, wide):
         results = benchmark.run(model, tokenizer)
@@ -251,7 +251,7 @@ def test_registered_benchmarks_run_on_a_model_whatever_the_batch_size(tmp_path) 
         {"context": "Ann puts the ball in the box. Bob moves the ball to the bag while Ann watches.",
          "question": "Where will Ann look for the ball?", "choices": ["the bag", "the box"], "answer": "the bag",
          "condition": "true_belief"}]), encoding="utf-8")
-    (mine,) = build_benchmarks(["theory_of_mind"], paths={"theory_of_mind": own})
+    (mine,) = build_benchmarks(["theory_of_mind"], settings=RunSettings(), paths={"theory_of_mind": own})
     results = mine.run(model, tokenizer)
     assert _value(results, "belief", "n_items") == 2 and "false_minus_true" in set(results.metric)
     assert json.loads(mine.source)["source"] == str(own)

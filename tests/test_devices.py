@@ -59,7 +59,7 @@ def test_lesions_on_a_split_model_match_the_plain_model(pair):
         results = []
         for lm in (plain, split):
             with lesion(lm, units, mode, means=means):
-                results.append(token_logprobs(lm.model, lm.tokenizer, TEXTS, batch_size=4))
+                results.append(token_logprobs(lm.model, lm.tokenizer, TEXTS, batch_size=4, bos="prepend"))
         for a, b in zip(*results):
             assert a.logprobs == pytest.approx(b.logprobs, abs=1e-4), mode
     enc = plain.tokenizer(TEXTS[:2], return_tensors="pt", padding=True)

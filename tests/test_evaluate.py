@@ -65,7 +65,7 @@ def reference_logprobs(model, tokenizer, text: str) -> np.ndarray:
 # --- token_logprobs -------------------------------------------------------------------------------
 
 def test_token_logprobs_match_plain_forward(model, tokenizer):
-    scores = token_logprobs(model, tokenizer, TEXTS, batch_size=4)
+    scores = token_logprobs(model, tokenizer, TEXTS, batch_size=4, bos="prepend")
     for text, score in zip(TEXTS, scores):
         ref = reference_logprobs(model, tokenizer, text)
         assert score.text == text
@@ -78,7 +78,7 @@ def test_token_logprobs_match_plain_forward(model, tokenizer):
 
 def test_token_logprobs_batch_size_invariant(model, tokenizer):
     texts = TEXTS * 3 + [""]
-    runs = [token_logprobs(model, tokenizer, texts, batch_size=b) for b in (1, 3, 32)]
+    runs = [token_logprobs(model, tokenizer, texts, batch_size=b, bos="prepend") for b in (1, 3, 32)]
     for other in runs[1:]:
         for a, b in zip(runs[0], other):
             assert a.text == b.text and len(a) == len(b)
@@ -88,27 +88,27 @@ def test_token_logprobs_batch_size_invariant(model, tokenizer):
 
 def test_token_logprobs_options(model, tokenizer):
     done = []
-    full = token_logprobs(model, tokenizer, TEXTS, batch_size=3, progress=done.append)
+    full = token_logprobs(model, tokenizer, TEXTS, batch_size=3, progress=done.append, bos="prepend")
     assert done == [3, 6, 7]
-    no_bos = token_logprobs(model, tokenizer, TEXTS[:1], bos="none")[0]
+    no_bos = token_logprobs(model, tokenizer, TEXTS[:1], bos="none", batch_size=32)[0]
     assert len(no_bos) == len(full[0]) - 1
     assert no_bos.offsets[0, 0] == full[0].offsets[1, 0]
-    assert token_logprobs(model, tokenizer, []) == []
+    assert token_logprobs(model, tokenizer, [], batch_size=32, bos="prepend") == []
     with pytest.raises(NeurolocError, match="batch_size"):
-        token_logprobs(model, tokenizer, TEXTS, batch_size=0)
+        token_logprobs(model, tokenizer, TEXTS, batch_size=0, bos="prepend")
     with pytest.raises(NeurolocError, match="positions"):
-        token_logprobs(model, tokenizer, ["word " * 200])
+        token_logprobs(model, tokenizer, ["word " * 200], batch_size=32, bos="prepend")
 
 
 def test_token_logprobs_without_pad_token_leaves_tokenizer_alone(model, tokenizer):
     assert tokenizer.pad_token_id is None
-    token_logprobs(model, tokenizer, TEXTS, batch_size=8)
+    token_logprobs(model, tokenizer, TEXTS, batch_size=8, bos="prepend")
     assert tokenizer.pad_token_id is None
 
 
 def test_token_logprobs_bfloat16_close_to_float32(tokenizer):
     model = tiny_model("llama").to(torch.bfloat16)
-    score = token_logprobs(model, tokenizer, TEXTS[:2])[0]
+    score = token_logprobs(model, tokenizer, TEXTS[:2], batch_size=32, bos="prepend")[0]
     ref = reference_logprobs(tiny_model("llama"), tokenizer, TEXTS[0])
     assert score.logprobs.dtype == np.float64
     np.testing.assert_allclose(score.logprobs, ref, atol=0.1)
@@ -168,13 +168,13 @@ def test_evaluate_blimp_matches_hand_computation(model, tokenizer, tmp_path):
                         for g, b in pairs])
 
     expected = {uid: accuracy(pairs) for uid, pairs in BLIMP.items()}
-    table = evaluate_blimp(model, tokenizer, tmp_path, batch_size=3)
+    table = evaluate_blimp(model, tokenizer, tmp_path, batch_size=3, bos="prepend")
     assert list(table.columns) == ["benchmark", "subset", "metric", "value"]
     assert set(table.benchmark) == {"blimp"} and set(table.metric) == {"accuracy"}
     got = dict(zip(table.subset, table.value))
     assert got == {**expected, "overall": np.mean(list(expected.values()))}
 
-    limited = evaluate_blimp(model, tokenizer, tmp_path, limit=1)
+    limited = evaluate_blimp(model, tokenizer, tmp_path, limit=1, batch_size=32, bos="prepend")
     got = dict(zip(limited.subset, limited.value))
     assert got["island"] == accuracy(BLIMP["island"][:1])
 
@@ -201,7 +201,7 @@ def test_region_surprisals_sum_reference_token_logprobs(model, tokenizer):
         ["", "xylophones", "quarrel", ",", "she", "looked", "elsewhere", "!"],
         ["Hi", ""],
     ]
-    results = region_surprisals(model, tokenizer, conditions, batch_size=2)
+    results = region_surprisals(model, tokenizer, conditions, batch_size=2, bos="prepend")
     saw_multi_token = False
     for contents, surprisal in zip(conditions, results):
         text, _ = join_regions(contents)
@@ -292,7 +292,7 @@ def test_evaluate_syntaxgym_real_suite(model, tokenizer):
     path = SYNTAXGYM / "number_prep.json"
     suite = load_suite(path)
     assert suite.name == "number_prep" and len(suite.predictions) == 1
-    table = evaluate_syntaxgym(model, tokenizer, [path, SYNTAXGYM / "center_embed.json"], limit=3)
+    table = evaluate_syntaxgym(model, tokenizer, [path, SYNTAXGYM / "center_embed.json"], limit=3, batch_size=32, bos="prepend")
     assert list(table.subset) == ["number_prep", "center_embed", "overall"]
     assert set(table.benchmark) == {"syntaxgym"} and set(table.metric) == {"accuracy"}
     assert table.value.between(0, 1).all()
@@ -313,14 +313,14 @@ def test_evaluate_syntaxgym_hand_suite(model, tokenizer, tmp_path):
     }
     path = tmp_path / "hand.json"
     path.write_text(json.dumps(suite))
-    good, bad = region_surprisals(model, tokenizer, list(conditions.values()))
-    table = evaluate_syntaxgym(model, tokenizer, tmp_path)
+    good, bad = region_surprisals(model, tokenizer, list(conditions.values()), batch_size=32, bos="prepend")
+    table = evaluate_syntaxgym(model, tokenizer, tmp_path, batch_size=32, bos="prepend")
     assert dict(zip(table.subset, table.value)) == {"hand": float(good[3] < bad[3]), "overall": float(good[3] < bad[3])}
 
     suite["predictions"][0]["formula"] = "(4;%good%) < (4;%ugly%)"
     path.write_text(json.dumps(suite))
     with pytest.raises(NeurolocError, match="item 1 has no region 4 in condition 'ugly'"):
-        evaluate_syntaxgym(model, tokenizer, path)
+        evaluate_syntaxgym(model, tokenizer, path, batch_size=32, bos="prepend")
     suite["predictions"][0]["formula"] = "(4;%good%) <"
     path.write_text(json.dumps(suite))
     with pytest.raises(NeurolocError, match="hand.json.*malformed"):
@@ -340,7 +340,7 @@ def test_evaluate_syntaxgym_hand_suite(model, tokenizer, tmp_path):
 def test_perplexity_matches_hand_computation(model, tokenizer, tmp_path):
     refs = [reference_logprobs(model, tokenizer, text) for text in TEXTS]
     mean_nll = -np.concatenate(refs).mean()
-    table = evaluate_perplexity(model, tokenizer, TEXTS, batch_size=3)
+    table = evaluate_perplexity(model, tokenizer, TEXTS, batch_size=3, bos="prepend")
     got = dict(zip(table.metric, table.value))
     assert got["perplexity"] == pytest.approx(math.exp(mean_nll), rel=1e-5)
     assert got["mean_logprob"] == pytest.approx(-mean_nll, abs=1e-5)
@@ -349,7 +349,7 @@ def test_perplexity_matches_hand_computation(model, tokenizer, tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(TEXTS[:3]) + "\n\n")
     assert load_texts(path) == TEXTS[:3]
-    from_file = evaluate_perplexity(model, tokenizer, path)
+    from_file = evaluate_perplexity(model, tokenizer, path, batch_size=32, bos="prepend")
     assert set(from_file.subset) == {"corpus"}
 
 

@@ -104,8 +104,8 @@ def test_patching_mid_layer_matches_a_plain_torch_hook(lm):
 
     units = UnitSet.from_names([f"layers.0.mlp[{unit}]"], lm.layout)
     with intervene(lm, units, patch):
-        scores = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=3)
-    plain = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=3)
+        scores = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=3, bos="prepend")
+    plain = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=3, bos="prepend")
 
     def bare(_module, args):
         value = args[0].clone()
@@ -252,7 +252,7 @@ def test_interventions_at_chosen_positions_match_a_bare_hook_per_text(lm, positi
         run_forward(lm.model, input_ids=batch, attention_mask=mask,
                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
     with lesion(lm, units, "zero", positions=positions):
-        scores = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=3)
+        scores = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=3, bos="prepend")
     for row, x in enumerate(ids):
         n = x.shape[1]
         logits, residual = _bare_zeroed(lm, x, [n - 1] if positions == "last" else [k % n for k in positions], unit)

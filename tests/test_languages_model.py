@@ -115,7 +115,7 @@ def _nll_with_zeroed(lm, texts, zero: dict[int, list[int]]) -> float:
             return output
         handles.append(lm.model.model.layers[layer].mlp.act_fn.register_forward_hook(hook))
     try:
-        scores = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=4)
+        scores = token_logprobs(lm.model, lm.tokenizer, texts, batch_size=4, bos="prepend")
     finally:
         for h in handles:
             h.remove()

@@ -46,7 +46,7 @@ def _by_phenomenon(frame: pd.DataFrame) -> dict[str, float]:
 
 
 def test_bridge_gives_our_blimp_numbers(lm, blimp_dir):
-    ours = evaluate_blimp(lm.model, lm.tokenizer, BLIMP, limit=LIMIT, phenomena=PHENOMENA, batch_size=8)
+    ours = evaluate_blimp(lm.model, lm.tokenizer, BLIMP, limit=LIMIT, phenomena=PHENOMENA, batch_size=8, bos="prepend")
     theirs = evaluate_lm_eval(lm.model, lm.tokenizer, blimp_tasks(BLIMP, PHENOMENA), batch_size=8, limit=LIMIT)
     expected = _by_phenomenon(ours)
     got = _by_phenomenon(theirs)
@@ -62,8 +62,8 @@ def test_bridge_on_a_lesioned_model_equals_our_lesioned_benchmarks(lm, blimp_dir
     texts = ["the quick brown fox jumps over the lazy dog", "she looked for the keys in the drawer"]
     (tmp_path / "en.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     with lesion(lm, units, "zero"):
-        ours = evaluate_blimp(lm.model, lm.tokenizer, blimp_dir)
-        total = sum(score.total for score in token_logprobs(lm.model, lm.tokenizer, texts))
+        ours = evaluate_blimp(lm.model, lm.tokenizer, blimp_dir, batch_size=32, bos="prepend")
+        total = sum(score.total for score in token_logprobs(lm.model, lm.tokenizer, texts, batch_size=32, bos="prepend"))
     results = lm_eval(lm, [f"blimp={blimp_dir}", f"perplexity:en={tmp_path / 'en.jsonl'}"], units=units,
                       mode="zero", n_controls=2)
     target = _by_phenomenon(results[results.condition == "target"])
@@ -83,7 +83,7 @@ def test_perplexity_task_matches_our_scorer(lm, tmp_path):
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     frame = evaluate_lm_eval(lm.model, lm.tokenizer, perplexity_tasks({"en": path}), batch_size=4)
     got = frame.set_index("metric").value
-    total = sum(score.total for score in token_logprobs(lm.model, lm.tokenizer, texts))
+    total = sum(score.total for score in token_logprobs(lm.model, lm.tokenizer, texts, batch_size=32, bos="prepend"))
     words = sum(len(re.split(r"\s+", t)) for t in texts)
     n_bytes = sum(len(t.encode("utf-8")) for t in texts)
     assert got["word_perplexity"] == pytest.approx(math.exp(-total / words), rel=1e-5)
@@ -100,7 +100,7 @@ def test_task_specifications(tmp_path, blimp_dir):
         task_configs(f"perplexity:de={tmp_path / 'absent.jsonl'}")
     with pytest.raises(NeurolocError, match="no BLiMP"):
         task_configs(f"blimp={tmp_path}")
-    assert lm_eval_benchmark(f"blimp={blimp_dir}").name == "lm-eval"
+    assert lm_eval_benchmark(f"blimp={blimp_dir}", batch_size=32).name == "lm-eval"
 
 
 def test_lesion_cli_runs_harness_tasks_with_controls(tmp_path, blimp_dir):
@@ -141,6 +141,6 @@ def test_positions_cannot_reach_harness_tasks(lm, blimp_dir, tmp_path):
 
     units = UnitSet.from_names(["layers.1.mlp[3]"], lm.layout)
     with pytest.raises(NeurolocError, match="--positions cannot reach lm-eval"):
-        run_lesion_study(lm, units, [lm_eval_benchmark(f"blimp={blimp_dir}")], tmp_path / "out", positions="last",
+        run_lesion_study(lm, units, [lm_eval_benchmark(f"blimp={blimp_dir}", batch_size=32)], tmp_path / "out", positions="last",
                          progress=False)
     assert not (tmp_path / "out").exists()

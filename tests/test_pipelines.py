@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from neuroloc import Localizer, NeurolocError, StimulusSet, UnitSet, wrap_model
 from neuroloc.cli import app
 from neuroloc.pipelines.lesion import Benchmark, build_benchmarks, run_lesion_study
+from neuroloc.settings import RunSettings
 from neuroloc.pipelines.localize import run_localize
 from tests.test_run_language import write_fedorenko
 from tests.tiny import tiny_model, tiny_tokenizer
@@ -71,7 +72,7 @@ def test_localize_pipeline_writes_every_output(lm, stimuli, tmp_path):
 
 def test_lesion_study_rows_controls_and_dose_response(lm, stimuli, data, tmp_path):
     localizer = Localizer("residual", percent=10).fit(lm, stimuli)
-    benchmarks = build_benchmarks(["blimp", "perplexity"], data_dir=data, batch_size=4)
+    benchmarks = build_benchmarks(["blimp", "perplexity"], settings=RunSettings(batch_size=4), data_dir=data)
     run_lesion_study(lm, localizer.units_, benchmarks, tmp_path / "lesion", localizer=localizer,
                                percents=[5, 10], n_controls=2, control_kinds=["random", "magnitude"],
                                progress=False)
@@ -97,7 +98,7 @@ def test_lesion_study_rows_controls_and_dose_response(lm, stimuli, data, tmp_pat
 
 def test_lesion_summary_without_sizes_keeps_rows(lm, stimuli, data, tmp_path):
     localizer = Localizer("residual", percent=10).fit(lm, stimuli)
-    benchmarks = build_benchmarks(["perplexity"], data_dir=data)
+    benchmarks = build_benchmarks(["perplexity"], settings=RunSettings(), data_dir=data)
     run_lesion_study(lm, localizer.units_, benchmarks, tmp_path, n_controls=2, progress=False)
     summary = pd.read_csv(tmp_path / "summary.csv")
     assert len(summary) == 2 and summary.random_n.eq(2).all()
@@ -120,13 +121,13 @@ def test_failed_lesion_run_leaves_output_untouched(lm, stimuli, tmp_path):
 
 def test_lesion_errors_name_the_problem(lm, stimuli, data, tmp_path):
     with pytest.raises(NeurolocError, match="unknown benchmark"):
-        build_benchmarks(["blimp", "glue"], data_dir=data)
+        build_benchmarks(["blimp", "glue"], settings=RunSettings(), data_dir=data)
     with pytest.raises(NeurolocError, match="does not exist"):
-        build_benchmarks(["perplexity"], perplexity=str(tmp_path / "missing.conllu"))
+        build_benchmarks(["perplexity"], settings=RunSettings(), perplexity=str(tmp_path / "missing.conllu"))
     with pytest.raises(NeurolocError, match="does not exist"):
-        build_benchmarks(["blimp"], blimp=str(tmp_path / "no-blimp"))
+        build_benchmarks(["blimp"], settings=RunSettings(), blimp=str(tmp_path / "no-blimp"))
     foreign = Localizer("residual").fit(wrap_model(tiny_model("gpt2"), tiny_tokenizer()), stimuli).units_
-    benchmarks = build_benchmarks(["perplexity"], data_dir=data)
+    benchmarks = build_benchmarks(["perplexity"], settings=RunSettings(), data_dir=data)
     with pytest.raises(NeurolocError):
         run_lesion_study(lm, foreign, benchmarks, tmp_path / "x", progress=False)
     units = Localizer("residual").fit(lm, stimuli).units_

@@ -6,6 +6,7 @@ which passes resumed, and from which layer, is read off the cache's counters.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -100,6 +101,42 @@ def test_a_full_cache_stores_nothing_more_and_says_so(caplog):
     assert_close(got, expected)
 
 
+def test_a_cache_filled_part_way_reuses_what_it_holds_and_runs_the_rest_whole(caplog):
+    lm = small_lm("llama", layers=4)
+    units = units_at(lm, Site(3, "mlp"))
+    with lesion(lm, units, "zero"):
+        expected = score(lm)
+    with trunk_cache(lm, levels=[3], max_bytes=10**8) as roomy:
+        score(lm)
+        sizes = sorted(h[3].numel() * h[3].element_size() for h in roomy.store.values())  # cleared on exit
+    assert len(sizes) >= 3
+    with caplog.at_level(logging.WARNING, logger="neuroloc.evaluate.trunk_cache"), \
+            trunk_cache(lm, levels=[3], max_bytes=sum(sizes[-2:]) - 1) as cache:  # room for some batches only
+        score(lm)
+        with lesion(lm, units, "zero"):
+            got = score(lm)
+        stored, held = len(cache.store), cache.bytes
+    assert caplog.text.count("trunk cache full") == 1
+    assert 0 < stored < len(sizes) and held <= sum(sizes[-2:]) - 1
+    assert cache.stats["resumed"] == stored and cache.stats["whole"] == len(sizes) + len(sizes) - stored
+    assert_close(got, expected)
+
+
+def test_evaluate_conditions_beyond_the_cache_limit_logs_and_keeps_every_result(caplog):
+    lm = small_lm("gpt2", layers=4)
+    benchmarks = [Benchmark("texts", "in memory", lambda model, tokenizer: pd.DataFrame(
+        {"benchmark": "texts", "subset": [str(i) for i in range(len(TEXTS))], "metric": "logprob",
+         "value": [s.total for s in token_logprobs(model, tokenizer, TEXTS, batch_size=4, bos="prepend")]}))]
+    conditions = [Condition("intact")] + [Condition(str(layer), lambda layer=layer: lesion(
+        lm, units_at(lm, Site(layer, "mlp")), "zero")) for layer in (3, 2, 3)]
+    with caplog.at_level(logging.INFO, logger="neuroloc.evaluate"):
+        limited = evaluate_conditions(lm, conditions, benchmarks, cache_bytes=0)
+    assert "trunk cache full" in caplog.text and "0 passes resumed" in caplog.text
+    plain = evaluate_conditions(lm, conditions, benchmarks, cache_bytes=0, reuse=False)
+    for a, b in zip(limited, plain):
+        np.testing.assert_allclose(a.value, b.value, atol=1e-4)
+
+
 def test_a_resume_that_changes_the_logits_turns_reuse_off(monkeypatch, caplog):
     lm = small_lm("llama", layers=4)
     units = units_at(lm, Site(3, "mlp"))
@@ -128,19 +165,34 @@ def test_layers_returning_more_than_the_hidden_state_cannot_be_resumed():
         _hidden_only((hidden, torch.ones(1)))
 
 
-def test_evaluate_conditions_equals_each_condition_alone_in_the_order_given():
+@pytest.mark.parametrize("bos, side", [("prepend", "right"), ("tokenizer", "left"), ("none", "right")])
+def test_evaluate_conditions_equals_each_condition_alone_in_the_order_given(bos, side):
     lm = small_lm("gemma2", layers=4)
+    lm.tokenizer.padding_side = side
 
     def run(model, tokenizer):
-        scores = token_logprobs(model, tokenizer, TEXTS, batch_size=4, bos="prepend")
+        scores = token_logprobs(model, tokenizer, TEXTS, batch_size=4, bos=bos)
         return pd.DataFrame({"benchmark": "texts", "subset": [str(i) for i in range(len(scores))],
                              "metric": "logprob", "value": [s.total for s in scores]})
 
     benchmarks = [Benchmark("texts", "in memory", run)]
+    @contextlib.contextmanager
+    def undeclared_edit():  # a custom hook that declares nothing: halves layer 2's output
+        handle = lm.layout.layers[2].register_forward_hook(lambda _m, _a, out: (out[0] * 0.5, *out[1:])
+                                                           if isinstance(out, tuple) else out * 0.5)
+        try:
+            yield
+        finally:
+            handle.remove()
+
     conditions = [Condition("intact")] + [
-        Condition(name, lambda units=units: lesion(lm, units, "zero"))
-        for name, units in [("low", units_at(lm, Site(0, "mlp"))), ("high", units_at(lm, Site(3, "mlp"))),
-                            ("mid", units_at(lm, Site(1, "residual")))]]
+        Condition(name, lambda units=units, positions=positions: lesion(lm, units, "zero", positions=positions))
+        for name, units, positions in [
+            ("low", units_at(lm, Site(0, "mlp")), None), ("high", units_at(lm, Site(3, "mlp")), None),
+            ("mid", units_at(lm, Site(1, "residual")), None),
+            ("low, first tokens", units_at(lm, Site(0, "mlp")), [0, 1]),  # earlier positions, below the stored levels
+            ("high, first tokens", units_at(lm, Site(2, "mlp")), [0, 1]),
+            ("high, last token", units_at(lm, Site(3, "mlp")), [-1])]] + [Condition("undeclared", undeclared_edit)]
     reused = evaluate_conditions(lm, conditions, benchmarks, cache_bytes=10**8)
     for condition, frame in zip(conditions, reused):
         with condition.enter():
@@ -150,4 +202,5 @@ def test_evaluate_conditions_equals_each_condition_alone_in_the_order_given():
     plain = evaluate_conditions(lm, conditions, benchmarks, cache_bytes=10**8, reuse=False)
     for a, b in zip(reused, plain):
         np.testing.assert_allclose(a.value, b.value, atol=1e-4)
+    assert np.abs(reused[-1].value - reused[0].value).max() > 1e-3  # the undeclared edit acts (and was not skipped)
     assert trunk_levels([4, 0, 3, 2]) == [2, 3]  # level 4 only the intact model reaches; 0 is no level

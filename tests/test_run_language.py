@@ -15,6 +15,7 @@ from neuroloc.cli import app
 from neuroloc.evaluate.perplexity import load_texts
 from neuroloc.pipelines.language import LanguageConfig, run_language
 from neuroloc.pipelines.lesion import build_benchmarks
+from neuroloc.settings import RunSettings
 from tests.test_seams import write_data
 from tests.tiny import tiny_model, tiny_tokenizer
 
@@ -75,10 +76,10 @@ def test_cli_run_language_writes_consistent_outputs(setup, tmp_path):
     lm = wrap_model(tiny_model("llama"), tiny_tokenizer())
     intact = results[results.condition == "intact"].set_index(["benchmark", "subset", "metric"]).value
     direct = pd.concat([
-        evaluate_blimp(lm.model, lm.tokenizer, data / "blimp", limit=2),
-        evaluate_syntaxgym(lm.model, lm.tokenizer, data / "syntaxgym", limit=2),
+        evaluate_blimp(lm.model, lm.tokenizer, data / "blimp", limit=2, batch_size=32, bos="prepend"),
+        evaluate_syntaxgym(lm.model, lm.tokenizer, data / "syntaxgym", limit=2, batch_size=32, bos="prepend"),
         evaluate_perplexity(lm.model, lm.tokenizer, load_texts(data / "ud" / "en_ewt-ud-dev.conllu", limit=2),
-                            name="en_ewt-ud-dev")])
+                            name="en_ewt-ud-dev", batch_size=32, bos="prepend")])
     for row in direct.itertuples():
         assert intact[row.benchmark, row.subset, row.metric] == pytest.approx(row.value, rel=1e-5), row
 
@@ -98,7 +99,7 @@ def test_run_language_config_and_overrides(setup, tmp_path):
     data, _ = setup
     lm = wrap_model(tiny_model("llama"), tiny_tokenizer())
     stimuli = get_stimuli("language", path=str(data / "fedorenko2010"))
-    benchmarks = build_benchmarks(["perplexity"], data_dir=data, perplexity_limit=2, batch_size=4)
+    benchmarks = build_benchmarks(["perplexity"], settings=RunSettings(batch_size=4), data_dir=data, perplexity_limit=2)
     config = LanguageConfig(percents=(10,), n_controls=2, control_kinds=("random",), progress=False)
     report = run_language(lm, stimuli, benchmarks, tmp_path / "a", config, mode="scale:0")
     assert report.is_file()
@@ -122,7 +123,7 @@ def test_run_language_with_recordings_adds_the_alignment(setup, tmp_path):
     groups = [f"p{i // 4}" for i in range(len(texts))]
     recordings = simulate_recordings(np.random.default_rng(0).normal(size=(len(texts), 8)), texts, groups,
                                      n_subjects=2, n_neuroids=4)
-    suite = build_benchmarks(["perplexity"], data_dir=data, perplexity_limit=2)
+    suite = build_benchmarks(["perplexity"], settings=RunSettings(), data_dir=data, perplexity_limit=2)
     report = run_language(lm, get_stimuli("language", path=str(data / "fedorenko2010")), suite, tmp_path / "out",
                           percents=[10], n_controls=1, control_kinds=("random",), progress=False,
                           recordings=recordings, align_controls=2,

@@ -17,6 +17,7 @@ from neuroloc.evaluate import blimp as blimp_module, syntaxgym as syntaxgym_modu
 from neuroloc.evaluate.benchmark import Benchmark, BenchmarkOptions
 from neuroloc.evaluate.controls import CONTROLS, ControlData, draw_control, random_matched, register_control
 from neuroloc.evaluate.registry import BENCHMARKS, build_benchmarks, register_benchmark
+from neuroloc.settings import RunSettings
 from neuroloc.pipelines.lesion import run_lesion_study
 from neuroloc.stimuli.registry import STIMULI, get_stimuli, register_stimuli
 from tests.tiny import tiny_model, tiny_tokenizer
@@ -80,7 +81,8 @@ def test_benchmarks_read_their_files_once_per_study(lm, stimuli, tmp_path, monke
 
     monkeypatch.setattr(blimp_module, "_load_dir", count_dir)
     monkeypatch.setattr(syntaxgym_module, "load_suite", count_suite)
-    benchmarks = build_benchmarks(["blimp", "syntaxgym", "perplexity"], data_dir=data, batch_size=4)
+    benchmarks = build_benchmarks(["blimp", "syntaxgym", "perplexity"], settings=RunSettings(batch_size=4),
+                                  data_dir=data)
     localizer = Localizer("residual", percent=10).fit(lm, stimuli)
     results = run_lesion_study(lm, localizer.units_, benchmarks, tmp_path / "out", localizer=localizer,
                                percents=[5, 10], n_controls=2, control_kinds=["random"], progress=False)
@@ -88,7 +90,7 @@ def test_benchmarks_read_their_files_once_per_study(lm, stimuli, tmp_path, monke
     assert reads == {"blimp": 1, "syntaxgym": 2}  # one BLiMP folder, two suite files: each read once
     # the loaded data gives what a direct evaluation of the files gives
     intact = results[results.condition == "intact"].set_index(["benchmark", "subset", "metric"]).value
-    direct = blimp_module.evaluate_blimp(lm.model, lm.tokenizer, data / "blimp", batch_size=4)
+    direct = blimp_module.evaluate_blimp(lm.model, lm.tokenizer, data / "blimp", batch_size=4, bos="prepend")
     for subset, value in zip(direct.subset, direct.value):
         assert intact["blimp", subset, "accuracy"] == pytest.approx(value)
 
@@ -102,12 +104,12 @@ def test_a_new_benchmark_is_one_function_and_one_registration(lm, tmp_path):
     (tmp_path / "words.txt").write_text("a b c")
     register_benchmark("words", word_count)
     try:
-        built, = build_benchmarks(["words"], paths={"words": tmp_path / "words.txt"})
+        built, = build_benchmarks(["words"], settings=RunSettings(), paths={"words": tmp_path / "words.txt"})
         assert built.run(lm.model, lm.tokenizer).value.item() == 3.0
     finally:
         BENCHMARKS.pop("words")
     with pytest.raises(NeurolocError, match="unknown benchmark.*blimp, syntaxgym, perplexity"):
-        build_benchmarks(["words"])
+        build_benchmarks(["words"], settings=RunSettings())
 
 
 # -- control kinds and stimulus sets ---------------------------------------------------------------

@@ -43,7 +43,7 @@ def test_exact_match_and_logprob_equal_a_plain_loop(family) -> None:
     lm = _lm(family)
     items = _items()
     for batch_size in (1, 3, 64):
-        scores = score_answers(lm, items, batch_size=batch_size)
+        scores = score_answers(lm, items, batch_size=batch_size, bos="prepend")
         for i in range(len(items)):
             lp, exact = _reference(lm, items.prompts[i], items.answers[i])
             assert scores.loc[i, "logprob"] == pytest.approx(lp, rel=1e-9, abs=1e-9)
@@ -71,7 +71,7 @@ def test_choices_pick_the_most_likely_and_accuracy_per_label() -> None:
     choices = [("jumps over", "sat", "ran"), ("were", "was"), ("3", "4", "5"), ("sat", "jumps over"),
                ("+ 4?", "- 4?")]
     items = PromptSet(PROMPTS, ANSWERS, ["a", "a", "b", "b", "b"], ["test"] * 5, choices)
-    scores = score_answers(lm, items, batch_size=2)
+    scores = score_answers(lm, items, batch_size=2, bos="prepend")
     for i, options in enumerate(choices):
         lps = [_reference(lm, PROMPTS[i], c)[0] for c in options]
         assert scores.loc[i, "choice"] == int(np.argmax(lps))
@@ -101,7 +101,7 @@ def test_smollm2_knows_paris_and_ig_is_complete() -> None:
     lm = load_model("smollm2", dtype="float32")
     items = PromptSet(["The capital of France is", "The capital of Italy is"], ["Paris", "Rome"], ["c", "c"],
                       ["test", "test"])
-    scores = score_answers(lm, items, batch_size=2)
+    scores = score_answers(lm, items, batch_size=2, bos="prepend")
     assert scores.exact.all()
     for i in range(2):
         assert scores.loc[i, "logprob"] == pytest.approx(_reference(lm, items.prompts[i], items.answers[i])[0], abs=1e-3)

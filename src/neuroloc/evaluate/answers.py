@@ -35,7 +35,7 @@ __all__ = ["ANSWER_COLUMNS", "answer_accuracy", "score_answers", "score_continua
 ANSWER_COLUMNS = ["item", "label", "split", "logprob", "n_tokens", "exact", "correct", "choice"]
 
 
-def score_continuations(lm: LoadedModel, encoded: Sequence[EncodedContinuation], *, batch_size: int = 32,
+def score_continuations(lm: LoadedModel, encoded: Sequence[EncodedContinuation], *, batch_size: int,
                         progress: bool = False, description: str = "scoring answers"
                         ) -> tuple[np.ndarray, np.ndarray]:
     """(logprob, exact) per encoded sequence: Σ ln p over its continuation tokens, and whether each of
@@ -54,7 +54,7 @@ def score_continuations(lm: LoadedModel, encoded: Sequence[EncodedContinuation],
     return logprob, exact
 
 
-def score_answers(lm: LoadedModel, items: PromptSet, *, batch_size: int = 32, bos: str = "prepend",
+def score_answers(lm: LoadedModel, items: PromptSet, *, batch_size: int, bos: str,
                   progress: bool = False) -> pd.DataFrame:
     """One row per item (`ANSWER_COLUMNS`): log p(answer | prompt), its token count, greedy exact
     match, correctness (the best choice for multiple-choice items, else exact match) and the index of

@@ -63,8 +63,8 @@ def evaluate_blimp(
     *,
     limit: int | None = None,
     phenomena: Sequence[str] | None = None,
-    batch_size: int = 32,
-    bos: str = "prepend",
+    batch_size: int,
+    bos: str,
 ) -> pd.DataFrame:
     """Accuracy per phenomenon and overall (mean over phenomena): columns benchmark, subset, metric, value.
 

@@ -139,7 +139,7 @@ def _rows(results: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=RESULT_COLUMNS)
 
 
-def evaluate_lm_eval(model, tokenizer, tasks: Sequence[TaskSpec], *, batch_size: int = 32,
+def evaluate_lm_eval(model, tokenizer, tasks: Sequence[TaskSpec], *, batch_size: int,
                      limit: int | None = None) -> pd.DataFrame:
     """Run harness `tasks` on `model` as it is (hooks included): rows benchmark (`lm-eval:<task>`,
     `lm-eval:blimp`), subset, metric, value. `limit` keeps the first N documents of each task."""
@@ -158,7 +158,7 @@ def evaluate_lm_eval(model, tokenizer, tasks: Sequence[TaskSpec], *, batch_size:
     return _rows(output["results"])
 
 
-def lm_eval_benchmark(specs: str | Sequence[str], *, batch_size: int = 32, limit: int | None = None) -> Benchmark:
+def lm_eval_benchmark(specs: str | Sequence[str], *, batch_size: int, limit: int | None = None) -> Benchmark:
     """A `Benchmark` that runs harness tasks (parsed once, now) on every model it is given."""
     _require_lm_eval()
     tasks = task_configs(specs)

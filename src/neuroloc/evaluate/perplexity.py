@@ -52,8 +52,8 @@ def evaluate_perplexity(
     texts: Sequence[str] | str | Path,
     *,
     name: str | None = None,
-    batch_size: int = 32,
-    bos: str = "prepend",
+    batch_size: int,
+    bos: str,
 ) -> pd.DataFrame:
     """Rows `perplexity` and `mean_logprob` (nats per token) for `texts` (a list or a file for `load_texts`).
 

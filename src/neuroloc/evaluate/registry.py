@@ -160,19 +160,18 @@ def benchmark_specs(value: Any) -> tuple[BenchmarkSpec, ...]:
     return tuple(specs)
 
 
-def build_benchmarks(names: Sequence[str], *, data_dir: str | Path | None = None, blimp: str | None = None,
-                     syntaxgym: str | None = None, perplexity: str | None = None, limit: int | None = None,
-                     syntaxgym_limit: int | None = None, perplexity_limit: int | None = None,
-                     batch_size: int = 32, paths: Mapping[str, str | Path] | None = None,
-                     limits: Mapping[str, int | None] | None = None, bos: str | None = None) -> list[Benchmark]:
+def build_benchmarks(names: Sequence[str], *, settings: RunSettings, data_dir: str | Path | None = None,
+                     blimp: str | None = None, syntaxgym: str | None = None, perplexity: str | None = None,
+                     limit: int | None = None, syntaxgym_limit: int | None = None,
+                     perplexity_limit: int | None = None, paths: Mapping[str, str | Path] | None = None,
+                     limits: Mapping[str, int | None] | None = None) -> list[Benchmark]:
     """Deprecated (use `BenchmarkSpec(...).build(settings, data_root)`): the named benchmarks with
-    explicit paths and limits."""
+    explicit paths and limits, scoring under `settings`."""
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown or not names:
         raise NeurolocError(f"unknown benchmark {unknown or list(names)}; choose from {', '.join(BENCHMARKS)}")
     all_paths = {"blimp": blimp, "syntaxgym": syntaxgym, "perplexity": perplexity, **(paths or {})}
     all_limits = {"blimp": limit, "syntaxgym": syntaxgym_limit, "perplexity": perplexity_limit, **(limits or {})}
-    settings = RunSettings(batch_size=batch_size).replace(**({"bos": bos} if bos is not None else {}))
     specs = [BenchmarkSpec(name, {k: v for k, v in (("path", None if all_paths.get(name) is None
                                                      else str(all_paths[name])), ("limit", all_limits.get(name)))
                                   if v is not None}) for name in names]

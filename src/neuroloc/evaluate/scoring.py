@@ -93,13 +93,14 @@ def token_logprobs(
     tokenizer,
     texts: Sequence[str],
     *,
-    batch_size: int = 32,
-    bos: str = "prepend",
+    batch_size: int,
+    bos: str,
     progress: Callable[[int], None] | None = None,
 ) -> list[TextScore]:
     """Score every token of every text, in the order given.
 
-    `bos` is the BOS policy (`neuroloc.text.encoding`): with "prepend" every token of the text is scored;
+    `bos` is the BOS policy (`neuroloc.text.encoding`; a run's `RunSettings.bos`): when it prepends a BOS
+    every token of the text is scored;
     special tokens are never scored, and without a leading BOS ("none") the first token only conditions
     the rest and is left out of the score.
     `progress(n_done)` is called after each batch with the number of texts scored so far. The model

@@ -162,8 +162,8 @@ def region_surprisals(
     tokenizer,
     conditions: Sequence[Sequence[str]],
     *,
-    batch_size: int = 32,
-    bos: str = "prepend",
+    batch_size: int,
+    bos: str,
 ) -> list[np.ndarray]:
     """Surprisal (bits) of each region, for conditions given as lists of region contents."""
     joined = [join_regions(contents) for contents in conditions]
@@ -176,9 +176,9 @@ def evaluate_syntaxgym(
     tokenizer,
     suites: str | Path | Sequence[str | Path | Suite],
     *,
-    batch_size: int = 32,
+    batch_size: int,
     limit: int | None = None,
-    bos: str = "prepend",
+    bos: str,
 ) -> pd.DataFrame:
     """Accuracy per suite and overall (mean over suites): columns benchmark, subset, metric, value.
 

@@ -8,10 +8,10 @@ ids, positions, attention structure), so any benchmark that scores the same text
 its trunk again, and a lesion study that evaluates its conditions from the least to the most invasive
 computes each layer below the lesions once.
 
-Memory is bounded by `max_bytes`: beyond it nothing more is stored, the log says so once, and the
-batches left out run from layer 0 — slower, never different. The first resumed pass of a cache is
-checked against the whole model; a model whose layers cannot be resumed (`TrunkUnsupported`) or
-whose check fails is run whole from then on, and the log says why.
+Memory is bounded by `max_bytes`: beyond it nothing more is stored (nor captured), the log says so
+once, and the batches left out run from layer 0 — slower, never different. The first resumed pass of
+a cache is checked against the whole model; a model whose layers cannot be resumed
+(`TrunkUnsupported`) or whose check fails is run whole from then on, and the log says why.
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ class TrunkCache:
             return run()
         stored = self.store.get(key, {})
         start = max((level for level in stored if level <= intact_layers), default=0)
-        wanted = [level for level in self.levels if start < level <= intact_layers and level not in stored]
+        wanted = [] if self.full else [level for level in self.levels
+                                       if start < level <= intact_layers and level not in stored]
         try:
             with contextlib.ExitStack() as stack:
                 found = stack.enter_context(capture(self.lm.layout, wanted)) if wanted else None
@@ -103,7 +104,6 @@ class TrunkCache:
         return logits
 
     def _keep(self, key: str, hidden: dict[int, torch.Tensor]) -> None:
-        slot = self.store.setdefault(key, {})
         for level in sorted(hidden, reverse=True):  # the highest level saves the most
             size = hidden[level].numel() * hidden[level].element_size()
             if self.bytes + size > self.max_bytes:
@@ -112,7 +112,7 @@ class TrunkCache:
                     log.warning("trunk cache full (%.0f MiB of %.0f MiB): batches not stored run every layer "
                                 "(raise the cache size to reuse more)", self.bytes / 2**20, self.max_bytes / 2**20)
                 continue
-            slot[level] = hidden[level]
+            self.store.setdefault(key, {})[level] = hidden[level]
             self.bytes += size
 
     def _disable(self, reason: str) -> None:

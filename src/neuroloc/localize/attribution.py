@@ -39,7 +39,7 @@ from ..progress import progress_bar
 from ..record.recorder import takes_position_ids
 from ..record.stats import StatsStore
 from ..settings import RunSettings
-from ..text.encoding import pad_id
+from ..text.encoding import pad_id, prepends_bos
 from ..stimuli.prompts import EncodedContinuation, PromptSet, encode_continuations
 
 __all__ = ["ATTRIBUTION_METHODS", "IG_RULES", "POSITION_REDUCTIONS", "AnswerAttributionBatch", "AttributionRows",
@@ -404,7 +404,7 @@ def record_answer_attributions(lm: LoadedModel, items: PromptSet, sites: Sequenc
     completeness = Completeness(names) if method == "ig" else None
     for batch in iter_answer_attributions(lm, encoded, method=method, sites=sites, reduce=reduce, steps=steps,
                                           batch_size=settings.batch_size, items_per_group=settings.batch_size,
-                                          skip_first=settings.bos == "prepend", progress=progress):
+                                          skip_first=prepends_bos(settings.bos), progress=progress):
         scores = batch.scores.double()
         if weight_by_p:
             scores = scores * torch.from_numpy(np.exp(batch.logprob))[:, None]

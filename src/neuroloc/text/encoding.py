@@ -30,6 +30,12 @@ def check_bos(policy: str) -> str:
     return policy
 
 
+def prepends_bos(policy: str) -> bool:
+    """Whether the policy puts a BOS token of neuroloc's own before every text (so the first token
+    of a sequence is never the text's)."""
+    return check_bos(policy) == "prepend"
+
+
 def bos_id(tokenizer) -> int:
     """The token that starts every sequence under the `prepend` policy: BOS, else EOS."""
     for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
@@ -76,7 +82,7 @@ def encode(tokenizer, texts: Sequence[str], *, bos: str, max_tokens: int | None 
     ids = [list(row) for row in raw["input_ids"]]
     offsets = [[tuple(o) for o in row] for row in raw["offset_mapping"]]
     special = [list(row) for row in raw["special_tokens_mask"]]
-    if bos == "prepend":
+    if prepends_bos(bos):
         first = bos_id(tokenizer)
         ids = [[first, *row] for row in ids]
         offsets = [[(0, 0), *row] for row in offsets]
