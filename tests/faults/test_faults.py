@@ -58,7 +58,7 @@ SIGNAL_FAULTS = [
     ("multilingual", "SIGINT", "between"), ("multilingual", "SIGKILL", "between"), ("multilingual", "SIGTERM", "item1"),
     ("multilingual", "SIGKILL", "write"),
     ("task", "SIGTERM", "first"), ("task", "SIGKILL", "between"), ("task", "SIGINT", "write"),
-    ("align", "SIGINT", "first"), ("align", "SIGKILL", "between"), ("align", "SIGTERM", "write"),
+    ("align", "SIGINT", "first"), ("align", "SIGTERM", "between"), ("align", "SIGKILL", "between"), ("align", "SIGTERM", "write"),
     ("pos", "SIGTERM", "first"), ("pos", "SIGKILL", "write"),
     ("lesion", "SIGINT", "item1"), ("lesion", "SIGKILL", "item2"), ("lesion", "SIGTERM", "write"),
 ]
