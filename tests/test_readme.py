@@ -112,7 +112,7 @@ def namespace(tmp_path_factory):
     def tiny(spec="smollm2", *args, **kwargs):  # MLPs wide enough for the README's unit counts (count=100)
         tokenizer = tiny_tokenizer()
         config = tiny_config("llama", len(tokenizer))
-        config.intermediate_size = 64
+        config.intermediate_size = 256  # k=100 per label, with random controls outside them
         torch.manual_seed(0)
         return neuroloc.wrap_model(AutoModelForCausalLM.from_config(config).float().eval(), tokenizer)
 
