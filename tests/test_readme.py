@@ -11,6 +11,7 @@ silently.
 
 from __future__ import annotations
 
+import importlib
 import re
 import shlex
 from pathlib import Path
@@ -108,14 +109,14 @@ def namespace(tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.chdir(work)
 
-    def tiny(spec="smollm2", *args, **kwargs):  # wide enough for the README's unit counts (count=100)
+    def tiny(spec="smollm2", *args, **kwargs):  # MLPs wide enough for the README's unit counts (count=100)
         tokenizer = tiny_tokenizer()
         config = tiny_config("llama", len(tokenizer))
-        config.intermediate_size = config.hidden_size = 256
+        config.intermediate_size = 256  # k=100 per label, with random controls outside them
         torch.manual_seed(0)
         return neuroloc.wrap_model(AutoModelForCausalLM.from_config(config).float().eval(), tokenizer)
 
-    run_module = __import__("sys").modules["neuroloc.runner.run"]
+    run_module = importlib.import_module("neuroloc.runner.run")  # the module (the package exports run())
     for owner in (loading, run_module):
         patch.setattr(owner, "load_model", tiny)
     patch.setattr(neuroloc, "load_model", tiny, raising=False)

@@ -443,5 +443,5 @@ for _old, _new in DEPRECATED_COMMANDS.items():
 
 
 def main() -> None:
-    logging.basicConfig(level=os.environ.get("NEUROLOC_LOG", "WARNING"))
+    logging.basicConfig(level=os.environ.get("NEUROLOC_LOG", "WARNING"), format="%(levelname)s: %(message)s")
     app()

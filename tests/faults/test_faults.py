@@ -58,7 +58,7 @@ SIGNAL_FAULTS = [
     ("multilingual", "SIGINT", "between"), ("multilingual", "SIGKILL", "between"), ("multilingual", "SIGTERM", "item1"),
     ("multilingual", "SIGKILL", "write"),
     ("task", "SIGTERM", "first"), ("task", "SIGKILL", "between"), ("task", "SIGINT", "write"),
-    ("align", "SIGINT", "first"), ("align", "SIGKILL", "between"), ("align", "SIGTERM", "write"),
+    ("align", "SIGINT", "first"), ("align", "SIGTERM", "between"), ("align", "SIGKILL", "between"), ("align", "SIGTERM", "write"),
     ("pos", "SIGTERM", "first"), ("pos", "SIGKILL", "write"),
     ("lesion", "SIGINT", "item1"), ("lesion", "SIGKILL", "item2"), ("lesion", "SIGTERM", "write"),
 ]
@@ -160,7 +160,7 @@ def input_faults(world: dict) -> list[Fault]:
         r"nan\.csv.*NaN|NaN.*nan\.csv")
     add("recordings-nan-rows-dropped", align(str(root / "nan.csv")), None, status=0)
     add("recordings-one-row", align(inputs.write_recordings(root / "one.csv", table.iloc[:1])),
-        r"one\.csv")
+        r"one\.csv: 1 stimulus but 2 folds.*at least 2 stimuli")
     dup = table.copy()
     dup.insert(0, "stimulus_id", [f"s{i}" for i in range(len(dup))])
     dup.loc[3, "stimulus_id"] = "s2"

@@ -85,10 +85,11 @@ def score_alignment(lm: LoadedModel, recordings: Recordings | Any, units: UnitSe
                     ceiling: str | float | None = "auto", confounds: Sequence[str] = CONFOUNDS, seed: int = 0,
                     batch_size: int, bos: str, device: str | None = None, ceiling_subsets: int = 10,
                     ceiling_holdouts: int = 5, ceiling_bootstraps: int = 100, progress: bool = False,
-                    **read_options: Any) -> AlignmentResult:
+                    checkpoint: Any = None, **read_options: Any) -> AlignmentResult:
     """Cross-validated encoding scores of `units` (plus `controls` matched random sets, all units,
     `layers` one by one, and `confounds`) on `recordings` (Recordings, a path, a DataFrame or a
-    DataArray), with the inter-subject ceiling (`ceiling="auto"`), a given one (a float) or none."""
+    DataArray), with the inter-subject ceiling (`ceiling="auto"`), a given one (a float) or none. A
+    `checkpoint` (`record.checkpoint.Checkpoint`) makes the feature recording resumable."""
     if metric not in METRICS:
         raise NeurolocError(f"unknown metric {metric!r}; choose ridge or linear")
     if controls < 0:
@@ -111,7 +112,7 @@ def score_alignment(lm: LoadedModel, recordings: Recordings | Any, units: UnitSe
         lm, rec.texts, lm.layout.sites(kinds), pooling=pooling,
         passages=rec.groups if context and real_groups else None,
         positions=rec.stimuli["position"].tolist() if context and real_groups else None, max_context=max_context,
-        batch_size=batch_size, bos=bos, progress=progress)
+        batch_size=batch_size, bos=bos, progress=progress, checkpoint=checkpoint)
 
     sets: list[tuple[dict[str, Any], Any]] = []
     if units is not None:

@@ -30,8 +30,10 @@ def group_folds(groups: Sequence[str], n_folds: int = 10, seed: int = 0) -> list
     if n_folds < 2:
         raise NeurolocError(f"--folds must be at least 2, got {n_folds}")
     if len(groups) < n_folds:
-        raise NeurolocError(f"{len(groups)} stimuli but {n_folds} folds requested; lower --folds to at most "
-                            f"{len(groups)} or add stimuli")
+        way = (f"lower --folds to at most {len(groups)} or add stimuli" if len(groups) >= 2 else
+               "cross-validation needs at least 2 stimuli (2 folds); add stimuli")
+        raise NeurolocError(f"{len(groups)} {'stimulus' if len(groups) == 1 else 'stimuli'} but {n_folds} folds "
+                            f"requested; {way}")
     names, sizes = np.unique(groups, return_counts=True)
     if len(names) < 2:
         raise NeurolocError(f"all {len(groups)} stimuli belong to one passage/story {names[0]!r}; cross-validation "

@@ -138,13 +138,17 @@ class AlignConfig(StudyConfig):
             ctx.warn(note)
         if inputs.units is not None:
             inputs.units.check_compatible(lm.layout, lm.identity)
+        checkpoint = None
+        if ctx.checkpointing:  # the feature rows: a rerun of the same command resumes them
+            checkpoint = ctx.checkpoint("features", ctx.key(lm, data=inputs.source["sha256"], study=self.identity()))
         result = score_alignment(
             lm, inputs.recordings, inputs.units, controls=self.n_controls if inputs.units is not None else 0,
             layers=self.layers, site=",".join(self.site), pooling=self.pooling, context=self.context,
             max_context=self.max_context, metric=self.metric, alpha_per_target=self.alpha_per_target,
             folds=self.folds, ceiling=self.ceiling, ceiling_subsets=self.ceiling_subsets,
             ceiling_holdouts=self.ceiling_holdouts, confounds=self.confounds, seed=self.seed,
-            batch_size=self.settings.batch_size, bos=self.settings.bos, progress=ctx.progress)
+            batch_size=self.settings.batch_size, bos=self.settings.bos, progress=ctx.progress,
+            checkpoint=checkpoint)
         return AlignResult(config=self, model=dict(lm.identity), alignment=result, source=inputs.source,
                            summary={"summary": result.summary.round(6).to_dict(orient="records")})
 
@@ -235,7 +239,8 @@ class AlignResult(StudyResult):
 
     def headline(self) -> str:
         shown = self.alignment.summary[self.alignment.summary.kind != "random"]
-        return shown[["features", "n_units", "score", "normalized"]].to_string(index=False)
+        columns = ["features", "n_units", "score"] + (["normalized"] if shown.normalized.notna().any() else [])
+        return shown[columns].to_string(index=False)
 
 
 def align(lm: LoadedModel, recordings: Any, units: UnitSet | None = None, *, controls: int = 10,

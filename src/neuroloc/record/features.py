@@ -9,6 +9,7 @@ or the mean over its own tokens ("mean"; a BOS token is never among them, with o
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -16,12 +17,15 @@ import numpy as np
 import torch
 
 from ..errors import NeurolocError
+from ..interrupts import Interrupted, protected
 from ..models.layout import Site
 from ..models.loading import LoadedModel
 from ..units import UnitSet
+from .checkpoint import Checkpoint
 from .recorder import Recorder
 
 CONTEXT_SEPARATOR = " "
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -87,13 +91,29 @@ def _context_texts(texts: Sequence[str], passages: Sequence[str], positions: Seq
     return full, spans
 
 
+class _Rows:
+    """The feature rows filled so far, as a checkpointable statistic (`state_dict` / `load_state_dict`)."""
+
+    def __init__(self, values: dict[Site, torch.Tensor]) -> None:
+        self.values = values
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {site.name: value for site, value in self.values.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for site, value in self.values.items():
+            value.copy_(state[site.name])
+
+
 def extract_features(lm: LoadedModel, texts: Sequence[str], sites: Site | str | Sequence[Site | str] | UnitSet, *,
                      pooling: str = "last", passages: Sequence[str] | None = None,
                      positions: Sequence[int] | None = None, max_context: int | None = None, batch_size: int,
-                     bos: str, max_tokens: int | None = None, progress: bool = False) -> Features:
+                     bos: str, max_tokens: int | None = None, progress: bool = False,
+                     checkpoint: Checkpoint | None = None) -> Features:
     """Pooled activations of `sites` (a Site, its name, a list, a kind such as "residual" for every
     layer, or a UnitSet's sites) for each text; with `passages`, each text is read in the context of
-    the earlier texts of its passage (ordered by `positions`, else by appearance)."""
+    the earlier texts of its passage (ordered by `positions`, else by appearance). With a `checkpoint`,
+    rows already recorded are restored and the rest are saved as they come (and when interrupted)."""
     if pooling not in ("last", "mean"):
         raise NeurolocError(f"feature pooling must be 'last' or 'mean', got {pooling!r}")
     if isinstance(sites, UnitSet):
@@ -116,13 +136,34 @@ def extract_features(lm: LoadedModel, texts: Sequence[str], sites: Site | str | 
         spans = [[span] for span in own]
     recorder = Recorder(lm, wanted, pooling=f"word-{pooling}", batch_size=batch_size,
                         max_tokens=max_tokens, bos=bos, progress=progress, description="features")
-    values = {s: torch.empty(len(texts), lm.layout.width(s), dtype=torch.float32) for s in recorder.sites}
+    values = {s: torch.zeros(len(texts), lm.layout.width(s), dtype=torch.float32) for s in recorder.sites}
     seen = np.zeros(len(texts), dtype=bool)
-    for batch in recorder.iter_batches(texts, spans):
-        rows = torch.tensor([text for text, _ in batch.rows])
-        seen[rows.numpy()] = True
-        for site, pooled in batch.features.items():
-            values[site][rows] = pooled.float().cpu()
+    rows_so_far = _Rows(values)
+    if checkpoint is not None:  # resume: the rows of the stimuli done before are restored
+        seen = checkpoint.restore(rows_so_far, len(texts)).numpy().copy()
+        if checkpoint.resumed_from:
+            log.warning("%s: resuming from %d/%d stimuli (checkpoint %s)", recorder.description,
+                        checkpoint.resumed_from, len(texts), checkpoint.path)
+    pending = [i for i in range(len(texts)) if not seen[i]]
+    try:
+        batches = recorder.iter_batches([texts[i] for i in pending], [spans[i] for i in pending],
+                                        completed=len(texts) - len(pending), total=len(texts)) if pending else []
+        for batch in batches:
+            with protected():  # a batch's rows are stored and marked done, or neither
+                rows = torch.tensor([pending[text] for text, _ in batch.rows])
+                seen[rows.numpy()] = True
+                for site, pooled in batch.features.items():
+                    values[site][rows] = pooled.float().cpu()
+                if checkpoint is not None:
+                    checkpoint.step(rows_so_far, sorted(set(rows.tolist())))
+    except Interrupted:
+        if checkpoint is not None and checkpoint.done.any():
+            with protected():
+                checkpoint.save(rows_so_far)
+        raise
+    if checkpoint is not None and pending:
+        with protected():
+            checkpoint.save(rows_so_far)
     if not seen.all():
         raise NeurolocError(f"stimulus {int(np.flatnonzero(~seen)[0])} produced no features")
     return Features(values)

@@ -78,7 +78,7 @@ def _table(df: pd.DataFrame) -> str:
     """A table as HTML: a row counter is not shown (an unnamed integer index, filtered or not; labels in the
     index are), missing values of any dtype as –, and a column with no value at all is left out."""
     plain = df.index.name is None and pd.api.types.is_integer_dtype(df.index)
-    df = df.loc[:, df.notna().any()] if len(df) else df
+    df = df.iloc[:, df.notna().any().to_numpy()] if len(df) else df
     df = df.apply(lambda column: column if pd.api.types.is_float_dtype(column) or not column.isna().any()
                   else column.astype(object).where(column.notna(), "–"))
     html = df.to_html(escape=True, border=0, na_rep="–", index=not plain, float_format=lambda x: f"{x:.4g}")
