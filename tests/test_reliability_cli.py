@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 from click.testing import CliRunner
@@ -296,3 +297,60 @@ def test_a_config_with_reliability_round_trips_through_its_manifest(paired):
     again = LocalizeConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.reliability.untrained == (0, 2)
     assert LocalizeConfig.from_dict({**config.to_dict(), "reliability": None, "fold_column": None}).reliability is None
+
+
+def test_reliability_runs_each_stimulus_through_the_model_once(lm, paired):
+    from neuroloc.pipelines.localize import LocalizeConfig
+    from tests.spies import watch_forward
+
+    config = LocalizeConfig(stimuli=str(paired), design="S:N", site=("residual", "mlp"), pooling="mean",
+                            fold_column="item", settings=SETTINGS,
+                            reliability=ReliabilityConfig(folds=3, permutations=20, random_sets=5, length_matched=True))
+    stimuli = config.load_inputs()
+    with watch_forward(lm.model) as spy:
+        result = config.run(lm, inputs=stimuli)
+    assert len(spy.first_tokens) == len(stimuli) == 120
+    assert set(result.reliability.tables) >= {"split_half", "held_out", "stability", "permutation", "length_matched"}
+
+
+def test_an_interrupted_fold_recording_resumes_to_the_same_statistics(lm, paired, tmp_path):
+    from neuroloc.interrupts import Interrupted
+    from neuroloc.localize.localizer import site_kinds
+    from neuroloc.record.checkpoint import Checkpoint
+    from neuroloc.record.folds import record_folds
+    from neuroloc.stimuli.folds import assign_folds
+
+    stimuli = get_stimuli(str(paired), contrast=("S", "N"), group_column="item")
+    assignment = assign_folds(stimuli, 2)
+    settings = RunSettings(batch_size=10, dtype="float32", progress=False)
+
+    def record(checkpoint=None):
+        return record_folds(lm, stimuli, assignment, sites=lm.layout.sites(site_kinds(SITES)), pooling="mean",
+                            kinds=("moments", "tokens"), n_buckets=4, rows=True, settings=settings,
+                            checkpoint=checkpoint)
+
+    whole = record()
+    calls = {"n": 0}
+
+    def stop(module, args, kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise Interrupted("SIGINT")
+
+    handle = lm.model.register_forward_pre_hook(stop, with_kwargs=True)
+    try:
+        with pytest.raises(Interrupted):
+            record(Checkpoint(tmp_path, "key", every=1))
+    finally:
+        handle.remove()
+    checkpoint = Checkpoint(tmp_path, "key", every=1)
+    resumed = record(checkpoint)
+    assert checkpoint.resumed_from == 40  # four batches of 10 were folded in before the interrupt
+    for a, b in zip(whole.stores, resumed.stores):
+        assert a.entries.keys() == b.entries.keys()
+        for key, stat in a.entries.items():
+            for name, value in stat.state_dict().items():
+                assert torch.allclose(value.double(), b.entries[key].state_dict()[name].double(), rtol=1e-6,
+                                      atol=1e-6), (key, name)
+    assert np.array_equal(whole.rows.texts, resumed.rows.texts)
+    assert torch.equal(whole.rows.values, resumed.rows.values)
