@@ -113,6 +113,7 @@ def namespace(tmp_path_factory):
         tokenizer = tiny_tokenizer()
         config = tiny_config("llama", len(tokenizer))
         config.intermediate_size = 256  # k=100 per label, with random controls outside them
+        config.max_position_embeddings = 512  # the false-belief stories whole (rotary positions: no table)
         torch.manual_seed(0)
         return neuroloc.wrap_model(AutoModelForCausalLM.from_config(config).float().eval(), tokenizer)
 

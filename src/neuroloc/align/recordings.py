@@ -8,6 +8,8 @@ CSV/Parquet tables in wide form (a text column and one column per response) or l
 
 from __future__ import annotations
 
+import hashlib
+
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,13 @@ class Recordings:
     @property
     def texts(self) -> list[str]:
         return self.stimuli["text"].tolist()
+
+    def content_hash(self) -> str:
+        """SHA-256 of the responses, the stimuli and the neuroids (what a checkpoint of them depends on)."""
+        digest = hashlib.sha256(np.ascontiguousarray(self.responses).tobytes())
+        for table in (self.stimuli, self.neuroids):
+            digest.update(table.to_csv(index=False).encode())
+        return digest.hexdigest()
 
     @property
     def groups(self) -> np.ndarray:

@@ -140,7 +140,8 @@ class AlignConfig(StudyConfig):
             inputs.units.check_compatible(lm.layout, lm.identity)
         checkpoint = None
         if ctx.checkpointing:  # the feature rows: a rerun of the same command resumes them
-            checkpoint = ctx.checkpoint("features", ctx.key(lm, data=inputs.source["sha256"], study=self.identity()))
+            checkpoint = ctx.checkpoint("features", ctx.key(lm, data=inputs.source.get("sha256") or inputs.recordings.content_hash(),
+                                                           study=self.identity()))
         result = score_alignment(
             lm, inputs.recordings, inputs.units, controls=self.n_controls if inputs.units is not None else 0,
             layers=self.layers, site=",".join(self.site), pooling=self.pooling, context=self.context,
