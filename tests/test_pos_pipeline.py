@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -205,13 +206,15 @@ def test_failure_leaves_no_output(lm, treebanks, tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(pos_pipeline, "plot_heatmap", broken)
     with pytest.raises(RuntimeError, match="figure failed"):
         run_study(lm, train, out, score="gradxact")
-    assert not out.exists()
+    assert [p.name for p in out.iterdir()] == [".checkpoints"]  # no output: only the finished stage, to resume
+    shutil.rmtree(out)
     # an earlier result stays untouched
     out.mkdir()
     (out / "probe.csv").write_text("old\n")
     with pytest.raises(RuntimeError, match="figure failed"):
         run_study(lm, train, out, score="gradxact")
-    assert [p.name for p in out.iterdir()] == ["probe.csv"] and (out / "probe.csv").read_text() == "old\n"
+    kept = [p.name for p in out.iterdir() if p.name != ".checkpoints"]  # the finished stage may be kept beside it
+    assert kept == ["probe.csv"] and (out / "probe.csv").read_text() == "old\n"
     assert not list(tmp_path.glob(".pos.*"))  # no staging folder left behind
 
 
@@ -257,3 +260,31 @@ def test_a_bos_policy_reaches_every_forward_pass(lm, treebanks, tmp_path, monkey
               settings=RunSettings(bos=bos, batch_size=7, progress=False))
     # key neurons 1; probe features 3 splits; specificity: intact + (1 key + 1 random) × 4 classes
     assert len(calls) >= 1 + 3 + 9 and set(calls) == {bos}, sorted(set(calls))
+
+
+def test_an_interrupted_run_resumes_after_the_key_neurons(lm, treebanks, tmp_path, monkeypatch) -> None:
+    """Interrupted after the attribution stage, the same run again reuses the key neurons (attribution is
+    not redone) and ends with the undisturbed run's tables."""
+    from neuroloc.interrupts import Interrupted
+
+    train, evaluation = treebanks
+    config = PosConfig(**FAST, score="gradxact", model="tiny")
+    undisturbed = run(config, tmp_path / "plain", lm=lm, inputs=PosInputs(train, evaluation))
+    real_probe, real_find = pos_pipeline.probe_key_neurons, pos_pipeline.find_key_neurons
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        raise Interrupted("SIGTERM")
+
+    monkeypatch.setattr(pos_pipeline, "probe_key_neurons", interrupted)
+    with pytest.raises(Interrupted):
+        run(config, tmp_path / "pos", lm=lm, inputs=PosInputs(train, evaluation))
+    assert [p.name for p in (tmp_path / "pos").iterdir()] == [".checkpoints"]  # nothing but the checkpoint
+    monkeypatch.setattr(pos_pipeline, "probe_key_neurons", real_probe)
+    monkeypatch.setattr(pos_pipeline, "find_key_neurons", lambda *a, **k: calls.append(1) or real_find(*a, **k))
+    resumed = run(config, tmp_path / "pos", lm=lm, inputs=PosInputs(train, evaluation))
+    assert not calls  # the key neurons came from the checkpoint
+    for name in ("probe.csv", "specificity.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "pos" / name), pd.read_csv(tmp_path / "plain" / name))
+    assert resumed.key_neurons.union().names() == undisturbed.key_neurons.union().names()
+    assert not (tmp_path / "pos" / ".checkpoints").exists()  # removed after success

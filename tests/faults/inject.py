@@ -16,7 +16,7 @@ Faults (`fault`):
   of the model (1: before anything was recorded);
 - {"signal": NAME, "at": "write"}: ... while the final write is under way (the study's files and the
   manifest are in the staging folder, the report is not);
-- {"signal": NAME, "at": "item", "n": N}: ... once the Nth finished unit of work (a lesion condition) is
+- {"signal": NAME, "at": "item", "n": N}: ... once the Nth finished unit of work (a lesion condition, a pos stage) is
   saved;
 - {"disk_full": "write" | "checkpoint"}: every file write of the final write (or the second checkpoint
   save) fails with ENOSPC, as on a full disk;
@@ -152,15 +152,18 @@ def install(fault: dict, argv: list[str], checkpoint_batches: int | None) -> Non
 
         output_module.write_report = report
     elif at == "item":
-        put, done = checkpoint_module.ItemLog.put, {"n": 0}
+        done = {"n": 0}
 
-        def put_(self, *args, **kwargs):
-            put(self, *args, **kwargs)
-            done["n"] += 1
-            if done["n"] == fault["n"]:
-                _signal(name)
+        def counted(put):
+            def put_(self, *args, **kwargs):
+                put(self, *args, **kwargs)
+                done["n"] += 1
+                if done["n"] == fault["n"]:
+                    _signal(name)
+            return put_
 
-        checkpoint_module.ItemLog.put = put_
+        checkpoint_module.ItemLog.put = counted(checkpoint_module.ItemLog.put)
+        checkpoint_module.ItemLog.put_object = counted(checkpoint_module.ItemLog.put_object)
     elif fault.get("disk_full") == "write":
         write_result = output_module.write_result
 

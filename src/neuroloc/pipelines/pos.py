@@ -22,6 +22,7 @@ specificity.png (the runner adds report.html and manifest.json, with the split).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import time
 import warnings
@@ -289,7 +290,15 @@ class PosConfig(StudyConfig):
         timings: dict[str, float] = {}
         data = prepare_data(lm, inputs.train, inputs.evaluation, self)
         tick = time.perf_counter()
-        key, attribution = find_key_neurons(lm, data, self, progress=ctx.progress, baseline=inputs.baseline)
+        stages = ctx.item_log("stages", ctx.key(lm, data=_corpus_hash(data), study=self.identity()))
+        found = stages.get_object("key_neurons") if stages is not None else None
+        if found is None:
+            found = find_key_neurons(lm, data, self, progress=ctx.progress, baseline=inputs.baseline)
+            if stages is not None:  # the costly stage (attribution): an interrupted run resumes after it
+                stages.put_object("key_neurons", found)
+        else:
+            ctx.warn("resuming: the key neurons of the interrupted run are reused (no attribution is redone)")
+        key, attribution = found
         timings["key_neurons_s"] = round(time.perf_counter() - tick, 1)
         tick = time.perf_counter()
         probe, n_words = probe_key_neurons(lm, data, key, self, progress=ctx.progress)
@@ -300,6 +309,16 @@ class PosConfig(StudyConfig):
         return PosResult(config=self, model=dict(lm.identity), timings=timings, inputs=inputs, data=data,
                          key_neurons=key, attribution=attribution, probe=probe, specificity=spec, n_words=n_words,
                          n_specificity=len(spec_corpus))
+
+
+def _corpus_hash(data: "PosData") -> str:
+    """SHA-256 of every sentence the run reads (ids, words, tags): what its stage checkpoints depend on."""
+    digest = hashlib.sha256()
+    for corpus in (data.fit, data.test, data.evaluation):
+        for sentence in corpus or ():
+            digest.update(repr((sentence.sent_id, sentence.text, sentence.words, sentence.upos)).encode())
+        digest.update(b"|")
+    return digest.hexdigest()
 
 
 def read_tagged(path: str | Path) -> TaggedCorpus:

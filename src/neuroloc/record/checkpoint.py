@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import pickle
 import shutil
 import time
 from pathlib import Path
@@ -187,6 +188,24 @@ class ItemLog:
 
     def __len__(self) -> int:
         return len(list(self.directory.glob("*.parquet")))
+
+    def get_object(self, item: str) -> Any:
+        """The saved Python object of a finished stage `item` (any picklable result), or None."""
+        path = self._path(item).with_suffix(".pkl")
+        if not path.is_file():
+            return None
+        try:
+            with path.open("rb") as handle:
+                return pickle.load(handle)
+        except (OSError, pickle.UnpicklingError, EOFError, AttributeError) as error:
+            log.warning("ignoring unreadable result %s (%s)", path, error)
+            return None
+
+    def put_object(self, item: str, value: Any) -> None:
+        """Save a finished stage's result atomically (a checkpoint of this run only: keyed, then removed)."""
+        with atomic_path(self._path(item).with_suffix(".pkl")) as tmp:
+            with open(tmp, "wb") as handle:
+                pickle.dump(value, handle, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def collect_resumable(recorder: Recorder, stimuli: StimulusSet, checkpoint: Checkpoint, *,
