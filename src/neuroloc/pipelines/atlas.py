@@ -11,7 +11,6 @@ controls, Crawford–Howell p, FDR, verdicts) are `neuroloc.studies.atlas`'s.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -95,10 +94,7 @@ class AtlasConfig(StudyConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.full:
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for name, value in FULL.items():
-                if getattr(self, name) == defaults[name]:
-                    object.__setattr__(self, name, value)
+            fields.apply_preset(self, FULL)
 
     def check(self) -> None:
         super().check()

@@ -4,7 +4,8 @@ every study."""
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, Mapping
 
 from ..config import Each, InstanceOf, Interval, Options, Valid, param
 from ..evaluate.controls import CONTROLS
@@ -15,7 +16,7 @@ from ..models.layout import SITE_KINDS
 from ..parse import parse_floats, parse_list
 from ..record.pooling import POOLINGS
 
-__all__ = ["benchmarks", "control_kinds", "data_root", "intervention", "n_controls", "pooling", "score", "sites",
+__all__ = ["apply_preset", "benchmarks", "control_kinds", "data_root", "intervention", "n_controls", "pooling", "score", "sites",
            "sizes", "units_fold"]
 
 
@@ -74,3 +75,12 @@ def units_fold() -> Any:
     return param(None, Interval(int, 0, None), None, flag="--fold",
                  help="Use the units chosen on this fold of the localizer's stimuli alone (--units must be a "
                       "`neuroloc localize --folds K` output; its folds/fold-K/).")
+
+
+def apply_preset(config: Any, preset: Mapping[str, Any]) -> None:
+    """Set a preset's values (e.g. `--full`) on the fields of a frozen `config` still at their defaults, so a
+    value given explicitly wins over the preset."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    for name, value in preset.items():
+        if getattr(config, name) == defaults[name]:
+            object.__setattr__(config, name, value)

@@ -10,7 +10,6 @@ process aligns and writes.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +80,7 @@ class LanguageNetworkConfig(StudyConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.full:
-            defaults = {f.name: f.default for f in dataclasses.fields(self)}
-            for name, value in FULL.items():
-                if getattr(self, name) == defaults[name]:
-                    object.__setattr__(self, name, value)
+            fields.apply_preset(self, FULL)
 
     def localize_config(self) -> LocalizeConfig:
         return self.derived(LocalizeConfig, stimuli="language", stimuli_path=self.stimuli_path, data=self.data,
