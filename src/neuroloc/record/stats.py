@@ -16,7 +16,7 @@ on the device they are computed on until read. Kinds:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Protocol, Sequence, runtime_checkable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -320,11 +320,40 @@ class Rows:
         return self
 
 
-class StackedMoments:
+class _Stacked:
+    """Per-site statistics of one kind (`PART`) side by side: a count per site `n` (sites,) and each of
+    `PART.FIELDS` as (sites, width); `of` stacks per-site accumulators, `split` gives them back."""
+
+    PART: type
+    FIELDS: tuple[str, ...]
+
+    @classmethod
+    def of(cls, parts: Sequence[Any]) -> "_Stacked":
+        """Per-site accumulators stacked (their own memory stays theirs)."""
+        device = getattr(parts[0], cls.FIELDS[0]).device
+        stacked = cls(0, 0)
+        stacked.n = torch.tensor([p.n for p in parts], dtype=torch.int64, device=device)
+        for f in cls.FIELDS:
+            setattr(stacked, f, torch.stack([getattr(p, f).to(device) for p in parts]))
+        return stacked
+
+    def split(self, widths: Sequence[int]) -> list[Any]:
+        parts = []
+        for i, count in enumerate(self.n.tolist()):
+            part = self.PART(0)
+            part.n = count
+            for f in self.FIELDS:
+                setattr(part, f, getattr(self, f)[i].clone())
+            parts.append(part)
+        return parts
+
+
+class StackedMoments(_Stacked):
     """`Moments` of several sites of one width side by side, each over its own rows — expert sites, each of
     which sees only its routed tokens: a count per site (sites,) and fields (sites, width); updated with
     all sites' rows at once and merged exactly (Chan et al., per site); `split` gives each site's `Moments`."""
 
+    PART = Moments
     FIELDS = Moments.FIELDS
 
     def __init__(self, n_sites: int, width: int, device: torch.device | str | None = None) -> None:
@@ -333,15 +362,6 @@ class StackedMoments:
         self.mean, self.m2 = zeros(torch.float64), zeros(torch.float64)
         self.abs_mean, self.abs_m2 = zeros(torch.float64), zeros(torch.float64)
         self.positive = zeros(torch.int64)
-
-    @classmethod
-    def of(cls, parts: Sequence[Moments]) -> "StackedMoments":
-        """Per-site accumulators stacked (their own memory stays theirs)."""
-        stacked = cls(0, 0)
-        stacked.n = torch.tensor([p.n for p in parts], dtype=torch.int64, device=parts[0].mean.device)
-        for f in cls.FIELDS:
-            setattr(stacked, f, torch.stack([getattr(p, f).to(parts[0].mean.device) for p in parts]))
-        return stacked
 
     def update(self, values: torch.Tensor, seen: torch.Tensor) -> "StackedMoments":
         """Add rows (sites, rows, width) of which `seen` (sites, rows) marks each site's own. The batch's
@@ -370,22 +390,11 @@ class StackedMoments:
         self.n = n
         return self
 
-    def split(self, widths: Sequence[int]) -> list[Moments]:
-        counts = self.n.tolist()
-        parts = []
-        for i, count in enumerate(counts):
-            part = Moments(0)
-            part.n = count
-            for f in self.FIELDS:
-                setattr(part, f, getattr(self, f)[i].clone())
-            parts.append(part)
-        return parts
-
-
-class StackedTokens:
+class StackedTokens(_Stacked):
     """`TokenStats` of several sites of one width side by side, each over its own tokens (expert sites):
     counts (sites,), fields (sites, width); `split` gives each site's `TokenStats`."""
 
+    PART = TokenStats
     FIELDS = TokenStats.FIELDS
 
     def __init__(self, n_sites: int, width: int, device: torch.device | str | None = None) -> None:
@@ -393,14 +402,6 @@ class StackedTokens:
         self.positive = torch.zeros(n_sites, width, dtype=torch.int64, device=device)
         self.sum = torch.zeros(n_sites, width, dtype=torch.float64, device=device)
         self.positive_sum = torch.zeros(n_sites, width, dtype=torch.float64, device=device)
-
-    @classmethod
-    def of(cls, parts: Sequence[TokenStats]) -> "StackedTokens":
-        stacked = cls(0, 0)
-        stacked.n = torch.tensor([p.n for p in parts], dtype=torch.int64, device=parts[0].sum.device)
-        for f in cls.FIELDS:
-            setattr(stacked, f, torch.stack([getattr(p, f).to(parts[0].sum.device) for p in parts]))
-        return stacked
 
     def update(self, n_tokens: torch.Tensor, positive: torch.Tensor, sums: torch.Tensor,
                positive_sums: torch.Tensor) -> "StackedTokens":
@@ -412,18 +413,6 @@ class StackedTokens:
         self.sum = self.sum + sums.to(device, torch.float64)
         self.positive_sum = self.positive_sum + positive_sums.to(device, torch.float64)
         return self
-
-    def split(self, widths: Sequence[int]) -> list[TokenStats]:
-        counts = self.n.tolist()
-        parts = []
-        for i, count in enumerate(counts):
-            part = TokenStats(0)
-            part.n = count
-            for f in self.FIELDS:
-                setattr(part, f, getattr(self, f)[i].clone())
-            parts.append(part)
-        return parts
-
 
 STACKED_KINDS: dict[str, type] = {"moments": StackedMoments, "tokens": StackedTokens}
 
