@@ -249,6 +249,24 @@ def test_random_draws_are_roughly_uniform():
     assert hits.min() > 400 and hits.max() < 600  # expected 500 each
 
 
+def test_random_many_draws_equal_one_seed_each_and_the_smallest_keys(layered):
+    _, groups, target = layered
+    counts = dict(zip(*np.unique(groups[target], return_counts=True)))
+    many = select_random(1000, counts_per_group=counts, groups=groups, exclude=target, seed=7, draws=5)
+    assert many.shape == (5, 1000)
+    for i in range(5):
+        np.testing.assert_array_equal(
+            many[i], select_random(1000, counts_per_group=counts, groups=groups, exclude=target, seed=7 + i))
+        key = np.random.default_rng(7 + i).random(1000)  # by hand: the k smallest keys per group, outside target
+        expected = np.zeros(1000, dtype=bool)
+        for group, k in counts.items():
+            units = np.flatnonzero((groups == group) & ~target)
+            expected[units[np.argsort(key[units])[:k]]] = True
+        np.testing.assert_array_equal(many[i], expected)
+    with pytest.raises(NeurolocError, match=r"draws must be an int >= 1, got 0"):
+        select_random(10, count=1, draws=0)
+
+
 def test_random_errors():
     with pytest.raises(NeurolocError, match=r"n_units must be an int >= 1, got 0"):
         select_random(0, count=1)

@@ -133,17 +133,22 @@ def _scores(X: torch.Tensor, X2: torch.Tensor, total: torch.Tensor, total2: torc
 
 def _fdr_pass(chunk: _Chunk, q: float) -> np.ndarray:
     """Benjamini–Hochberg at q per row (all units of a row are one family), as the localizer applies it.
-    p is computed only where it can be ≤ q (|t| above the normal quantile: a t tail is never lighter)."""
+    Only units with |t| above the normal quantile can have p ≤ q (a t tail is never lighter), so only
+    they are given a p and ranked: the others' p is above q and they rank after them in every row."""
     t = chunk.t
     candidates = np.abs(t) >= stats.norm.isf(q / 2)
-    p = np.ones_like(t)
-    p[candidates] = 2.0 * special.stdtr(chunk.df(candidates), -np.abs(t[candidates]))
-    m = t.shape[1]
-    ordered = np.sort(p, axis=1)
-    passing = ordered * m / np.arange(1, m + 1) <= q  # adjusted p of rank k ≤ q iff some rank ≥ k passes
-    last = np.where(passing.any(1), m - 1 - np.argmax(passing[:, ::-1], axis=1), -1)
-    bar = np.where(last >= 0, ordered[np.arange(t.shape[0]), np.maximum(last, 0)], -1.0)
-    return p <= bar[:, None]
+    rows, columns = np.nonzero(candidates)
+    p = 2.0 * special.stdtr(chunk.df(candidates), -np.abs(t[rows, columns]))
+    order = np.lexsort((p, rows))  # by row, then p
+    rows_sorted, p_sorted = rows[order], p[order]
+    starts = np.searchsorted(rows_sorted, np.arange(t.shape[0]))
+    rank = np.arange(1, order.size + 1) - starts[rows_sorted]  # 1-based rank of p within its row
+    passing = p_sorted * t.shape[1] / rank <= q  # adjusted p of rank k ≤ q iff some rank ≥ k passes
+    bar = np.full(t.shape[0], -1.0)
+    np.maximum.at(bar, rows_sorted[passing], p_sorted[passing])  # each row's largest passing p
+    out = np.zeros(t.shape, dtype=bool)
+    out[rows, columns] = p <= bar[rows]
+    return out
 
 
 def _wanted(localizer: "Localizer", groups: np.ndarray) -> dict[int, int]:

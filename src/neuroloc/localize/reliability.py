@@ -166,8 +166,7 @@ def split_half(localizer: Localizer, *, fits: Sequence[Localizer] | None = None,
 def _random_masks(mask: np.ndarray, sites: np.ndarray, draws: int, seed: int) -> np.ndarray:
     """`draws` random unit sets with `mask`'s per-site counts, outside it: (draws, units)."""
     counts = {int(s): int(c) for s, c in zip(*np.unique(sites[mask], return_counts=True))}
-    return np.stack([select_random(mask.size, counts_per_group=counts, groups=sites, seed=seed + i, exclude=mask)
-                     for i in range(draws)])
+    return select_random(mask.size, counts_per_group=counts, groups=sites, seed=seed, exclude=mask, draws=draws)
 
 
 def _set_means(sets: np.ndarray, values: np.ndarray) -> np.ndarray:

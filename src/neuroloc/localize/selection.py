@@ -123,15 +123,19 @@ def select_random(
     groups: ArrayLike | None = None,
     seed: int = 0,
     exclude: ArrayLike | None = None,
+    draws: int | None = None,
 ) -> np.ndarray:
     """Random units: `count` in total, or `counts_per_group` (group label -> count, needs `groups`).
 
     The usual control for a lesion: as many units as the localized set, in the same layers, never
-    overlapping it (pass it as `exclude`). Seeded and reproducible.
+    overlapping it (pass it as `exclude`). Seeded and reproducible. With `draws`, that many sets at once,
+    (draws, n_units): row i is the set `seed + i` gives (a reference distribution in one call).
     """
     n_units = _check_count("select_random", "n_units", n_units)
+    if draws is not None:
+        _check_count("select_random", "draws", draws)
     candidates = np.ones(n_units, dtype=bool)
-    return _draw("select_random", candidates, count, counts_per_group, groups, seed, exclude, "all units")
+    return _draw("select_random", candidates, count, counts_per_group, groups, seed, exclude, "all units", draws)
 
 
 def select_fdr(p_adjusted: ArrayLike, alpha: float) -> np.ndarray:
@@ -150,8 +154,10 @@ def _draw(
     seed: int,
     exclude: ArrayLike | None,
     pool: str,
+    draws: int | None = None,
 ) -> np.ndarray:
-    """Seeded uniform draw without replacement from `candidates` minus `exclude`, overall or per group.
+    """Seeded uniform draw without replacement from `candidates` minus `exclude`, overall or per group
+    (`draws` of them, seeds `seed`, `seed + 1`, ..., when given).
 
     A draw is the first k units under one random key per unit, so it reuses the per-group top-k machinery
     and depends only on the seed and the number of units.
@@ -183,7 +189,10 @@ def _draw(
     valid = candidates.copy()
     if exclude is not None:
         valid &= ~_as_mask("exclude", exclude, n)
-    key = np.random.default_rng(seed).random(n)
+    if draws is None:
+        key = np.random.default_rng(seed).random(n)
+    else:
+        key = np.stack([np.random.default_rng(seed + i).random(n) for i in range(draws)])
     return _take(key, valid, inverse, labels, wanted, False, caller, f"units in {pool} outside exclude")
 
 
@@ -197,7 +206,8 @@ def _take(
     caller: str,
     pool: str,
 ) -> np.ndarray:
-    """Mask of the `wanted[g]` valid units with the smallest key in each group g; ties by unit index."""
+    """Mask of the `wanted[g]` valid units with the smallest key in each group g; ties by unit index.
+    `key` is one key per unit, or (sets, units) for that many masks at once."""
     available = np.bincount(inverse, weights=valid, minlength=labels.size).astype(np.int64)
     short = np.flatnonzero(wanted > available)
     if short.size and not allow_fewer:
@@ -207,12 +217,18 @@ def _take(
         raise NeurolocError(
             f"{caller}: {wanted[g]} units requested{where} but only {available[g]} {pool} are available{hint}"
         )
-    order = np.lexsort((key, ~valid, inverse))  # by group, valid first, then key; stable, so index breaks ties
-    sorted_groups = inverse[order]
-    rank = np.arange(order.size) - np.searchsorted(sorted_groups, sorted_groups)
-    mask = np.zeros(order.size, dtype=bool)
-    mask[order[(rank < wanted[sorted_groups]) & valid[order]]] = True
-    return mask
+    keys = np.atleast_2d(key)
+    mask = np.zeros(keys.shape, dtype=bool)
+    members = np.argsort(inverse, kind="stable")  # units by group, in unit order within each
+    starts = np.concatenate([[0], np.cumsum(np.bincount(inverse, minlength=labels.size))])
+    for g in np.flatnonzero(wanted):
+        units = members[starts[g]:starts[g + 1]]
+        units = units[valid[units]]
+        k = min(int(wanted[g]), units.size)
+        if k:  # a stable sort of each set's keys: equal keys go to the lower unit index
+            chosen = np.argsort(keys[:, units], axis=1, kind="stable")[:, :k]
+            mask[np.arange(keys.shape[0])[:, None], units[chosen]] = True
+    return mask if key.ndim == 2 else mask[0]
 
 
 def _check_count(caller: str, name: str, value: object) -> int:
