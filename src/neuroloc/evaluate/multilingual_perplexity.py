@@ -47,7 +47,8 @@ class MultilingualPerplexityConfig(Config):
 def heldout_texts(options: BenchmarkOptions, config: MultilingualPerplexityConfig) -> tuple[dict[str, list[str]], str]:
     """(language → its first `options.limit` held-out texts, the corpus's source): the corpus split over all
     its languages as the multilingual study splits it, then the chosen languages."""
-    if options.path is None and options.in_data_dir("ud") is None:  # a study may skip the benchmark
+    ud = options.in_data_dir("ud") if options.path is None else None
+    if options.path is None and (ud is None or not any(ud.glob("*_pud-ud-test.conllu"))):  # a study may skip it
         raise MissingData(f"{NAME}: no UD PUD treebanks (ud/ under the data root); give a data root with --data DIR "
                           f"or a corpus with '{NAME}:path=...'")
     corpus = load_corpus(options.path, None, data_root=options.data_dir)
