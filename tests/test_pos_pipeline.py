@@ -288,3 +288,18 @@ def test_an_interrupted_run_resumes_after_the_key_neurons(lm, treebanks, tmp_pat
         pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "pos" / name), pd.read_csv(tmp_path / "plain" / name))
     assert resumed.key_neurons.union().names() == undisturbed.key_neurons.union().names()
     assert not (tmp_path / "pos" / ".checkpoints").exists()  # removed after success
+
+
+def test_site_chooses_where_key_neurons_live_and_their_magnitudes_are_mean_abs_word_activations(lm, treebanks,
+                                                                                                  tmp_path) -> None:
+    train, _ = treebanks
+    result = run_study(lm, train, tmp_path / "pos", score="one_vs_rest_welch", site=("residual",), classes=("NOUN",))
+    units = result.key_neurons.units["NOUN"]
+    assert {s.kind for s in units.sites} == {"residual"} and len(units) == 5
+    assert {s.kind for s in UnitSet.load(tmp_path / "pos" / "key_neurons" / "NOUN").sites} == {"residual"}
+    columns = {s: np.arange(w) for s, w in zip(units.sites, units.widths)}
+    _, features = pos_pipeline.record_word_features(lm, result.data.fit, columns, pooling="word-predict",
+                                                    settings=RunSettings(batch_size=3, progress=False))
+    written = pd.read_csv(tmp_path / "pos" / "magnitudes.csv")
+    np.testing.assert_allclose(written.mean_abs_activation, np.abs(features.astype(np.float64)).mean(0), rtol=1e-4)
+    assert written.unit.iloc[0] == f"{units.sites[0].name}[0]" and len(written) == sum(units.widths)

@@ -24,12 +24,15 @@ RESULT_COLUMNS = ["benchmark", "subset", "metric", "value"]
 class Benchmark:
     """A named evaluation: (model, tokenizer) → rows of benchmark, subset, metric, value.
     `declares_batches`: its forward passes declare their batch (`models.hooks.batch_context`: the
-    attention mask), which interventions at chosen token positions need."""
+    attention mask), which interventions at chosen token positions need. `subsets`: the subsets its rows
+    will report, when known before it runs (the per-language and per-relation benchmarks), so a study can
+    check a subset it needs before any model work."""
 
     name: str
     source: str
     run: Callable[[object, object], pd.DataFrame]
     declares_batches: bool = True
+    subsets: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from ..config import Config, Factory, InstanceOf, Interval, param
 from ..errors import NeurolocError
 from ..parse import parse_benchmark
 from ..settings import RunSettings
-from . import blimp, lm_eval, perplexity, reasoning, syntaxgym, theory_of_mind
+from . import blimp, lm_eval, multilingual_perplexity, perplexity, reasoning, relations, syntaxgym, theory_of_mind
 from .benchmark import Benchmark, BenchmarkOptions
 
 __all__ = ["BENCHMARKS", "BenchmarkSpec", "DataOptions", "LmEvalOptions", "RegisteredBenchmark", "benchmark_specs",
@@ -87,6 +87,13 @@ register_benchmark("reasoning", lambda options: reasoning.benchmark(options, opt
 register_benchmark("theory_of_mind", lambda options: theory_of_mind.benchmark(options, options.declared),
                    options=theory_of_mind.TheoryOfMindConfig,
                    description="false-belief stories with true-belief, reality and memory controls")
+register_benchmark("multilingual_perplexity",
+                   lambda options: multilingual_perplexity.benchmark(options, options.declared),
+                   options=multilingual_perplexity.MultilingualPerplexityConfig,
+                   description="perplexity per language on the multilingual study's held-out PUD texts")
+register_benchmark("relations", lambda options: relations.benchmark(options, options.declared),
+                   options=relations.RelationsConfig,
+                   description="greedy exact match of held-out relation facts (the task study's test split)")
 
 
 @dataclass(frozen=True)

@@ -329,12 +329,11 @@ class Localizer:
                 for site in self.stats_.sites("tokens")}
 
     def unit_magnitudes(self) -> np.ndarray:
-        """Mean |activation| of every unit over the design's labels (pooled rows): what magnitude-matched
-        controls match."""
+        """Mean |activation| of every unit over the design's labels (from moments, rows or token sums,
+        `StatsStore.mean_abs`): what magnitude-matched controls match."""
         self._check_fitted()
         labels = list(self.design_.labels)
-        return np.concatenate([self.stats_.pooled("moments", labels, site.name).abs_mean.cpu().numpy()
-                               for site in self.sites_])
+        return np.concatenate([self.stats_.mean_abs(labels, site.name).cpu().numpy() for site in self.sites_])
 
     # -- selection --------------------------------------------------------------------------------
     def _check_fitted(self) -> None:

@@ -1,11 +1,13 @@
 """The pos study: key neurons for parts of speech (Norouzi, Masjedi & Hitzler 2025), end to end.
 
 1. Split the treebank by document into a selection/probe-training part and a held-out test part.
-2. On the training part, attribute each word's next-word prediction to `mlp` neurons (the registered
-   scores `ig`, integrated gradients, or `gradxact`, gradient × activation) and keep, per class, the k
+2. On the training part, attribute each word's next-word prediction to the units of `--site` (default `mlp`
+   neurons; the registered scores `ig`, integrated gradients, or `gradxact`, gradient × activation) and keep,
+   per class, the k
    neurons most often in a word's top percent — or rank neurons by a score of word-level activations
    (`one_vs_rest_welch`, alias `contrast`: the Welch t of the class against the other words). Both select
-   through the Localizer's one selection rule.
+   through the Localizer's one selection rule. Every unit's mean |activation| over the training words is
+   kept beside them (what magnitude-matched controls match, e.g. in the atlas).
 3. Probe: a classifier on the word-level activations of the key neurons (union over classes) predicts
    UPOS on held-out sentences and on a second treebank, against random neurons (same per-layer
    counts, several seeds), all neurons of one layer and the majority baseline; selectivity = task −
@@ -15,7 +17,7 @@
 
 Every stage runs under the config's run settings (BOS policy, batch size). Outputs: key_neurons.json,
 key_neurons/<CLASS>/ (UnitSet folders: `UnitSet.load(out / "key_neurons" / "NOUN")`), layers.csv,
-attributions.parquet, probe.csv, specificity.csv, specificity_summary.csv, layers.png, probe.png,
+magnitudes.csv, attributions.parquet, probe.csv, specificity.csv, specificity_summary.csv, layers.png, probe.png,
 specificity.png (the runner adds report.html and manifest.json, with the split).
 """
 
@@ -53,7 +55,8 @@ from ..runner import RunContext, RunOptions, StudyConfig, StudyResult, run
 from ..settings import RunSettings
 from ..stimuli.treebank import TaggedCorpus, read_conllu
 from ..studies.pos.attribution import AttributionSummary, attribute
-from ..studies.pos.key_neurons import DEFAULT_CLASSES, KeyNeurons, contrast_key_neurons, resolve_classes
+from ..studies.pos.key_neurons import (DEFAULT_CLASSES, KeyNeurons, contrast_key_neurons, resolve_classes,
+                                       word_magnitudes)
 from ..studies.pos.specificity import SpecificityResult, specificity
 from ..units import UnitSet
 from . import fields
@@ -213,6 +216,10 @@ class PosConfig(StudyConfig):
     eval_treebank: str | None = param(None, InstanceOf(str), None, flag="--eval",
                                       help="A second treebank (or .txt) for out-of-domain probing.")
     data: str | None = fields.data_root()
+    site: tuple[str, ...] = fields.sites(("mlp",), help="Site kinds whose units are attributed or scored, "
+                                                        "comma-separated (mlp, mlp_gate, attn, residual); the k "
+                                                        "key neurons per class are chosen over all of them "
+                                                        "together; the probes' full layer is the first kind's.")
     score: str = fields.score("ig", aliases={"--method": None},
                               help="ig or gradxact (attribution), or a score of word activations with a one-vs-rest "
                                    "design, e.g. one_vs_rest_welch (contrast).")
@@ -242,7 +249,8 @@ class PosConfig(StudyConfig):
                                               help="Held-out sentences scored by the lesion check (default: all).")
     probe_pooling: str = fields.pooling("word-mean", choices=WORD_POOLINGS, help="Word pooling of probe features.")
     contrast_pooling: str = fields.pooling("word-predict", choices=WORD_POOLINGS,
-                                           help="Word pooling of activation scores.")
+                                           help="Word pooling of activation scores and of the units' mean "
+                                                "|activation| (magnitudes.csv).")
     n_bootstrap: int = param(1000, Interval(int, 1, None), help="Bootstrap resamples of probe confidence intervals.")
     settings: RunSettings = param(Factory(lambda: RunSettings(batch_size=16)), help="How the model is run.")
 
@@ -358,7 +366,7 @@ class PosData:
 def prepare_data(lm: LoadedModel, train: TaggedCorpus, eval_corpus: TaggedCorpus | None, config: PosConfig) -> PosData:
     """Stage 1: limit the corpora, choose the classes, split by document."""
     probe_layer = lm.layout.n_layers // 2 if config.probe_layer is None else config.probe_layer
-    lm.layout.check(Site(probe_layer, "mlp"))
+    lm.layout.check(Site(probe_layer, config.site[0]))
     corpus = _limit(train, config.max_sentences)
     evaluation = (_limit(eval_corpus, config.max_eval_sentences or config.max_sentences)
                   if eval_corpus is not None else None)
@@ -374,18 +382,20 @@ def find_key_neurons(lm: LoadedModel, data: PosData, config: PosConfig, *, progr
                      baseline: Mapping[str, torch.Tensor] | None = None
                      ) -> tuple[KeyNeurons, AttributionSummary | None]:
     """Stage 2: key neurons per class on the fitting part (attribution recipe, or a score of word activations)."""
-    settings = config.settings
+    settings, sites = config.settings, lm.layout.sites(list(config.site))
     if not config.attribution:
-        key = contrast_key_neurons(lm, data.fit, classes=data.classes, k=config.k, pooling=config.contrast_pooling,
-                                   score=config.score, skip_rare=config.every_class, settings=settings,
-                                   progress=progress)
+        key = contrast_key_neurons(lm, data.fit, classes=data.classes, k=config.k, sites=sites,
+                                   pooling=config.contrast_pooling, score=config.score, skip_rare=config.every_class,
+                                   settings=settings, progress=progress)
         summary = None
     else:
-        summary = attribute(lm, data.fit, classes=data.classes, method=config.score, top_percent=config.top_percent,
-                            absolute=config.absolute, steps=config.steps, rule=config.rule,
-                            baseline=baseline if baseline is not None else config.baseline,
+        summary = attribute(lm, data.fit, classes=data.classes, method=config.score, sites=sites,
+                            top_percent=config.top_percent, absolute=config.absolute, steps=config.steps,
+                            rule=config.rule, baseline=baseline if baseline is not None else config.baseline,
                             batch_size=config.attribution_batch_size, bos=settings.bos, progress=progress)
         key = summary.key_neurons(config.k, skip_empty=config.every_class)
+        key.magnitudes = word_magnitudes(lm, data.fit, key.units[key.classes[0]].sites,
+                                         pooling=config.contrast_pooling, settings=settings, progress=progress)
     if not len(key.union()):
         raise NeurolocError("no key neurons were found; use more sentences")
     return key, summary
@@ -397,8 +407,8 @@ def probe_key_neurons(lm: LoadedModel, data: PosData, key: KeyNeurons, config: P
     class, on held-out and out-of-domain words. Returns (probe table, words per split)."""
     seed, union = config.seed, key.union()
     randoms = [(seed + i, random_matched(union, seed + i)) for i in range(config.n_controls)]
-    layer_site = Site(data.probe_layer, "mlp")
-    layer_units = UnitSet({layer_site: torch.ones(lm.layout.width("mlp"), dtype=torch.bool)}, lm.identity)
+    layer_site = Site(data.probe_layer, config.site[0])
+    layer_units = UnitSet({layer_site: torch.ones(lm.layout.width(layer_site), dtype=torch.bool)}, lm.identity)
     sets = [("key", seed, union)] + [("random", s, u) for s, u in randoms] + [("layer", seed, layer_units)]
     columns = _columns(u for _, _, u in sets)
     parts = {"train": data.fit, "test": data.test}
@@ -491,6 +501,7 @@ class PosResult(StudyResult):
             {**key.to_json(), "parameters": self.config.to_dict(), "sites": [s.name for s in self.sites()]},
             indent=2, default=str))
         self.layers.to_csv(folder / "layers.csv", index=False)
+        self.magnitudes().to_csv(folder / "magnitudes.csv", index=False)
         self.table.to_parquet(folder / "attributions.parquet", index=False)
         self.probe.to_csv(folder / "probe.csv", index=False)
         self.specificity.long.to_csv(folder / "specificity.csv", index=False)
@@ -500,6 +511,15 @@ class PosResult(StudyResult):
 
     def sites(self) -> list[Site]:
         return self.key_neurons.units[self.key_neurons.classes[0]].sites
+
+    def magnitudes(self) -> pd.DataFrame:
+        """Every unit's mean |activation| over the training words (unit, site, layer, index, mean_abs_activation)."""
+        units = self.key_neurons.units[self.key_neurons.classes[0]]
+        return pd.DataFrame({"unit": [f"{s.name}[{i}]" for s, w in zip(units.sites, units.widths) for i in range(w)],
+                             "site": np.repeat([s.kind for s in units.sites], units.widths),
+                             "layer": np.repeat([s.layer for s in units.sites], units.widths),
+                             "index": np.concatenate([np.arange(w) for w in units.widths]),
+                             "mean_abs_activation": self.key_neurons.magnitudes})
 
     def manifest_sections(self) -> dict[str, Any]:
         data, inputs = self.data, self.inputs

@@ -228,7 +228,7 @@ class TaskConfig(StudyConfig):
                           answers=answers.assign(prompt=test.prompts, answer=test.answers), effects=effects,
                           dose=dose, guard=guard, inputs=inputs, modes=modes, dose_ks=ks, labels=labels,
                           completeness=completeness.summary() if completeness is not None else None,
-                          reliability=found)
+                          reliability=found, localizer=localizer)
 
     def _select(self, lm: LoadedModel, ctx: RunContext, inputs: "TaskInputs", wants_values: bool):
         """Record (activations or attributions), score every unit per label and select each label's units:
@@ -366,7 +366,9 @@ class TaskInputs:
 
 @dataclass
 class TaskResult(StudyResult):
-    """Each label's units, every unit's scores, the intact model's answers and the causal tests."""
+    """Each label's units, every unit's scores, the intact model's answers and the causal tests; `localizer`
+    is the fitted localizer that chose the units (its scores and statistics: unit magnitudes, e.g. for the
+    atlas's magnitude-matched controls)."""
 
     units: LabeledUnits = None
     scores: pd.DataFrame = None
@@ -381,6 +383,7 @@ class TaskResult(StudyResult):
     labels: list[str] = field(default_factory=list)
     completeness: dict | None = None
     reliability: Reliability | None = None
+    localizer: Localizer | None = None
 
     def __post_init__(self) -> None:
         self.tables = {mode: {metric: effect_table(self.effects, mode, metric)

@@ -578,6 +578,22 @@ class StatsStore:
             total.merge(self.get(kind, label, site))
         return total
 
+    def mean_abs(self, labels: Iterable[str], site: str) -> torch.Tensor:
+        """Mean |activation| of every unit at `site` over `labels` (float64), from whichever activation
+        statistic the store holds there: moments (their |x| mean), rows, or token sums (|x| = 2·max(x, 0) − x,
+        so the mean is (2·Σ max(x, 0) − Σ x) / n). What magnitude-matched controls match."""
+        labels = list(labels)
+        for kind in ("moments", "rows", "tokens"):
+            if all((kind, label, site) in self.entries for label in labels):
+                pooled = self.pooled(kind, labels, site)
+                if kind == "moments":
+                    return pooled.abs_mean.double()
+                if kind == "rows":
+                    return pooled.values().abs().double().mean(0)
+                return (2 * pooled.positive_sum - pooled.sum) / max(pooled.n, 1)
+        raise NeurolocError(f"no activation statistics (moments, rows or token sums) of {', '.join(labels)} at site "
+                            f"{site}: the units' mean |activation| is unknown")
+
     # -- the Stat protocol -----------------------------------------------------------------------------
     def merge(self, other: "StatsStore") -> "StatsStore":
         """Fold another store in, key by key (exact)."""

@@ -22,9 +22,10 @@ def _mark(fig: Figure, marks: np.ndarray, symbol: str = "*") -> None:
 
 
 def plot_overlap(overlap: pd.DataFrame, networks: Sequence[str], alpha: float = 0.05) -> Figure:
-    """Network × network Jaccard overlap (diagonal 1); * marks pairs sharing more units than layer-matched
-    random sets of the same sizes would (p_overlap < alpha)."""
-    jaccard = pd.DataFrame(np.eye(len(networks)), index=list(networks), columns=list(networks))
+    """Network × network Jaccard overlap (diagonal 1; blank: a pair on different sites, not compared); *
+    marks pairs sharing more units than layer-matched random sets of the same sizes would (p_overlap < alpha)."""
+    eye = np.eye(len(networks))
+    jaccard = pd.DataFrame(np.where(eye == 1, 1.0, np.nan), index=list(networks), columns=list(networks))
     marks = np.zeros(jaccard.shape, dtype=bool)
     where = {n: i for i, n in enumerate(networks)}
     for row in overlap.itertuples():

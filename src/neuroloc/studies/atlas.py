@@ -5,7 +5,9 @@ No model runs here; everything reads unit sets and lesion result rows:
 - `network_overlap`: every pair of networks' shared units, Jaccard and Dice against the exact chance overlap
   of random sets with the same per-site counts (`localize.overlap.compare_sets`: a sum of per-site
   hypergeometrics, so the p-value needs no simulation);
-- `dissociation_cells`: for every lesioned network × benchmark, the target lesion's damage in units of the
+- `benchmark_columns`: the matrix's columns — a benchmark, or one `NAME/SUBSET` column per language of
+  `multilingual_perplexity` and per relation of `relations` (`PER_SUBSET`);
+- `dissociation_cells`: for every lesioned network × benchmark column, the target lesion's damage in units of the
   control distribution's sd, per control kind: z = s · (control mean − target) / control sd, with s = +1
   where higher is better (accuracy, mean log-probability) and −1 where lower is (perplexity), so z > 0 means
   the target lesion hurt more than its controls. Its one-sided p-value is Crawford & Howell's (1998) test of a
@@ -34,8 +36,8 @@ from ..localize.overlap import compare_sets
 from ..localize.scores import benjamini_hochberg
 from ..units import UnitSet
 
-__all__ = ["PRIMARY", "chance_table", "crawford_howell", "dissociation_cells", "dissociation_verdicts",
-           "network_overlap", "primary_rows"]
+__all__ = ["PER_SUBSET", "PRIMARY", "benchmark_columns", "chance_table", "comparable_pairs", "crawford_howell",
+           "dissociation_cells", "dissociation_verdicts", "network_overlap", "primary_rows"]
 
 # The row of each benchmark a cell reads: (subset, or None for its only subset; metric; higher is better).
 PRIMARY: dict[str, tuple[str | None, str, bool]] = {
@@ -45,16 +47,52 @@ PRIMARY: dict[str, tuple[str | None, str, bool]] = {
     "reasoning": ("overall", "accuracy", True),
     "theory_of_mind": ("belief", "accuracy", True),
 }
+# Benchmarks whose every subset is a column of its own, `NAME/SUBSET` (a language, a relation): (metric,
+# higher is better).
+PER_SUBSET: dict[str, tuple[str, bool]] = {
+    "multilingual_perplexity": ("perplexity", False),
+    "relations": ("accuracy", True),
+}
 
 
-def network_overlap(units: Mapping[str, UnitSet], scores: Mapping[str, np.ndarray],
-                    level: float = 0.95) -> tuple[pd.DataFrame, pd.DataFrame]:
+def benchmark_columns(results: pd.DataFrame) -> list[str]:
+    """The matrix's columns, in the order of the rows: a benchmark's name, or for a `PER_SUBSET` benchmark
+    one `NAME/SUBSET` column per subset."""
+    columns: list[str] = []
+    for benchmark, rows in results.groupby("benchmark", sort=False):
+        if benchmark in PER_SUBSET:
+            columns += [f"{benchmark}/{subset}" for subset in dict.fromkeys(rows.subset)]
+        else:
+            columns.append(str(benchmark))
+    return columns
+
+
+def _reads(column: str) -> tuple[str, str | None, str, bool]:
+    """(benchmark, subset or None, metric, higher is better) of a column."""
+    benchmark, sep, subset = column.partition("/")
+    if sep and benchmark in PER_SUBSET:
+        return (benchmark, subset, *PER_SUBSET[benchmark])
+    return (column, *PRIMARY.get(column, ("overall", "accuracy", True)))
+
+
+def comparable_pairs(units: Mapping[str, UnitSet]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """(pairs of networks on the same sites, pairs on different sites — their overlap means nothing)."""
+    same, different = [], []
+    for a, b in combinations(list(units), 2):
+        ua, ub = units[a], units[b]
+        alike = [s.name for s in ua.sites] == [s.name for s in ub.sites] and list(ua.widths) == list(ub.widths)
+        (same if alike else different).append((a, b))
+    return same, different
+
+
+def network_overlap(units: Mapping[str, UnitSet], scores: Mapping[str, np.ndarray], level: float = 0.95, *,
+                    pairs: Sequence[tuple[str, str]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(one row per pair of networks over all sites, one row per pair and site): n_a, n_b, n_both (shared
     units), jaccard, dice, their chance means and `level` intervals, p_overlap = P(shared ≥ observed) under
-    layer-matched random sets of the same sizes, and r, the correlation of the two networks' scores."""
-    names = list(units)
+    layer-matched random sets of the same sizes, and r, the correlation of the two networks' scores. `pairs`:
+    the pairs to compare (default: every pair), each on the same sites (`comparable_pairs`)."""
     frames = []
-    for a, b in combinations(names, 2):
+    for a, b in (pairs if pairs is not None else combinations(list(units), 2)):
         ua, ub = units[a], units[b]
         if [s.name for s in ua.sites] != [s.name for s in ub.sites] or list(ua.widths) != list(ub.widths):
             raise NeurolocError(f"networks {a} and {b} were localized on different sites; localize them with the "
@@ -69,10 +107,10 @@ def network_overlap(units: Mapping[str, UnitSet], scores: Mapping[str, np.ndarra
 
 
 def primary_rows(results: pd.DataFrame, benchmark: str) -> pd.DataFrame:
-    """The rows of `results` a dissociation cell reads for `benchmark` (`PRIMARY`; unknown benchmarks: their
-    `overall` accuracy)."""
-    subset, metric, _ = PRIMARY.get(benchmark, ("overall", "accuracy", True))
-    rows = results[(results.benchmark == benchmark) & (results.metric == metric)]
+    """The rows of `results` a dissociation cell reads for the column `benchmark` (`PRIMARY`; unknown
+    benchmarks: their `overall` accuracy; `NAME/SUBSET` of a `PER_SUBSET` benchmark: that subset's metric)."""
+    name, subset, metric, _ = _reads(benchmark)
+    rows = results[(results.benchmark == name) & (results.metric == metric)]
     if subset is not None:
         rows = rows[rows.subset == subset]
     elif rows.subset.nunique() > 1:
@@ -92,8 +130,8 @@ def chance_table(intact: pd.DataFrame, benchmarks: Sequence[str], alpha: float) 
         subset, metric = primary.subset.iloc[0], primary.metric.iloc[0]
         row = {"benchmark": benchmark, "subset": subset, "metric": metric, "intact": float(primary.value.iloc[0]),
                "chance": np.nan, "n_items": np.nan, "pvalue": np.nan, "above_chance": pd.NA}
-        tested = above_chance(intact[(intact.benchmark == benchmark) & (intact.subset == subset)], metric=metric,
-                              alpha=alpha) if metric == "accuracy" else pd.DataFrame()
+        tested = above_chance(intact[(intact.benchmark == primary.benchmark.iloc[0]) & (intact.subset == subset)],
+                              metric=metric, alpha=alpha) if metric == "accuracy" else pd.DataFrame()
         if len(tested):
             found = tested.iloc[0]
             row.update(chance=float(found.chance), n_items=int(found.n_items), pvalue=float(found.pvalue),
@@ -133,7 +171,7 @@ def dissociation_cells(results: pd.DataFrame, networks: Sequence[str], benchmark
     at_chance = {b: (not pd.isna(above) and not bool(above)) for b, above in zip(chance.benchmark, chance.above_chance)}
     rows = []
     for benchmark in benchmarks:
-        higher = PRIMARY.get(benchmark, ("overall", "accuracy", True))[2]
+        higher = _reads(benchmark)[3]
         sign = 1.0 if higher else -1.0
         primary = primary_rows(results, benchmark)
         intact_value = float(primary[primary.condition == "intact"].value.mean())

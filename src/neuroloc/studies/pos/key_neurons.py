@@ -38,7 +38,8 @@ from ...units import LabeledUnits, UnitSet
 
 __all__ = [
     "DEFAULT_CLASSES", "UPOS_TAGS", "ClassFrequency", "KeyNeurons", "contrast_key_neurons", "contrast_scores",
-    "key_from_counts", "n_top", "resolve_classes", "select_key_neurons", "select_units", "top_percent_indices",
+    "key_from_counts", "mean_abs_activations", "n_top", "resolve_classes", "select_key_neurons", "select_units",
+    "top_percent_indices", "word_magnitudes",
 ]
 
 DEFAULT_CLASSES = ("NOUN", "VERB", "ADJ", "ADV")
@@ -269,6 +270,7 @@ class KeyNeurons:
     method: str
     scores: np.ndarray | None = None  # (classes, units) ranking score: frequency or Welch t
     n_words: dict[str, int] = field(default_factory=dict)
+    magnitudes: np.ndarray | None = None  # (units,) mean |activation| over the words: magnitude-matched controls
 
     @classmethod
     def from_indices(cls, indices: Mapping[str, np.ndarray], sites: list[Site], widths: list[int], *,
@@ -369,6 +371,21 @@ def word_moments(lm, corpus, sites: Sequence[Site], *, pooling: str, settings: R
     return stats
 
 
+def mean_abs_activations(stats: StatsStore, sites: Sequence[Site]) -> np.ndarray:
+    """Mean |activation| of every unit over every word (all tags' moments pooled), the sites end to end."""
+    labels = stats.labels("moments")
+    return np.concatenate([stats.mean_abs(labels, site.name).cpu().numpy() for site in sites])
+
+
+def word_magnitudes(lm, corpus, sites: Sequence[Site], *, pooling: str, settings: RunSettings,
+                    progress: bool = False) -> np.ndarray:
+    """Mean |activation| of every unit at `sites` over the words of `corpus` (pooled per word by the Recorder):
+    what magnitude-matched controls of key neurons match."""
+    sites = sorted(sites)
+    return mean_abs_activations(word_moments(lm, corpus, sites, pooling=pooling, settings=settings,
+                                             progress=progress), sites)
+
+
 def contrast_key_neurons(
     lm,
     corpus,
@@ -399,4 +416,5 @@ def contrast_key_neurons(
             raise NeurolocError("contrast: no class has at least 2 words")
     _check_word_counts(stats, chosen)
     units, scores = select_units(stats, chosen, k, score=score, model=lm.identity)
-    return KeyNeurons(list(chosen), units, score, scores, {c: stats.count(c) for c in chosen})
+    return KeyNeurons(list(chosen), units, score, scores, {c: stats.count(c) for c in chosen},
+                      magnitudes=mean_abs_activations(stats, units[chosen[0]].sites))
