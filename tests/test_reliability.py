@@ -13,7 +13,7 @@ import torch
 from neuroloc import Localizer, NeurolocError, Recorder, StatsStore, StimulusSet
 from neuroloc.localize.confounds import length_matched, length_matched_mask, partial_correlation, token_counts
 from neuroloc.localize.overlap import chance_overlap, intersection_pmf
-from neuroloc.localize.permutation import permutation_null, permuted_labels
+from neuroloc.localize.permutation import _Chunk, _fdr_pass, permutation_null, permuted_labels
 from neuroloc.localize.reliability import (ReliabilityConfig, assess, fold_fits, held_out, parse_null, split_half,
                                            stability)
 from neuroloc.models.loading import wrap_model
@@ -224,6 +224,26 @@ def test_permutation_null_equals_brute_force(base, stimuli, groups, rule):
     statistic = expected[:, 0] if "fdr" in rule else expected[:, 2]
     observed = summary.n_selected if "fdr" in rule else localizer.t_[localizer.get_support()].min()
     assert summary.p == pytest.approx((1 + (statistic >= observed).sum()) / 21)
+
+
+def test_fdr_pass_equals_scipy_benjamini_hochberg_per_row():
+    """Rows from pure noise (few or no passing units) to strong effects (most units pass), unequal Welch df."""
+    rng = np.random.default_rng(0)
+    rows, units = 40, 500
+    shift = np.linspace(0.0, 4.0, rows)[:, None] * (rng.random((rows, units)) < np.linspace(0, 1, rows)[:, None])
+    t = rng.standard_normal((rows, units)) + shift
+    t[3, :5] = np.inf  # constant units with a difference: p = 0
+    share_a, share_b = rng.uniform(0.1, 2.0, (rows, units)), rng.uniform(0.1, 2.0, (rows, units))
+    n_a, n_b = rng.integers(5, 30, rows).astype(float), rng.integers(5, 30, rows).astype(float)
+    chunk = _Chunk(t, t, share_a, share_b, n_a, n_b)
+    for q in (0.05, 0.2):
+        got = _fdr_pass(chunk, q)
+        for r in range(rows):
+            se2 = share_a[r] + share_b[r]
+            dof = se2 ** 2 / (share_a[r] ** 2 / (n_a[r] - 1) + share_b[r] ** 2 / (n_b[r] - 1))
+            p = 2 * scipy.stats.t.sf(np.abs(t[r]), dof)
+            np.testing.assert_array_equal(got[r], scipy.stats.false_discovery_control(p) <= q)
+        assert 0 < got.sum() < got.size and not got[0].any()
 
 
 def test_permutation_null_refuses_scores_not_built_from_rows(base, stimuli):

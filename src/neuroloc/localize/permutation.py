@@ -86,10 +86,9 @@ class _Chunk:
     n_a: np.ndarray
     n_b: np.ndarray
 
-    def df(self, where: np.ndarray) -> np.ndarray:
-        """Welch–Satterthwaite df at the entries `where` (as `welch_t_test` writes it)."""
-        rows = np.nonzero(where)[0]
-        share_a, share_b = self.share_a[where], self.share_b[where]
+    def df(self, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+        """Welch–Satterthwaite df at the entries (rows, columns) (as `welch_t_test` writes it)."""
+        share_a, share_b = self.share_a[rows, columns], self.share_b[rows, columns]
         n_a, n_b = self.n_a[rows], self.n_b[rows]
         se2 = share_a + share_b
         constant = se2 == 0
@@ -133,18 +132,31 @@ def _scores(X: torch.Tensor, X2: torch.Tensor, total: torch.Tensor, total2: torc
 
 def _fdr_pass(chunk: _Chunk, q: float) -> np.ndarray:
     """Benjamini–Hochberg at q per row (all units of a row are one family), as the localizer applies it.
-    Only units with |t| above the normal quantile can have p ≤ q (a t tail is never lighter), so only
-    they are given a p and ranked: the others' p is above q and they rank after them in every row."""
+    A unit of rank k passes only if p ≤ q·k/m, so only if p ≤ q·K/m with K the units of its row that can
+    pass: the candidates shrink to that fixed point first, with the normal tail (which bounds the t tail
+    from below, so no p is needed), then with p. They hold the smallest p of their row, so their ranks
+    among themselves are their ranks among all units, and only they are ranked."""
     t = chunk.t
-    candidates = np.abs(t) >= stats.norm.isf(q / 2)
-    rows, columns = np.nonzero(candidates)
-    p = 2.0 * special.stdtr(chunk.df(candidates), -np.abs(t[rows, columns]))
+    n, m = t.shape
+    rows, columns = np.nonzero(np.abs(t) >= stats.norm.isf(q / 2))
+    size = np.abs(t[rows, columns])
+    while rows.size:  # |t| below the normal quantile of q·K/2m: p above q·K/m
+        bar = stats.norm.isf(q * np.bincount(rows, minlength=n) / (2 * m))
+        keep = size >= bar[rows]
+        if keep.all():
+            break
+        rows, columns, size = rows[keep], columns[keep], size[keep]
+    p = 2.0 * special.stdtr(chunk.df(rows, columns), -size)
+    while rows.size:
+        keep = p <= q * np.bincount(rows, minlength=n)[rows] / m
+        if keep.all():
+            break
+        rows, columns, p = rows[keep], columns[keep], p[keep]
     order = np.lexsort((p, rows))  # by row, then p
     rows_sorted, p_sorted = rows[order], p[order]
-    starts = np.searchsorted(rows_sorted, np.arange(t.shape[0]))
-    rank = np.arange(1, order.size + 1) - starts[rows_sorted]  # 1-based rank of p within its row
-    passing = p_sorted * t.shape[1] / rank <= q  # adjusted p of rank k ≤ q iff some rank ≥ k passes
-    bar = np.full(t.shape[0], -1.0)
+    rank = np.arange(1, order.size + 1) - np.searchsorted(rows_sorted, rows_sorted)  # 1-based, within the row
+    passing = p_sorted * m / rank <= q  # adjusted p of rank k ≤ q iff some rank ≥ k passes
+    bar = np.full(n, -1.0)
     np.maximum.at(bar, rows_sorted[passing], p_sorted[passing])  # each row's largest passing p
     out = np.zeros(t.shape, dtype=bool)
     out[rows, columns] = p <= bar[rows]
