@@ -147,8 +147,11 @@ class ModelLayout:
 
         attention = {i: self.layers[i].get_submodule(self.parts(i).attn) for i in range(self.n_layers)
                      if self.parts(i).attn is not None}
-        self._shapes, self._attention_calls = probe_layer_shapes(self.model, self.layers, probe_ids(self.model),
-                                                                 attention)
+        probe = probe_layer_shapes(self.model, self.layers, probe_ids(self.model), self.hidden_size, attention)
+        refusal = probe.refusal(self.model_type, self.layers_path)
+        if refusal:
+            raise NeurolocError(refusal)
+        self._shapes, self._attention_calls = probe.shapes, probe.calls
         self.gate_checks()
         for layer in range(self.n_layers):
             if self.parts(layer).moe is not None:
@@ -491,11 +494,10 @@ class ModelLayout:
                 "expert": parts.moe and parts.moe.experts, "router": parts.moe and parts.moe.router}[site.kind]
         return layer.get_submodule(path) if path else layer
 
-    def text_positions(self, layer: int) -> str | None:
-        """Where the text's positions are among a layer's positions ("first" / "last"), when the layer
-        carries more positions than the text (`models/streams.py`); None when one position is one token."""
-        shape = self._shapes.get(layer)
-        return shape.text if shape is not None else None
+    def layer_shape(self, layer: int) -> LayerShape | None:
+        """How a layer's output holds its tokens (`models/streams.py`); None for one (tokens, hidden) row
+        per token, batch first."""
+        return self._shapes.get(layer)
 
     def reads_output(self, site: Site) -> bool:
         """Whether the site is its module's output (residual, ssm, a gated MLP's activation) or its first
