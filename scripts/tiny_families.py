@@ -47,7 +47,7 @@ SIZES = {
     **dict.fromkeys(("mamba_n_groups", "n_groups", "mamba_ngroups"), 1),
     "mamba_d_ssm": 128, "lru_width": HIDDEN, "attention_window_size": 64, "sliding_window": 64,
     "num_hidden_groups": 1, "zero_expert_num": 2, "expert_ffn_hidden_size": 32, "emb_dim": HIDDEN,
-    "index_num_heads": 2, "index_n_heads": 4, "index_head_dim": 16, "encoder_hash_byte_group_vocab": 1000,
+    "index_num_heads": 2, "index_n_heads": 4, "index_head_dim": 8, "o_lora_rank": 32, "encoder_hash_byte_group_vocab": 1000,
     "adapter_in_dim": HIDDEN, "adapter_out_dim": HIDDEN, "adapter_input_size": HIDDEN,
 }
 LAYER_COUNTS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers", "num_decoder_layers")
@@ -260,4 +260,18 @@ def build(model_type: str, vocab_size: int, seed: int = 0) -> torch.nn.Module:
         for parameter in model.parameters():
             if parameter.ndim >= 2 and not parameter.any():
                 parameter.normal_(0, 0.02)
+        _fill_routing_tables(model, config)
     return model.float().eval()
+
+
+def _fill_routing_tables(model: torch.nn.Module, config) -> None:
+    """A token → experts table (an integer (vocab, k) buffer, DeepSeek-V4's hash routing) is all zeros at
+    initialisation, which sends every token to expert 0 k times; a checkpoint's table names k distinct
+    experts per token: draw such a table."""
+    experts = next((getattr(config, k) for k in ("n_routed_experts", "num_local_experts", "num_experts")
+                    if isinstance(getattr(config, k, None), int)), None)
+    vocab = getattr(config, "vocab_size", None)
+    for buffer in model.buffers():
+        if experts and buffer.ndim == 2 and not buffer.is_floating_point() and buffer.shape[0] == vocab and \
+                1 < buffer.shape[1] <= experts and not buffer.any():
+            buffer.copy_(torch.rand(vocab, experts).argsort(-1)[:, :buffer.shape[1]])
