@@ -153,3 +153,25 @@ def test_a_tiny_model_keeps_one_layer_of_each_kind_with_its_per_layer_values():
     assert got["per_layer_config"] == {"01": {"num_attention_heads": 4}, "04": {"num_attention_heads": 4}}
     assert got["num_kv_shared_layers"] == 3
     assert got["sparsity"] == [0.5, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
+
+
+def test_a_layer_a_text_only_pass_skips_has_no_site_and_says_why():
+    """Mllama's cross-attention layers do not run without image features: they have no site of any kind
+    (so no recording waits for a layer that never runs), with the reason; the other layers record as usual."""
+    lm = _lm("mllama")
+    idle = [i for i, layer in enumerate(lm.layout.layers) if "CrossAttention" in type(layer).__name__]
+    assert idle
+    seen = []
+    handles = [lm.layout.layers[i].register_forward_hook(lambda *_: seen.append(1)) for i in idle]
+    try:
+        with torch.no_grad(), record(lm.layout, lm.layout.sites("residual"), stop_early=False) as got:
+            run_forward(lm.model, **_padded(lm))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert not seen
+    assert sorted(int(name.split(".")[1]) for name in got) == [i for i in range(lm.layout.n_layers) if i not in idle]
+    for kind in ("residual", "mlp", "attn"):
+        assert "does not run on a text-only forward pass" in lm.layout.reason(idle[0], kind)
+    with pytest.raises(NeurolocError, match="does not run on a text-only forward pass"):
+        lm.layout.sites("residual", [idle[0]])

@@ -136,6 +136,7 @@ class ModelLayout:
         self._experts_checked: set[int] = set()
         self._shapes: dict[int, LayerShape] = {}
         self._attention_calls: dict[int, int] = {}
+        self._idle: dict[int, str] = {}  # layers a text-only pass skips: no site of any kind
         self._modules: dict[Site, nn.Module] = {}
         self._verify()
 
@@ -152,6 +153,9 @@ class ModelLayout:
         if refusal:
             raise NeurolocError(refusal)
         self._shapes, self._attention_calls = probe.shapes, probe.calls
+        self._idle = {i: f"{type(self.layers[i]).__name__} does not run on a text-only forward pass (it needs "
+                         "inputs neuroloc does not give, e.g. image features for cross-attention)"
+                      for i, n in probe.runs.items() if n == 0}
         self.gate_checks()
         for layer in range(self.n_layers):
             if self.parts(layer).moe is not None:
@@ -305,6 +309,8 @@ class ModelLayout:
     # -- availability ---------------------------------------------------------------------------
     def reason(self, layer: int, kind: str) -> str | None:
         """Why layer `layer` has no site of `kind` (None when it has one)."""
+        if layer in self._idle:
+            return f"layer {layer}: {self._idle[layer]}"
         if kind == "residual":
             shape = self._shapes.get(layer)
             return f"layer {layer}: {shape.reason}" if shape is not None and shape.reason else None
@@ -402,7 +408,7 @@ class ModelLayout:
         for kind in kinds:
             Site(0, kind, 0 if kind == "expert" else None)  # validates the kind
         chosen = range(self.n_layers) if layers is None else sorted(set(layers))
-        for layer in chosen:
+        for layer in chosen if layers is not None else ():
             self.check(Site(layer, "residual"))
         found = []
         for kind in kinds:
