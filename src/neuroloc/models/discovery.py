@@ -216,7 +216,7 @@ def find_moe(layer: nn.Module, hidden: int, router_classes: tuple[type, ...]) ->
         router = _router(block, block_path, path, n_experts, hidden, router_classes)
         if router is not None:
             from .moe import router_weight_shape
-            if router_weight_shape(layer.get_submodule(router), n_experts, hidden) is None:
+            if router_weight_shape(layer.get_submodule(router), n_experts) is None:
                 router = None
         relative = [_relative(p, block_path) for p in (path, router) if p]
         shared = [_prefixed(m, block_path) for m in find_mlps(block, hidden, relative)] if block_path else []

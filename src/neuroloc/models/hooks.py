@@ -22,7 +22,7 @@ import torch
 
 from .layout import ModelLayout, Site
 from .moe import install_experts, install_router
-from .streams import put_back, text_view
+from .streams import LayerShape, put_back, text_view
 
 __all__ = ["BatchContext", "Editor", "HookContext", "Observer", "StopForward", "batch_context", "current_batch",
            "hooks", "input_device", "record", "run_forward", "takes_context"]
@@ -146,6 +146,8 @@ def _hidden(output):
 
 
 def _replace_hidden(output, hidden):
+    if isinstance(output, tuple) and hasattr(output, "_fields"):  # a named tuple (Reformer's layers)
+        return output._replace(**{output._fields[0]: hidden})
     if isinstance(output, (tuple, list)):
         return type(output)([hidden, *output[1:]])
     return hidden
@@ -160,10 +162,10 @@ def _tokens_view(value: torch.Tensor, batch: BatchContext) -> torch.Tensor:
 
 
 def _wrap(site: Site, editor: Editor | None, observer: Observer | None,
-          text: str | None = None) -> Callable[..., torch.Tensor]:
+          shape: LayerShape | None = None) -> Callable[..., torch.Tensor]:
     """One function applying the editor then the observer, passing a context to those that take it
-    (`routed`: the expert's routed tokens, at `expert` sites). A layer with several streams per token or
-    more positions than the text (`text`: where the text's are) is shown as one row per text token
+    (`routed`: the expert's routed tokens, at `expert` sites). A layer with several streams per token, more
+    positions than the text or another order than batch first (`shape`) is shown as one row per text token
     (`models/streams.py`), and an edit is put back in place."""
     edit_ctx = editor is not None and takes_context(editor, 1)
     observe_ctx = observer is not None and takes_context(observer, 1)
@@ -174,7 +176,7 @@ def _wrap(site: Site, editor: Editor | None, observer: Observer | None,
         mask = batch.attention_mask
         how = None
         if mask is not None and mask.dim() == 2 and value.dim() >= 3:
-            view, how = text_view(value, tuple(mask.shape), text)
+            view, how = text_view(value, tuple(mask.shape), shape)
         if how is None:
             view = _tokens_view(value, batch)
         new = view
@@ -218,7 +220,7 @@ def hooks(
         experts: dict[int, dict[int, tuple]] = {}
         modules = {site: layout.module(site) for site in sorted(set(observe) | set(edit))}  # all resolve first
         for site, module in modules.items():
-            apply = _wrap(site, edit.get(site), observe.get(site), layout.text_positions(site.layer))
+            apply = _wrap(site, edit.get(site), observe.get(site), layout.layer_shape(site.layer))
             edits = site in edit
             if site.kind == "expert":  # an observer may take the routed rows directly (no dense tensor)
                 rows = None if edits else getattr(observe.get(site), "routed_rows", None)
@@ -268,7 +270,10 @@ def input_device(model: torch.nn.Module) -> torch.device:
     embeddings = model.get_input_embeddings()
     hook = getattr(embeddings, "_hf_hook", None)
     device = getattr(hook, "execution_device", None)
-    device = torch.device(device) if device is not None else embeddings.weight.device
+    if device is None:  # one embedding, or a list of them (one per audio codebook: MusicGen)
+        weight = getattr(embeddings, "weight", None)
+        device = weight.device if isinstance(weight, torch.Tensor) else next(embeddings.parameters()).device
+    device = torch.device(device)
     return torch.device("cpu") if device.type == "meta" else device
 
 

@@ -136,6 +136,7 @@ class ModelLayout:
         self._experts_checked: set[int] = set()
         self._shapes: dict[int, LayerShape] = {}
         self._attention_calls: dict[int, int] = {}
+        self._idle: dict[int, str] = {}  # layers a text-only pass skips: no site of any kind
         self._modules: dict[Site, nn.Module] = {}
         self._verify()
 
@@ -147,8 +148,14 @@ class ModelLayout:
 
         attention = {i: self.layers[i].get_submodule(self.parts(i).attn) for i in range(self.n_layers)
                      if self.parts(i).attn is not None}
-        self._shapes, self._attention_calls = probe_layer_shapes(self.model, self.layers, probe_ids(self.model),
-                                                                 attention)
+        probe = probe_layer_shapes(self.model, self.layers, probe_ids(self.model), self.hidden_size, attention)
+        refusal = probe.refusal(self.model_type, self.layers_path)
+        if refusal:
+            raise NeurolocError(refusal)
+        self._shapes, self._attention_calls = probe.shapes, probe.calls
+        self._idle = {i: f"{type(self.layers[i]).__name__} does not run on a text-only forward pass (it needs "
+                         "inputs neuroloc does not give, e.g. image features for cross-attention)"
+                      for i, n in probe.runs.items() if n == 0}
         self.gate_checks()
         for layer in range(self.n_layers):
             if self.parts(layer).moe is not None:
@@ -302,6 +309,8 @@ class ModelLayout:
     # -- availability ---------------------------------------------------------------------------
     def reason(self, layer: int, kind: str) -> str | None:
         """Why layer `layer` has no site of `kind` (None when it has one)."""
+        if layer in self._idle:
+            return f"layer {layer}: {self._idle[layer]}"
         if kind == "residual":
             shape = self._shapes.get(layer)
             return f"layer {layer}: {shape.reason}" if shape is not None and shape.reason else None
@@ -399,7 +408,7 @@ class ModelLayout:
         for kind in kinds:
             Site(0, kind, 0 if kind == "expert" else None)  # validates the kind
         chosen = range(self.n_layers) if layers is None else sorted(set(layers))
-        for layer in chosen:
+        for layer in chosen if layers is not None else ():
             self.check(Site(layer, "residual"))
         found = []
         for kind in kinds:
@@ -491,11 +500,10 @@ class ModelLayout:
                 "expert": parts.moe and parts.moe.experts, "router": parts.moe and parts.moe.router}[site.kind]
         return layer.get_submodule(path) if path else layer
 
-    def text_positions(self, layer: int) -> str | None:
-        """Where the text's positions are among a layer's positions ("first" / "last"), when the layer
-        carries more positions than the text (`models/streams.py`); None when one position is one token."""
-        shape = self._shapes.get(layer)
-        return shape.text if shape is not None else None
+    def layer_shape(self, layer: int) -> LayerShape | None:
+        """How a layer's output holds its tokens (`models/streams.py`); None for one (tokens, hidden) row
+        per token, batch first."""
+        return self._shapes.get(layer)
 
     def reads_output(self, site: Site) -> bool:
         """Whether the site is its module's output (residual, ssm, a gated MLP's activation) or its first

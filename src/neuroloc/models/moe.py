@@ -22,7 +22,7 @@ as computed here, else the `expert` site is unavailable with that reason (a fami
 adds steps of its own).
 
 Routers: the router's logits are caught as they are computed inside the router's forward (the first
-result computed with the router's (m ≥ n_experts, hidden) weight; its first n_experts columns are the
+result computed with the router's (m ≥ n_experts, d) weight; its first n_experts columns are the
 experts' logits, the rest e.g. shared experts' gates), so an edit reaches the model's own top-k and
 normalisation. Observers see p = softmax over the experts' logits; an edited p' goes back as
 logits + log(p'/p) — p' = 0 masks the expert out (−∞), and an unchanged p leaves the logits untouched.
@@ -565,13 +565,13 @@ class _Logits(TorchFunctionMode):
         return out
 
 
-def router_weight_shape(router: nn.Module, n_experts: int, hidden: int) -> tuple[int, int] | None:
-    """The shape of the router's (m, hidden) weight, m ≥ n_experts (rows past n_experts: e.g. shared
-    experts' gates, which some routers score alongside), or None."""
-    for parameter in router.parameters():
-        if parameter.ndim == 2 and parameter.shape[1] == hidden and parameter.shape[0] >= n_experts:
-            return tuple(parameter.shape)
-    return None
+def router_weight_shape(router: nn.Module, n_experts: int) -> tuple[int, int] | None:
+    """The shape of the router's (m, d) weight that scores the experts, m ≥ n_experts (rows past n_experts:
+    e.g. shared experts' gates, which some routers score alongside), or None: the smallest matrix with that
+    many rows — a plain router's only one (d = hidden); a router that is a small MLP of its own (ZAYA: a
+    down projection, two hidden layers, an output projection) scores with its last, smallest one."""
+    matrices = [p for p in router.parameters() if p.ndim == 2 and p.shape[0] >= n_experts]
+    return tuple(min(matrices, key=lambda p: p.numel()).shape) if matrices else None
 
 
 def install_router(layout, layer: int, apply: Apply, edits: bool, handles: list) -> None:
@@ -581,7 +581,7 @@ def install_router(layout, layer: int, apply: Apply, edits: bool, handles: list)
     shape = _Shape()
     handles.append(_block(layout, layer).register_forward_pre_hook(shape.pre_hook, with_kwargs=True))
     n = parts.moe.n_experts
-    weight_shape = router_weight_shape(router, n, layout.hidden_size)
+    weight_shape = router_weight_shape(router, n)
     active: list[_Logits] = []
 
     def edit(logits: torch.Tensor) -> torch.Tensor:
