@@ -181,9 +181,11 @@ def _rule(key: np.ndarray, eligible: np.ndarray | None, members: dict[int, np.nd
     kept = np.zeros(key.shape[0], dtype=np.int64)
     lowest = np.full(key.shape[0], np.inf)
     masked = key if eligible is None else np.where(eligible, key, -np.inf)
+    masked = torch.from_numpy(np.nan_to_num(masked, nan=-np.inf) if np.isnan(masked).any() else masked)
     for group, units in members.items():
         k = min(wanted[group], units.size)
-        top = -np.partition(-masked[:, units], k - 1, axis=1)[:, :k]  # the k largest, unordered
+        part = masked if units.size == masked.shape[1] else masked[:, torch.from_numpy(units)]
+        top = part.topk(k, dim=1, sorted=False).values.numpy()  # the k largest, unordered (NaN never)
         usable = np.ones_like(top, dtype=bool) if eligible is None else top > -np.inf
         kept += usable.sum(1)
         lowest = np.minimum(lowest, np.where(usable, top, np.inf).min(1))
