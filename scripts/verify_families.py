@@ -154,16 +154,18 @@ def _no_cache(model) -> dict:
 
 
 def _expert_reference(site, module, args, kwargs, output, routed_tokens: dict):
-    """Expert `site.expert`'s neurons on its routed tokens, from the experts module's own weights and
-    `_apply_gate` / `act_fn`; checked to reproduce that module's own forward for this expert alone."""
+    """Expert `site.expert`'s neurons on its routed tokens (those with a routing slot of nonzero weight on
+    it), from the experts module's own weights and `_apply_gate` / `act_fn`; checked to reproduce that
+    module's own forward for this expert alone."""
     import inspect
 
     import torch
 
     bound = list(inspect.signature(module.forward).bind(*args, **kwargs).arguments.values())
-    x, index = bound[0].reshape(-1, bound[0].shape[-1]), bound[1]
+    x, index, slot_weights = bound[0].reshape(-1, bound[0].shape[-1]), bound[1], bound[2]
     e = site.expert
-    tokens = (index == e).any(-1).nonzero().flatten()
+    # a slot of weight 0 adds nothing to the output (LongCat-Flash's zero-computation experts): not routed
+    tokens = ((index == e) & (slot_weights != 0)).any(-1).nonzero().flatten()
     routed_tokens[site.name] = tokens
     rows = x[tokens]
     transposed = module.is_transposed

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from neuroloc import NeurolocError, UnitSet, lesion, wrap_model
-from neuroloc.models.hooks import input_device, record, run_forward
+from neuroloc.models.hooks import hooks, input_device, record, run_forward
 from neuroloc.text.encoding import batches, encode, pad_id
 from scripts.tiny_families import build
 from tests.tiny import tiny_tokenizer
@@ -114,6 +114,55 @@ def test_a_router_network_is_read_at_its_expert_scores():
         run_forward(lm.model, **inputs)
     assert torch.all(cut[site.name][..., favourite] == 0)
     assert torch.all(cut[expert.name] == 0)
+
+
+@pytest.mark.parametrize("implementation", ["grouped_mm", "batched_mm", "eager"])
+def test_an_expert_counts_only_the_tokens_it_adds_to_the_output(implementation):
+    """LongCat-Flash's zero-computation experts pass a token on unchanged: the model points such a routing slot
+    at a real expert's index with weight 0, so that expert computes on the token (a token may even name it
+    twice) but adds nothing to the output. Its neurons cover the slots of nonzero weight only, each token once:
+    the routed mask and the routed rows are exactly those tokens, with act(gate)·up from its weights by hand."""
+    model = build("longcat_flash", len(tiny_tokenizer()))
+    model.set_experts_implementation(implementation)
+    lm = wrap_model(model, tiny_tokenizer(), name=f"longcat_flash-{implementation}")
+    layer = next(i for i in range(lm.layout.n_layers) if lm.layout.has(i, "expert"))
+    experts = lm.layout.layers[layer].get_submodule(lm.layout.parts(layer).moe.experts)
+    sites = lm.layout.sites("expert", [layer])
+    calls, dense, rows = [], {}, {}
+
+    def rows_of(site):
+        def observer(_value):
+            raise AssertionError("the routed rows are handed over directly")
+        observer.routed_rows = lambda r, t: rows.__setitem__(site, (r.clone(), t.clone()))
+        return observer
+
+    inputs = _padded(lm, "right")
+    handle = experts.register_forward_hook(lambda _m, args, _out: calls.append(args))
+    try:
+        with torch.no_grad():
+            with hooks(lm.layout, observe={s: (lambda v, c, s=s: dense.__setitem__(s, (v.clone(), c.routed)))
+                                           for s in sites}):
+                run_forward(lm.model, **inputs)
+            with hooks(lm.layout, observe={s: rows_of(s) for s in sites}):
+                run_forward(lm.model, **inputs)
+    finally:
+        handle.remove()
+    x, index, weights = calls[0]
+    live = weights != 0
+    assert not live.all()  # the probe routes some tokens to zero-computation experts
+    for site in sites:
+        e = site.expert
+        routed = ((index == e) & live).any(-1)
+        tokens = routed.nonzero().flatten()
+        gate, up = torch.nn.functional.linear(x[tokens], experts.gate_up_proj[e]).chunk(2, dim=-1)
+        expected = experts.act_fn(gate) * up
+        value, mask = dense[site]
+        assert torch.equal(mask.reshape(-1), routed), site.name
+        torch.testing.assert_close(value.reshape(-1, value.shape[-1])[tokens], expected)
+        got, at = rows[site]
+        order = torch.argsort(at)
+        assert torch.equal(at[order], tokens), site.name
+        torch.testing.assert_close(got[order], expected)
 
 
 def test_the_input_device_of_a_list_of_embeddings_is_its_parameters():

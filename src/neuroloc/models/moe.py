@@ -17,6 +17,13 @@ output by Σ weight × (down(h') − down(h)) over the edited pairs. Older and r
 per expert: there the expert's down projection is hooked directly, and its rows are matched back to
 their tokens by their exact input rows (whatever order the block fed them in).
 
+A token is routed to an expert where a routing slot names the expert with a nonzero weight: the
+expert's neurons are recorded (and edited) on exactly the tokens it computes on and adds to the output. A
+slot of weight 0 adds nothing whatever the expert computes there — LongCat-Flash sends a token to a
+zero-computation (identity) expert by pointing the slot at a real expert's index with weight 0, so one
+token may even name that expert twice — and is left out (`_spans`; the eager path likewise). Per-expert
+modules see the tokens their block hands them (the block's own routing decides).
+
 Before use, fused experts are probed (`check_fused`): their own forward must equal Σ weight × down(h)
 as computed here, else the `expert` site is unavailable with that reason (a family whose experts module
 adds steps of its own).
@@ -320,7 +327,8 @@ def _install_inside(reader: FusedExperts, shape: _Shape, wanted: Wanted, order: 
     signature = _signature(module)
     active: list[_DownInput] = []
 
-    def on_rows(data: torch.Tensor, sort, *, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor | None:
+    def on_rows(data: torch.Tensor, sort, *, x: torch.Tensor, index: torch.Tensor,
+                weights: torch.Tensor) -> torch.Tensor | None:
         n, k = x.reshape(-1, x.shape[-1]).shape[0], index.shape[-1]
         if data.numel() != n * k * width or (order == "sorted" and sort is None):
             raise NeurolocError(f"{type(module).__name__} did not pass its {n}×{k} routed rows to its down "
@@ -332,16 +340,13 @@ def _install_inside(reader: FusedExperts, shape: _Shape, wanted: Wanted, order: 
             flat = index.reshape(-1)
             pair = torch.argsort(flat, stable=True)
             ids, rows = flat.index_select(0, pair), rows.index_select(0, pair)
-        counts = torch.bincount(ids, minlength=reader.n_experts).tolist()
-        starts = [0]
-        for count in counts:
-            starts.append(starts[-1] + count)
+        spans = _spans(ids, weights.reshape(-1).index_select(0, pair) != 0, reader.n_experts)
         token = pair // k
         batch_tokens = shape.tokens(n)
         edited = None
         for e in experts:
             apply, edits, observe_rows = wanted[e]
-            at = slice(starts[e], starts[e + 1])
+            at = spans[e]
             current = (edited if edited is not None else rows)[at]
             if observe_rows is not None:
                 observe_rows(current, token[at])
@@ -360,8 +365,8 @@ def _install_inside(reader: FusedExperts, shape: _Shape, wanted: Wanted, order: 
 
     def enter(_module, args, kwargs):
         bound = signature.bind(*args, **kwargs).arguments
-        x, index = list(bound.values())[:2]
-        mode = _DownInput(module.down_proj, index, functools.partial(on_rows, x=x, index=index))
+        x, index, weights = list(bound.values())[:3]
+        mode = _DownInput(module.down_proj, index, functools.partial(on_rows, x=x, index=index, weights=weights))
         mode.__enter__()
         active.append(mode)
 
@@ -407,7 +412,7 @@ def _fused_hook(reader: FusedExperts, shape: _Shape, wanted: Wanted):
         flat = index.reshape(-1)
         token = torch.arange(n, device=flat.device).repeat_interleave(k)
         weight = weights.reshape(-1)
-        chosen = torch.isin(flat, torch.tensor(experts, device=flat.device))
+        chosen = torch.isin(flat, torch.tensor(experts, device=flat.device)) & (weight != 0)  # see `_spans`
         flat, token, weight = flat[chosen], token[chosen], weight[chosen]
         order = torch.argsort(flat, stable=True)
         flat, token, weight = flat[order], token[order], weight[order]
@@ -449,6 +454,23 @@ def _fused_hook(reader: FusedExperts, shape: _Shape, wanted: Wanted):
         return None
 
     return hook
+
+
+def _spans(ids: torch.Tensor, live: torch.Tensor, n_experts: int) -> list[slice | torch.Tensor]:
+    """Per expert, where its routed rows lie among rows sorted by expert `ids`: the rows whose routing
+    weight is nonzero (`live`). A slot of weight 0 adds nothing to the output whatever the expert computes
+    there — LongCat-Flash points its zero-computation (identity) experts' slots at a real expert's index
+    with weight 0 — so that token is not routed to the expert. A slice where every row is live."""
+    if bool(live.all()):
+        kept, counts = None, torch.bincount(ids, minlength=n_experts).tolist()
+    else:
+        kept = live.nonzero().flatten()
+        counts = torch.bincount(ids.index_select(0, kept), minlength=n_experts).tolist()
+    starts = [0]
+    for count in counts:
+        starts.append(starts[-1] + count)
+    return [slice(starts[e], starts[e + 1]) if kept is None else kept[starts[e]:starts[e + 1]]
+            for e in range(n_experts)]
 
 
 def _same(new: torch.Tensor, old: torch.Tensor) -> bool:

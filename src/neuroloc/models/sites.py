@@ -17,7 +17,8 @@ KIND_MEANINGS = {
     "mlp": "MLP neurons: the input of the down projection (post-activation)",
     "mlp_gate": "act(gate) of a gated MLP before it multiplies the up projection",
     "attn": "attention heads: the output projection's input, one unit per head",
-    "expert": "neurons of one routed expert (the input of its down projection), on the tokens routed to it",
+    "expert": "neurons of one routed expert (the input of its down projection), on the tokens routed to it "
+              "with a nonzero weight",
     "router": "the router's probability of each expert (softmax of its logits), one unit per expert",
     "shared_expert": "neurons of the always-active shared expert (the input of its down projection)",
     "ssm": "the output of the layer's state-space / recurrent token mixer (Mamba, RG-LRU, ...), one unit per channel",
