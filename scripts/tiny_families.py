@@ -18,7 +18,7 @@ HIDDEN = 64
 # attribute name → tiny value (only attributes the family's default config has are set)
 SIZES = {
     **dict.fromkeys(("hidden_size", "d_model", "n_embd", "dim", "embed_dim", "n_embed", "word_embed_proj_dim",
-                     "hidden_size_per_layer_input_dim"), HIDDEN),
+                     "hidden_size_per_layer_input_dim", "hidden_size_global"), HIDDEN),
     **dict.fromkeys(("num_hidden_layers", "n_layer", "num_layers", "n_layers", "decoder_layers",
                      "encoder_layers", "num_decoder_layers"), 2),
     **dict.fromkeys(("num_attention_heads", "n_head", "num_heads", "n_heads", "decoder_attention_heads",
@@ -83,6 +83,9 @@ EXTRA: dict[str, dict] = {
     "zamba": dict(num_hidden_layers=4, attn_layer_period=2, attn_layer_offset=1,
                   layer_types=["linear_attention", "hybrid"] * 2),
     "zaya": dict(num_experts_per_tok=1),
+    # given no attention mask XLM counts a text's length by its ids that are not its pad id: a checkpoint's
+    # pad (2) is not its BOS (0), while the tiny tokenizer's BOS is 0, so the pad id is one no text uses
+    "xlm": dict(pad_token_id=3),
     # stored with an "mlp" block after each layer (halved on load); an input, a recurrent and an output layer
     "dots3_note_text": dict(head_dim=16), "dots3_note": dict(text_config=dict(head_dim=16)),  # qk_nope + qk_rope
     "reformer": dict(axial_pos_embds_dim=[HIDDEN // 2, HIDDEN // 2]),

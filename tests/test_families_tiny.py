@@ -165,6 +165,44 @@ def test_an_expert_counts_only_the_tokens_it_adds_to_the_output(implementation):
         torch.testing.assert_close(got[order], expected)
 
 
+def test_a_block_held_in_parallel_lists_has_its_residual_stream_and_says_why_nothing_else():
+    """XLM keeps block i's attention, norms and FFN in four parallel lists: the layers are the list that ends
+    each block (layer_norm2), whose output on a padded batch is the stream the model itself reports after
+    block i (`output_hidden_states`) at the real tokens; a zero lesion there changes the logits; every other
+    site is absent, naming the lists."""
+    lm = _lm("xlm")
+    assert lm.layout.layers_path == "transformer.layer_norm2"
+    inputs = _padded(lm)
+    real = inputs["attention_mask"].bool()
+    with torch.no_grad(), record(lm.layout, lm.layout.sites("residual"), stop_early=False) as got:
+        output = run_forward(lm.model, **inputs, output_hidden_states=True)
+    for i in range(lm.layout.n_layers):
+        torch.testing.assert_close(got[f"layers.{i}.residual"][real], output.hidden_states[i + 1][real], rtol=0, atol=0)
+    units = UnitSet.from_names(["layers.0.residual[0]", "layers.0.residual[5]"], lm.layout)
+    with torch.no_grad(), lesion(lm, units, "zero"):
+        lesioned = run_forward(lm.model, **inputs).logits
+    assert not torch.allclose(output.logits[real], lesioned[real])
+    for kind in ("mlp", "attn", "mlp_gate", "expert", "ssm"):
+        assert "holds each block's parts in parallel lists (transformer.attentions, transformer.layer_norm1, " \
+               "transformer.ffns, transformer.layer_norm2)" in lm.layout.reason(0, kind)
+
+
+def test_of_several_stacks_that_run_once_the_one_feeding_the_lm_head_is_the_layer_list():
+    """BLT runs an entropy patcher, a byte encoder, a patch-level global transformer and a byte decoder, each a
+    list of transformer layers run once: the layers are the decoder's, the stack that finishes last — its last
+    layer's output, through the decoder's norm and the LM head, is the model's logits — with their own sites
+    (the composite config has no hidden size: the decoder's own config gives it)."""
+    lm = _lm("blt")
+    assert lm.layout.layers_path == "model.local_decoder.layers"
+    assert {"residual", "mlp", "mlp_gate", "attn"} <= set(lm.layout.available_kinds())
+    ids = torch.tensor([encode(lm.tokenizer, TEXTS[:1], bos="prepend").input_ids[0]])
+    last = lm.layout.sites("residual", [lm.layout.n_layers - 1])
+    with torch.no_grad(), record(lm.layout, last, stop_early=False) as got:
+        logits = run_forward(lm.model, input_ids=ids, use_cache=False).logits
+        again = lm.model.lm_head(lm.model.model.local_decoder.norm(got[last[0].name]))
+    torch.testing.assert_close(again, logits)
+
+
 def test_the_input_device_of_a_list_of_embeddings_is_its_parameters():
     model = build("musicgen", len(tiny_tokenizer()))
     assert isinstance(model.get_input_embeddings(), torch.nn.ModuleList)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .hooks import input_device
+from .streams import run_probe
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -54,8 +55,7 @@ def check_gates(layout) -> dict[int, str | None]:
             for j, path in enumerate(mlp.inputs):
                 handles.append(layer.get_submodule(path).register_forward_hook(keep((i, f"in{j}"))))
         try:
-            with torch.no_grad():
-                layout.model(input_ids=probe_ids(layout.model))
+            run_probe(layout.model, probe_ids(layout.model), use_cache=False)
         except Exception as error:  # noqa: BLE001 - any failure: the gate stays unchecked, and says why
             return {i: f"layer {i}: the gate could not be checked (a probe forward pass failed: "
                        f"{type(error).__name__}: {str(error)[:120]})" for i in gated}

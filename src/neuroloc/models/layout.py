@@ -13,13 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping, Union
 
-import torch
 from torch import nn
 
 from ..errors import NeurolocError
 from .discovery import LayerParts, MlpParts, discover_layer, heads_of, linear_dims
 from .sites import KIND_MEANINGS, SITE_KINDS, UNIT_NAME, Site
-from .streams import LayerShape, probe_layer_shapes
+from .streams import LayerShape, probe_layer_shapes, run_probe
 
 __all__ = ["FAMILIES", "FamilyPaths", "KIND_MEANINGS", "ModelLayout", "SITE_KINDS", "Site", "UNIT_NAME",
            "register_family"]
@@ -124,8 +123,13 @@ class ModelLayout:
         self.n_heads = _config_int(config, "num_attention_heads", "n_head", "num_heads", "n_heads")
         config_layers = _config_int(config, "num_hidden_layers", "n_layer", "num_layers", "n_layers")
         self.family = FAMILIES.get(self.model_type)
+        self._parallel: str | None = None  # set when the block's parts are parallel lists (`_parallel_parts`)
         self.layers_path, self.layers = self._layer_list(model, config_layers)
         self.n_layers = len(self.layers)
+        if self.hidden_size is None or self.n_heads is None:  # a composite config: the layers' own submodel's
+            own = self._stack_config(model)
+            self.hidden_size = self.hidden_size or _config_int(own, "hidden_size", "n_embd", "d_model", "dim")
+            self.n_heads = self.n_heads or _config_int(own, "num_attention_heads", "n_head", "num_heads", "n_heads")
         if self.hidden_size is None:
             raise NeurolocError(f"model type {self.model_type!r}: the config does not give a hidden size "
                                 f"(hidden_size, n_embd or d_model). {self._how_to_register()}")
@@ -139,6 +143,16 @@ class ModelLayout:
         self._idle: dict[int, str] = {}  # layers a text-only pass skips: no site of any kind
         self._modules: dict[Site, nn.Module] = {}
         self._verify()
+
+    def _stack_config(self, model: nn.Module):
+        """The config of the innermost submodel holding the layer list (BLT's local decoder: its top config
+        only gathers its submodels'), or None."""
+        path = self.layers_path.split(".")
+        for end in range(len(path) - 1, 0, -1):
+            config = getattr(model.get_submodule(".".join(path[:end])), "config", None)
+            if config is not None and config is not self.config:
+                return config
+        return None
 
     def _verify(self) -> None:
         """Run the probes now, on the bare model: a gated MLP's gate (one forward pass on 5 tokens) and
@@ -197,7 +211,11 @@ class ModelLayout:
     def _layers_that_run(self, model: nn.Module, pool: list[tuple[str, nn.Module]],
                          config_layers: int | None) -> tuple[str, list[nn.Module]]:
         """Among several candidate lists (a multimodal model's text decoder beside its vision or audio
-        encoders), the one whose layers each run once on a text-only probe pass; a model whose layers run
+        encoders), the one whose layers each run once on a text-only probe pass; when several do, the one
+        that finishes last — the stack that feeds the LM head (BLT's local decoder after its byte encoder,
+        patch-level global transformer and entropy patcher; of lists holding a block's parts side by side,
+        as XLM's attentions, layer_norm1, ffns and layer_norm2, the one whose i-th module ends block i, so
+        its output is the residual stream after block i — see `_parallel`). A model whose layers run
         several times per pass (recurrent stacks) has no layer list neuroloc can name, and says so."""
         from .gates import probe_ids
 
@@ -205,11 +223,21 @@ class ModelLayout:
         why = ""
         if len(pool) > 1:
             calls = {name: 0 for name, _ in pool}
+            ended: dict[str, list[tuple[int, int]]] = {name: [] for name, _ in pool}  # per list: when each layer finished
+            clock = [0]
+
+            def done(name: str, index: int):
+                def hook(*_):
+                    clock[0] += 1
+                    ended[name].append((clock[0], index))
+                return hook
+
             handles = [layer.register_forward_pre_hook(lambda *_, name=name: calls.__setitem__(name, calls[name] + 1))
                        for name, layers in pool for layer in layers]
+            handles += [layer.register_forward_hook(done(name, i)) for name, layers in pool
+                        for i, layer in enumerate(layers)]
             try:
-                with torch.no_grad():
-                    model(input_ids=probe_ids(model))
+                run_probe(model, probe_ids(model), use_cache=False)
                 runs = {name: calls[name] / len(layers) for name, layers in pool}
             except Exception as error:  # noqa: BLE001 - the probe only settles ambiguity; say why it could not
                 runs, why = {}, f"; a text-only probe pass failed: {type(error).__name__}: {str(error)[:120]}"
@@ -217,6 +245,10 @@ class ModelLayout:
                 for handle in handles:
                     handle.remove()
             once = [(n, m) for n, m in pool if runs.get(n) == 1]
+            if len(once) > 1:
+                last = max(once, key=lambda item: max(ended[item[0]])[0])
+                self._parallel = self._parallel_parts(last[0], once, ended)
+                return last[0], list(last[1])
             if len(once) == 1:
                 return once[0][0], list(once[0][1])
             repeated = {n: r for n, r in runs.items() if r > 1}
@@ -232,6 +264,27 @@ class ModelLayout:
         raise NeurolocError(
             f"model type {self.model_type!r} is not in neuroloc's table and discovery cannot tell its layer "
             f"list (the config says {config_layers} layers; candidates: {found}{why}). {self._how_to_register()}")
+
+    def _parallel_parts(self, chosen: str, once: list[tuple[str, nn.Module]],
+                        ended: dict[str, list[tuple[int, int]]]) -> str | None:
+        """When `chosen` holds the last part of each block and the block's other parts are lists beside it
+        (same parent, same length, block i's modules all finishing before block i + 1's start and
+        `chosen`'s i-th last of them): why a layer in which discovery finds no part has no site but
+        `residual` (BLT's decoder layers, beside their cross-attention list, are whole blocks), else None."""
+        parent = chosen.rsplit(".", 1)[0] if "." in chosen else ""
+        length = len(dict(once)[chosen])
+        siblings = [n for n, m in once if n != chosen and len(m) == length
+                    and (n.rsplit(".", 1)[0] if "." in n else "") == parent]
+        if not siblings:
+            return None
+        events = sorted((t, i, n) for n in (chosen, *siblings) for t, i in ended[n])
+        blocks = [i for _, i, _ in events]
+        if blocks != sorted(blocks) or any(events[j][2] != chosen for j in range(len(events))
+                                           if j + 1 == len(events) or events[j + 1][1] != events[j][1]):
+            return None
+        return (f"{self.model_type!r} holds each block's parts in parallel lists ({', '.join(siblings)}, {chosen}): "
+                f"layer i is {chosen}[i] (its output is the residual stream after block i), which holds no other "
+                "part of the block, and sites are paths inside a layer")
 
     def _how_to_register(self) -> str:
         return (
@@ -250,6 +303,9 @@ class ModelLayout:
             rules = self._rules(layer, module)
             if rules:
                 self._apply_rules(parts, rules, layer, module)
+            if self._parallel and not (parts.attn or parts.mlp or parts.moe or parts.ssm):
+                # the layer module is only the last part of its block (XLM's norm): residual only, and why
+                parts = LayerParts(reasons=dict.fromkeys(SITE_KINDS[1:], self._parallel))
             self._parts[layer] = parts
         return self._parts[layer]
 

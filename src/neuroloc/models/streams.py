@@ -109,7 +109,7 @@ def probe_layer_shapes(model: nn.Module, layers: list[nn.Module], ids: torch.Ten
     handles += [layer.register_forward_pre_hook(enter(i)) for i, layer in enumerate(layers)]
     handles += [module.register_forward_pre_hook(count(i)) for i, module in (watch or {}).items()]
     try:
-        _run(model, ids, use_cache=False)
+        run_probe(model, ids, use_cache=False)
     except Exception as error:  # noqa: BLE001 - the model cannot run on token ids: the caller refuses it
         return Probe({}, {}, {}, f"{type(error).__name__}: {' '.join(str(error).split())[:200]}")
     finally:
@@ -120,7 +120,7 @@ def probe_layer_shapes(model: nn.Module, layers: list[nn.Module], ids: torch.Ten
     if any(torch.is_tensor(v) and v.dim() == 3 and v.shape[0] == 1 and v.shape[1] > length for v in seen.values()):
         # only then: asking for hidden states makes some models install hooks of their own for good
         try:
-            output = _run(model, ids, use_cache=False, output_hidden_states=True)
+            output = run_probe(model, ids, use_cache=False, output_hidden_states=True)
             reported = [h for h in (getattr(output, "hidden_states", None) or ()) if torch.is_tensor(h)]
         except Exception:  # noqa: BLE001 - no reported states: the text positions stay unknown, and say so
             reported = []
@@ -154,7 +154,7 @@ def probe_layer_shapes(model: nn.Module, layers: list[nn.Module], ids: torch.Ten
     return Probe(shapes, calls, runs)
 
 
-def _run(model: nn.Module, ids: torch.Tensor, **flags):
+def run_probe(model: nn.Module, ids: torch.Tensor, **flags):
     """The model's output on `ids`, with the `flags` its forward takes."""
     parameters = inspect.signature(model.forward).parameters
     takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
