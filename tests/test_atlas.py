@@ -108,6 +108,20 @@ def test_cells_are_z_against_the_controls_with_crawford_howell_p_and_bh_q():
     assert significant == set(TARGETS)
 
 
+def test_identical_controls_have_no_spread_so_no_z():
+    """Three control sets scoring the same accuracy (a coarse benchmark): sd exactly 0, z undefined, the cell
+    not significant — not a z of 1e15 from the float mean's rounding (seen on Gemma-3-270m: BLiMP 51/67 three times)."""
+    results = synthetic_results()
+    same = (results.network == "A") & (results.benchmark == "bench_a") & (results.condition == "random")
+    results.loc[same, "value"] = 54 / 67
+    assert np.std(results.loc[same, "value"].to_numpy(), ddof=1) > 0  # what the float mean leaves
+    cells = dissociation_cells(results, list("ABC"), ["bench_a", "bench_b", "bench_c"], ["random", "magnitude"],
+                               alpha=0.05)
+    cell = cells[(cells.network == "A") & (cells.benchmark == "bench_a")].iloc[0]
+    assert cell.random_sd == 0 and np.isnan(cell.z_random) and np.isnan(cell.p_random)
+    assert not cell.significant and cell.z_magnitude > 0
+
+
 def test_crawford_howell_matches_the_prediction_interval_by_simulation():
     rng = np.random.default_rng(0)
     controls = rng.normal(size=(200_000, 4))

@@ -184,7 +184,8 @@ def dissociation_cells(results: pd.DataFrame, networks: Sequence[str], benchmark
             for kind in control_kinds:
                 values = own[own.condition == kind].value.to_numpy(dtype=float)
                 mean = values.mean() if len(values) else np.nan
-                sd = values.std(ddof=1) if len(values) > 1 else np.nan
+                # identical controls have no spread: sd 0 exactly (their float mean would leave ~1e-16)
+                sd = (0.0 if np.ptp(values) == 0 else values.std(ddof=1)) if len(values) > 1 else np.nan
                 z = sign * (mean - target) / sd if np.isfinite(sd) and sd > 0 else np.nan
                 row.update({f"{kind}_mean": mean, f"{kind}_sd": sd, f"{kind}_n": len(values), f"z_{kind}": z,
                             f"p_{kind}": float(crawford_howell(np.array([z]), np.array([len(values)]))[0])})
