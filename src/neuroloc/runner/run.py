@@ -18,6 +18,7 @@ from typing import Any, Callable
 from ..config import Config, InstanceOf, Interval, param
 from ..errors import NeurolocError
 from ..interrupts import Interrupted, interruptible
+from ..io import source_commit
 from ..models.loading import LoadedModel, check_model_spec, load_model
 from ..record.distributed import DistContext
 from .context import RunContext, quiet
@@ -62,6 +63,7 @@ def run(config: StudyConfig, out: str | Path | None = None, *, lm: LoadedModel |
     the result on every process. `log` prints progress lines (default: nothing), `warn` warnings (default:
     Python warnings)."""
     options = options or RunOptions()
+    source_commit()  # read (and cached) as the run starts: the manifest, written at the end, names the code that ran
     launched = launcher_check(config)
     folder = OutputFolder(out, config.command, config.identity()) if out is not None else None
     if folder is not None and launched.is_main:
