@@ -85,6 +85,25 @@ def test_the_config_is_the_manifest_and_loads_back():
 
 
 # ------------------------------------------------------------------------------------- output folders
+def test_the_manifest_names_the_code_as_the_run_started(files, tmp_path, monkeypatch):
+    """A long run's manifest is written at its end: the commit it names is the one read as the run started,
+    not one made while it ran."""
+    from neuroloc import io as neuroloc_io
+
+    calls = []
+    monkeypatch.setattr(neuroloc_io.subprocess, "run", lambda *a, **k: calls.append(a) or type(
+        "Done", (), {"stdout": f"{len(calls):040d}"})())
+    neuroloc_io.source_commit.cache_clear()
+    config = localize(files)
+    compute = type(config).compute
+    seen = []
+    monkeypatch.setattr(type(config), "compute", lambda self, *a: seen.append(len(calls)) or compute(self, *a))
+    run(config, tmp_path / "out", lm=fresh_lm())
+    neuroloc_io.source_commit.cache_clear()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert seen == [2] and manifest["neuroloc_source"]["commit"] == f"{1:040d}"  # rev-parse, then status
+
+
 def test_an_output_folder_belongs_to_one_run(files, tmp_path):
     out = tmp_path / "out"
     first = localize(files)
