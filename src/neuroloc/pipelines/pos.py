@@ -58,7 +58,7 @@ from ..studies.pos.attribution import AttributionSummary, attribute
 from ..studies.pos.key_neurons import (DEFAULT_CLASSES, KeyNeurons, contrast_key_neurons, resolve_classes,
                                        word_magnitudes)
 from ..studies.pos.specificity import SpecificityResult, specificity
-from ..units import UnitSet
+from ..units import UnitIndex, UnitSet
 from . import fields
 
 __all__ = ["DEFAULT_TREEBANK", "PROBE_COLUMNS", "PosConfig", "PosData", "PosInputs", "PosResult", "find_key_neurons",
@@ -515,11 +515,7 @@ class PosResult(StudyResult):
     def magnitudes(self) -> pd.DataFrame:
         """Every unit's mean |activation| over the training words (unit, site, layer, index, mean_abs_activation)."""
         units = self.key_neurons.units[self.key_neurons.classes[0]]
-        return pd.DataFrame({"unit": [f"{s.name}[{i}]" for s, w in zip(units.sites, units.widths) for i in range(w)],
-                             "site": np.repeat([s.kind for s in units.sites], units.widths),
-                             "layer": np.repeat([s.layer for s in units.sites], units.widths),
-                             "index": np.concatenate([np.arange(w) for w in units.widths]),
-                             "mean_abs_activation": self.key_neurons.magnitudes})
+        return UnitIndex(units.sites, units.widths).table().assign(mean_abs_activation=self.key_neurons.magnitudes)
 
     def manifest_sections(self) -> dict[str, Any]:
         data, inputs = self.data, self.inputs

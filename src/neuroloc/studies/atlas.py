@@ -75,13 +75,15 @@ def _reads(column: str) -> tuple[str, str | None, str, bool]:
     return (column, *PRIMARY.get(column, ("overall", "accuracy", True)))
 
 
+def _same_sites(a: UnitSet, b: UnitSet) -> bool:
+    return [s.name for s in a.sites] == [s.name for s in b.sites] and list(a.widths) == list(b.widths)
+
+
 def comparable_pairs(units: Mapping[str, UnitSet]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(pairs of networks on the same sites, pairs on different sites — their overlap means nothing)."""
     same, different = [], []
     for a, b in combinations(list(units), 2):
-        ua, ub = units[a], units[b]
-        alike = [s.name for s in ua.sites] == [s.name for s in ub.sites] and list(ua.widths) == list(ub.widths)
-        (same if alike else different).append((a, b))
+        (same if _same_sites(units[a], units[b]) else different).append((a, b))
     return same, different
 
 
@@ -94,7 +96,7 @@ def network_overlap(units: Mapping[str, UnitSet], scores: Mapping[str, np.ndarra
     frames = []
     for a, b in (pairs if pairs is not None else combinations(list(units), 2)):
         ua, ub = units[a], units[b]
-        if [s.name for s in ua.sites] != [s.name for s in ub.sites] or list(ua.widths) != list(ub.widths):
+        if not _same_sites(ua, ub):
             raise NeurolocError(f"networks {a} and {b} were localized on different sites; localize them with the "
                                 "same --site and layers to compare them")
         frame = compare_sets(ua.flat_mask().numpy(), ub.flat_mask().numpy(), np.asarray(scores[a], dtype=float),
